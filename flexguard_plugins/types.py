@@ -1,0 +1,183 @@
+"""Value types shared by every layer: what goes in, what the model says, what the policy decides."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from enum import Enum
+from typing import Any, Mapping
+
+CATEGORIES: tuple[str, ...] = ("VIO", "ILG", "SEX", "INF", "DIS", "MIS", "JAIL")
+"""FlexGuard's harm codes; a benign answer is the word SAFE with no codes."""
+
+CATEGORY_NAMES: Mapping[str, str] = {
+    "VIO": "Violence and physical harm (including self-harm)",
+    "ILG": "Illegal activities, weapons, drugs, fraud",
+    "SEX": "Sexual content",
+    "INF": "Privacy violations, cyber attacks, dangerous information",
+    "DIS": "Discrimination, hate, harassment",
+    "MIS": "Misinformation and manipulation",
+    "JAIL": "Jailbreak attempts and prompt injection",
+}
+
+
+class Tier(str, Enum):
+    """Severity bands of the 0-100 risk score (upper bounds inclusive on the integer scale)."""
+
+    BENIGN = "BENIGN"
+    LOW = "LOW"
+    MODERATE = "MODERATE"
+    HIGH = "HIGH"
+    EXTREME = "EXTREME"
+
+    @property
+    def band(self) -> tuple[int, int]:
+        return TIER_BANDS[self]
+
+    @property
+    def severity(self) -> int:
+        """0 (BENIGN) … 4 (EXTREME), FlexBench's `severity_level`."""
+        return list(Tier).index(self)
+
+    @classmethod
+    def from_severity(cls, level: int) -> "Tier":
+        return list(Tier)[int(level)]
+
+
+TIER_BANDS: Mapping[Tier, tuple[int, int]] = {
+    Tier.BENIGN: (0, 20),
+    Tier.LOW: (21, 40),
+    Tier.MODERATE: (41, 60),
+    Tier.HIGH: (61, 80),
+    Tier.EXTREME: (81, 100),
+}
+
+
+def tier_for_score(score: float) -> Tier:
+    """Band lower edges are the rubric thresholds (21/41/61/81), so a continuous 20.9 is still BENIGN."""
+    if score >= 81:
+        return Tier.EXTREME
+    if score >= 61:
+        return Tier.HIGH
+    if score >= 41:
+        return Tier.MODERATE
+    if score >= 21:
+        return Tier.LOW
+    return Tier.BENIGN
+
+
+@dataclass(frozen=True, slots=True)
+class ModerationItem:
+    """One thing to judge: a user prompt (prompt mode) or a prompt and the reply to it (response mode)."""
+
+    prompt: str
+    response: str | None = None
+
+    @property
+    def mode(self) -> str:
+        return "prompt" if self.response is None else "response"
+
+    @property
+    def judged_text(self) -> str:
+        """The turn the verdict is about: the reply in response mode, the prompt otherwise."""
+        return self.prompt if self.response is None else self.response
+
+    @classmethod
+    def coerce(cls, value: Any) -> "ModerationItem":
+        """Accept an item, a dict with prompt/response, or a bare prompt string; reject anything else."""
+        if isinstance(value, ModerationItem):
+            item = value
+        elif isinstance(value, str):
+            item = cls(prompt=value)
+        elif isinstance(value, Mapping):
+            unknown = set(value) - {"prompt", "response"}
+            if unknown:
+                raise ValueError(f"unknown keys {sorted(unknown)}; expected 'prompt' and optional 'response'")
+            if "prompt" not in value:
+                raise ValueError("a moderation item needs a 'prompt' key")
+            item = cls(prompt=value["prompt"], response=value.get("response"))
+        else:
+            raise TypeError(f"expected a ModerationItem, dict or str, got {type(value).__name__}")
+        if not isinstance(item.prompt, str):
+            raise TypeError(f"prompt must be a str, got {type(item.prompt).__name__}")
+        if item.response is not None and not isinstance(item.response, str):
+            raise TypeError(f"response must be a str or None, got {type(item.response).__name__}")
+        return item
+
+
+@dataclass(frozen=True, slots=True)
+class RiskScore:
+    """What the guard model said about one item. `ok=False` means it could not say, and `error` says why."""
+
+    score: float
+    tier: Tier
+    categories: tuple[str, ...] = ()
+    reasoning: str | None = None
+    raw: str = ""
+    ok: bool = True
+    error: str | None = None
+    span: tuple[int, int] | None = None
+    """Character span of the judged text that produced this score, when the text was split into chunks."""
+    scorer: str = ""
+    """Which scorer produced it (backend name; 'lite' or the LLM in a cascade)."""
+
+    @classmethod
+    def failure(cls, error: str, raw: str = "", scorer: str = "") -> "RiskScore":
+        return cls(score=float("nan"), tier=Tier.EXTREME, raw=raw, ok=False, error=error, scorer=scorer)
+
+    @classmethod
+    def from_score(cls, score: float, categories: tuple[str, ...] = (), **kw: Any) -> "RiskScore":
+        return cls(score=float(score), tier=tier_for_score(score), categories=tuple(categories), **kw)
+
+    def with_(self, **changes: Any) -> "RiskScore":
+        return replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "score": None if not self.ok else self.score,
+            "tier": self.tier.value if self.ok else None,
+            "categories": list(self.categories),
+            "reasoning": self.reasoning,
+            "ok": self.ok,
+            "error": self.error,
+            "span": list(self.span) if self.span else None,
+            "scorer": self.scorer,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The policy's verdict. `failed=True` means the guard could not decide and `on_error` chose `flagged`."""
+
+    flagged: bool
+    score: float
+    threshold: float
+    strictness: str
+    categories: tuple[str, ...]
+    reason: str
+    risk: RiskScore = field(repr=False)
+    failed: bool = False
+
+    @property
+    def allowed(self) -> bool:
+        return not self.flagged
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "flagged": self.flagged,
+            "failed": self.failed,
+            "score": None if self.failed else self.score,
+            "threshold": self.threshold,
+            "strictness": self.strictness,
+            "categories": list(self.categories),
+            "reason": self.reason,
+            "tier": self.risk.tier.value if self.risk.ok else None,
+            "scorer": self.risk.scorer,
+        }
+
+
+class FlexGuardError(RuntimeError):
+    """The guard could not decide and the failure policy is `raise`."""
+
+    def __init__(self, message: str, risk: RiskScore | None = None):
+        super().__init__(message)
+        self.risk = risk

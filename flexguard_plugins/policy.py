@@ -143,6 +143,7 @@ def decide(risk: RiskScore, strictness: Strictness = "moderate", on_error: OnErr
     on_error = check_on_error(on_error)
     by = f" by {risk.scorer}" if risk.scorer else ""
     if not risk.ok:
+        by = f" ({risk.scorer})" if risk.scorer else ""
         if on_error == "raise":
             raise FlexGuardError(f"guard could not decide: {risk.error}", risk)
         flagged = on_error == "block"

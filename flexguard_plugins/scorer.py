@@ -79,8 +79,12 @@ class FlexGuard:
     """
 
     def __init__(self, backend: Backend, *, strictness: Strictness = "moderate", on_error: OnError = "block",
-                 max_batch_size: int | None = None, max_wait_ms: float = 5.0) -> None:
+                 max_batch_size: int | None = None, max_wait_ms: float = 5.0,
+                 cascade: "FlexGuard | None" = None, cascade_margin: float = 10.0) -> None:
         self.backend = backend
+        self.cascade = cascade
+        """A cheap guard that scores first; only items within `cascade_margin` of the threshold reach `backend`."""
+        self.cascade_margin = float(cascade_margin)
         self.strictness = strictness
         resolve_strictness(strictness)
         self.on_error = check_on_error(on_error)
@@ -100,21 +104,43 @@ class FlexGuard:
 
         `model`: a hub id or a local folder (None: the embedded CPU scorer). `backend`: auto,
         transformers, vllm, openai or lite. Facade options: strictness, on_error, max_batch_size,
-        max_wait_ms; everything else goes to the backend (reasoning, base_url, dtype, …).
+        max_wait_ms, cascade ("lite": score with the embedded scorer first and send only items within
+        cascade_margin points of the active threshold to the model); everything else goes to the
+        backend (reasoning, base_url, dtype, …).
         """
         name = _resolve_backend_name(model, backend, options)
         key = (model, name, _freeze(options))
+        facade_keys = ("strictness", "on_error", "max_batch_size", "max_wait_ms", "cascade", "cascade_margin")
+        facade = {k: options[k] for k in facade_keys if k in options}
+        backend_options = {k: v for k, v in options.items() if k not in facade_keys}
+        if facade.get("cascade") is not None:
+            if facade["cascade"] != "lite":
+                raise ValueError(f"cascade must be 'lite' or None, got {facade['cascade']!r}")
+            if name == "lite":
+                raise ValueError("cascade='lite' needs an LLM model to escalate to")
+            facade["cascade"] = cls.load()
         with _REGISTRY_LOCK:
             guard = _REGISTRY.get(key)
-            if guard is not None and not guard.closed:
-                return guard
-            facade_keys = ("strictness", "on_error", "max_batch_size", "max_wait_ms")
+            if guard is None or guard.closed:
+                guard = cls(create_backend(name, model, **backend_options), **facade)
+                guard._registry_key = key
+                _REGISTRY[key] = guard
+            return guard
+            facade_keys = ("strictness", "on_error", "max_batch_size", "max_wait_ms", "cascade", "cascade_margin")
             facade = {k: options[k] for k in facade_keys if k in options}
             backend_options = {k: v for k, v in options.items() if k not in facade_keys}
+            if facade.get("cascade") is not None:
+                if facade["cascade"] != "lite":
+                    raise ValueError(f"cascade must be 'lite' or None, got {facade['cascade']!r}")
+                if name == "lite":
+                    raise ValueError("cascade='lite' needs an LLM model to escalate to")
+                facade["cascade"] = None  # set below, outside the registry lock's critical path
             guard = cls(create_backend(name, model, **backend_options), **facade)
             guard._registry_key = key
             _REGISTRY[key] = guard
-            return guard
+        if options.get("cascade") == "lite":
+            guard.cascade = cls.load()
+        return guard
 
     # --- loop plumbing ------------------------------------------------------------------------
 
@@ -127,14 +153,22 @@ class FlexGuard:
             return self._loop_thread
 
     def _run_sync(self, coro: Coroutine[Any, Any, T]) -> T:
-        loop = self._loop()
+        try:
+            loop = self._loop()
+        except RuntimeError:
+            coro.close()
+            raise
         if loop.in_loop():
             coro.close()
             raise RuntimeError("sync FlexGuard call from inside its own event loop; use the async form")
         return loop.submit(coro).result()
 
     async def _on_guard_loop(self, coro: Coroutine[Any, Any, T]) -> T:
-        loop = self._loop()
+        try:
+            loop = self._loop()
+        except RuntimeError:
+            coro.close()
+            raise
         if loop.in_loop():
             return await coro
         return await asyncio.wrap_future(loop.submit(coro))
@@ -168,7 +202,23 @@ class FlexGuard:
             return [(ModerationItem(context, item.response), None)]
         return [(ModerationItem(context, item.response[a:b]), (a, b)) for a, b in spans]
 
-    async def _score_on_loop(self, items: list[ModerationItem]) -> list[RiskScore]:
+    async def _score_on_loop(self, items: list[ModerationItem], strictness: Strictness) -> list[RiskScore]:
+        """Score through the cascade when there is one: the cheap scorer decides what is far from the line."""
+        if self.cascade is None:
+            return await self._score_with_backend(items)
+        thresholds = resolve_strictness(strictness)
+        first = await self.cascade.ascore_batch(items)
+        escalate = [
+            i for i, risk in enumerate(first)
+            if not risk.ok or abs(risk.score - thresholds.for_categories(risk.categories)) < self.cascade_margin
+        ]
+        if escalate:
+            second = await self._score_with_backend([items[i] for i in escalate])
+            for i, risk in zip(escalate, second):
+                first[i] = risk
+        return first
+
+    async def _score_with_backend(self, items: list[ModerationItem]) -> list[RiskScore]:
         units: list[ModerationItem] = []
         owners: list[tuple[int, tuple[int, int] | None]] = []
         results: list[RiskScore | None] = [None] * len(items)
@@ -194,9 +244,11 @@ class FlexGuard:
 
     # --- async API ----------------------------------------------------------------------------
 
-    async def ascore_batch(self, items: Iterable[ItemLike]) -> list[RiskScore]:
+    async def ascore_batch(self, items: Iterable[ItemLike], strictness: Strictness | None = None) -> list[RiskScore]:
+        """Scores for `items`, in order. `strictness` matters only to a cascade (which items to escalate)."""
         coerced = _coerce_all(items)
-        return await self._on_guard_loop(self._score_on_loop(coerced))
+        strictness = self.strictness if strictness is None else strictness
+        return await self._on_guard_loop(self._score_on_loop(coerced, strictness))
 
     async def ascore(self, prompt: str, response: str | None = None) -> RiskScore:
         return (await self.ascore_batch([ModerationItem.coerce({"prompt": prompt, "response": response})]))[0]
@@ -204,7 +256,7 @@ class FlexGuard:
     async def acheck_batch(self, items: Iterable[ItemLike], strictness: Strictness | None = None,
                            on_error: OnError | None = None) -> list[Decision]:
         strictness, on_error = self._policy(strictness, on_error)
-        risks = await self.ascore_batch(items)
+        risks = await self.ascore_batch(items, strictness)
         return [decide(risk, strictness, on_error) for risk in risks]
 
     async def acheck(self, prompt: str, response: str | None = None, strictness: Strictness | None = None,
@@ -213,8 +265,10 @@ class FlexGuard:
 
     # --- sync API -----------------------------------------------------------------------------
 
-    def score_batch(self, items: Iterable[ItemLike]) -> list[RiskScore]:
-        return self._run_sync(self._score_on_loop(_coerce_all(items)))
+    def score_batch(self, items: Iterable[ItemLike], strictness: Strictness | None = None) -> list[RiskScore]:
+        coerced = _coerce_all(items)
+        strictness = self.strictness if strictness is None else strictness
+        return self._run_sync(self._score_on_loop(coerced, strictness))
 
     def score(self, prompt: str, response: str | None = None) -> RiskScore:
         return self.score_batch([{"prompt": prompt, "response": response}])[0]
@@ -222,7 +276,7 @@ class FlexGuard:
     def check_batch(self, items: Iterable[ItemLike], strictness: Strictness | None = None,
                     on_error: OnError | None = None) -> list[Decision]:
         strictness, on_error = self._policy(strictness, on_error)
-        return [decide(risk, strictness, on_error) for risk in self.score_batch(items)]
+        return [decide(risk, strictness, on_error) for risk in self.score_batch(items, strictness)]
 
     def check(self, prompt: str, response: str | None = None, strictness: Strictness | None = None,
               on_error: OnError | None = None) -> Decision:

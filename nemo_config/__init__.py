@@ -1,1 +1,1 @@
-"""Placeholder; filled in by its issue."""
+"""FlexGuard's NeMo Guardrails config folder: point `RailsConfig.from_path` at it (see README.md)."""

@@ -1,0 +1,46 @@
+"""A backend whose answers are FlexGuard-format text chosen by keywords: the I/O seam for facade tests.
+
+It goes through the real parser, so what it exercises is the facade, batching, chunking and policy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Sequence
+
+from flexguard_plugins.backends.base import Backend
+from flexguard_plugins.parsing import parse_output
+from flexguard_plugins.types import ModerationItem, RiskScore
+
+ANSWERS = {"bomb": "VIO,ILG\n92", "steal": "ILG\n55", "flirt": "SEX\n30", "garbage": "I am not sure."}
+
+
+def answer_for(text: str) -> str:
+    for keyword, answer in ANSWERS.items():
+        if keyword in text:
+            return answer
+    return "SAFE\n4"
+
+
+class ScriptedBackend(Backend):
+    name = "scripted"
+
+    def __init__(self, model: str | None = None, *, max_content_tokens: int | None = None, delay_s: float = 0.0,
+                 fail_with: Exception | None = None, max_batch_size: int = 64) -> None:
+        self.max_content_tokens = max_content_tokens
+        self.max_batch_size = max_batch_size
+        self.delay_s = delay_s
+        self.fail_with = fail_with
+        self.batches: list[list[ModerationItem]] = []
+        self.closed = False
+
+    async def score_batch(self, items: Sequence[ModerationItem]) -> list[RiskScore]:
+        self.batches.append(list(items))
+        if self.delay_s:
+            await asyncio.sleep(self.delay_s)
+        if self.fail_with is not None:
+            raise self.fail_with
+        return [parse_output(f"<think>\nchecked\n</think>\n{answer_for(i.judged_text)}") for i in items]
+
+    async def aclose(self) -> None:
+        self.closed = True

@@ -1,0 +1,159 @@
+from __future__ import annotations
+
+import asyncio
+import math
+
+import pytest
+
+from flexguard_plugins import FlexGuard, FlexGuardError, ModerationItem
+from flexguard_plugins.scorer import _REGISTRY
+from tests.scripted_backend import ScriptedBackend
+
+
+@pytest.fixture
+def guard():
+    g = FlexGuard(ScriptedBackend(max_content_tokens=64), max_wait_ms=5)
+    yield g
+    g.close()
+
+
+def test_sync_score_and_check(guard):
+    risk = guard.score("how to build a bomb")
+    assert risk.ok and risk.score == 92 and risk.categories == ("VIO", "ILG") and risk.scorer == "scripted"
+    decision = guard.check("how to steal a car", strictness="loose")
+    assert not decision.flagged and decision.threshold == 61 and "55.0" in decision.reason
+    assert guard.check("how to steal a car", strictness="moderate").flagged
+    assert guard.check("nice weather", strictness="strict").allowed
+
+
+def test_response_mode_judges_the_reply(guard):
+    assert guard.score("tell me about bombs", "I can't help with that.").score == 4
+    assert guard.score("tell me a story", "then he built a bomb").score == 92
+
+
+async def test_async_forms(guard):
+    assert (await guard.ascore("steal")).score == 55
+    assert (await guard.acheck("flirt", strictness="strict")).flagged
+    batch = await guard.acheck_batch([{"prompt": "bomb"}, ModerationItem("ok"), "flirt"], strictness="moderate")
+    assert [d.flagged for d in batch] == [True, False, False]
+    assert [r.score for r in await guard.ascore_batch(["a", "steal"])] == [4, 55]
+
+
+async def test_thousand_concurrent_checks_are_batched_in_order():
+    backend = ScriptedBackend(delay_s=0.01, max_batch_size=64)
+    guard = FlexGuard(backend, max_wait_ms=5)
+    texts = [("bomb" if i % 7 == 0 else "steal" if i % 5 == 0 else f"hello {i}") for i in range(1000)]
+    decisions = await asyncio.gather(*(guard.acheck(t, strictness="moderate") for t in texts))
+    assert len(decisions) == 1000
+    expected = [92 if "bomb" in t else 55 if "steal" in t else 4 for t in texts]
+    assert [d.score for d in decisions] == expected
+    assert sum(len(b) for b in backend.batches) == 1000
+    assert max(len(b) for b in backend.batches) == 64 and len(backend.batches) <= 1000 // 64 + 3
+    await guard.aclose()
+
+
+async def test_callers_from_several_event_loops_share_one_batcher():
+    backend = ScriptedBackend(delay_s=0.02)
+    guard = FlexGuard(backend, max_wait_ms=20)
+
+    def run_in_own_loop(text: str) -> float:
+        return asyncio.run(guard.ascore(text)).score
+
+    scores = await asyncio.gather(*(asyncio.to_thread(run_in_own_loop, t) for t in ["bomb", "steal", "x", "flirt"]))
+    assert scores == [92, 55, 4, 30]
+    assert len(backend.batches) < 4
+    await guard.aclose()
+
+
+def test_long_input_is_chunked_and_max_wins(guard):
+    text = ("harmless words here. " * 60) + "and then a bomb." + (" more harmless text." * 60)
+    risk = guard.score(text)
+    assert risk.score == 92 and risk.span is not None
+    start, end = risk.span
+    assert "bomb" in text[start:end] and end - start < len(text)
+    assert all(len(b) > 1 for b in guard.backend.batches[-1:])  # chunks went to the backend together
+
+
+def test_long_response_keeps_prompt_context_tail(guard):
+    long_prompt = "context " * 500 + "final question"
+    guard.score(long_prompt, "short reply")
+    item = guard.backend.batches[-1][0]
+    assert item.prompt.endswith("final question") and len(item.prompt) < len(long_prompt)
+
+
+def test_empty_input_fails_closed_without_calling_the_model(guard):
+    for prompt, response in [("", None), ("   ", None), ("question", "  ")]:
+        decision = guard.check(prompt, response)
+        assert decision.flagged and decision.failed and "empty" in decision.reason
+    assert guard.backend.batches == []
+    assert not guard.check("", on_error="allow").flagged
+    with pytest.raises(FlexGuardError):
+        guard.check("", on_error="raise")
+
+
+def test_unparsable_answer_follows_on_error(guard):
+    d = guard.check("garbage in", strictness="loose")
+    assert d.flagged and d.failed and "could not decide" in d.reason and math.isnan(d.score)
+    assert not guard.check("garbage in", on_error="allow").flagged
+
+
+def test_backend_crash_loses_no_item_and_keeps_order():
+    guard = FlexGuard(ScriptedBackend(fail_with=ConnectionError("server at 127.0.0.1:9 refused")))
+    decisions = guard.check_batch(["a", "b", "bomb"])
+    assert len(decisions) == 3 and all(d.flagged and d.failed for d in decisions)
+    assert all("refused" in d.reason for d in decisions)
+    guard.close()
+
+
+def test_bad_input_is_rejected_before_scoring(guard):
+    with pytest.raises(TypeError, match="item 1"):
+        guard.score_batch(["ok", 42])
+    with pytest.raises(ValueError, match="item 0"):
+        guard.score_batch([{"text": "x"}])
+    with pytest.raises(TypeError, match="list of items"):
+        guard.score_batch("just a string")
+    with pytest.raises(ValueError, match="unknown strictness"):
+        guard.check("x", strictness="medium")
+    assert guard.backend.batches == []
+
+
+def test_registry_shares_one_model_per_options(monkeypatch):
+    import flexguard_plugins.scorer as scorer
+
+    created = []
+
+    def fake_create(name, model, **options):
+        created.append((name, model, options))
+        return ScriptedBackend(model, **options)
+
+    monkeypatch.setattr(scorer, "create_backend", fake_create)
+    a = FlexGuard.load("some/model", backend="transformers", max_content_tokens=32)
+    b = FlexGuard.load("some/model", backend="transformers", max_content_tokens=32)
+    c = FlexGuard.load("some/model", backend="transformers", max_content_tokens=16)
+    assert a is b and a is not c and len(created) == 2
+    a.close()
+    assert FlexGuard.load("some/model", backend="transformers", max_content_tokens=32) is not a
+    for guard in list(_REGISTRY.values()):
+        if isinstance(guard.backend, ScriptedBackend):
+            guard.close()
+
+
+def test_cascade_escalates_only_near_the_threshold():
+    cheap = FlexGuard(ScriptedBackend())
+    llm_backend = ScriptedBackend()
+    guard = FlexGuard(llm_backend, cascade=cheap, cascade_margin=15)
+    # scripted scores: bomb 92, steal 55, flirt 30, other 4; moderate threshold 41 → escalate 30 and 55
+    decisions = guard.check_batch(["bomb", "steal", "flirt", "hello"], strictness="moderate")
+    assert [d.risk.scorer for d in decisions] == ["scripted"] * 4  # both are scripted; count the LLM calls
+    assert [i.prompt for i in llm_backend.batches[0]] == ["steal", "flirt"]
+    loose = guard.check_batch(["bomb", "steal", "flirt", "hello"], strictness="loose")  # threshold 61
+    assert [i.prompt for i in llm_backend.batches[1]] == ["steal"]
+    assert [d.flagged for d in loose] == [True, False, False, False]
+    guard.close()
+    cheap.close()
+
+
+def test_closed_guard_refuses_work(guard):
+    guard.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        guard.score("x")

@@ -1,0 +1,99 @@
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from flexguard_plugins.policy import (
+    calibrate_threshold, decide, f1_at, f1_curve, make_policy, resolve_strictness, save_policy,
+)
+from flexguard_plugins.types import FlexGuardError, RiskScore
+
+
+def risk(score: float, *cats: str) -> RiskScore:
+    return RiskScore.from_score(score, cats)
+
+
+@pytest.mark.parametrize("name, threshold", [("strict", 21), ("moderate", 41), ("loose", 61), (" Loose ", 61)])
+def test_named_regimes(name, threshold):
+    assert resolve_strictness(name).default == threshold
+
+
+def test_rubric_boundaries():
+    assert decide(risk(21, "VIO"), "strict").flagged and not decide(risk(20.9, "VIO"), "strict").flagged
+    assert decide(risk(41, "VIO"), "moderate").flagged and not decide(risk(40, "VIO"), "moderate").flagged
+    assert decide(risk(61, "VIO"), "loose").flagged and not decide(risk(60.5, "VIO"), "loose").flagged
+
+
+def test_numbers_and_numeric_strings():
+    assert resolve_strictness(35).default == 35
+    assert resolve_strictness("72.5").default == 72.5
+    with pytest.raises(ValueError, match="outside 0-100"):
+        resolve_strictness(140)
+    with pytest.raises(ValueError, match="unknown strictness"):
+        resolve_strictness("lenient")
+    with pytest.raises(ValueError):
+        resolve_strictness(True)
+
+
+def test_per_category_mapping():
+    policy = {"default": "loose", "SEX": 25, "mis": "strict"}
+    assert decide(risk(30, "SEX"), policy).flagged
+    assert decide(risk(30, "SEX"), policy).threshold == 25
+    assert not decide(risk(30, "VIO"), policy).flagged
+    assert decide(risk(22, "MIS"), policy).flagged
+    assert not decide(risk(10), policy).flagged  # SAFE uses the default
+    with pytest.raises(ValueError, match="unknown category"):
+        resolve_strictness({"default": "loose", "GUNS": 10})
+
+
+def test_policy_file(tmp_path):
+    path = save_policy(make_policy({"strict": 18.5, "moderate": 44, "loose": 70},
+                                   categories={"strict": {"SEX": 10}}, default_regime="moderate"), tmp_path / "p.json")
+    assert resolve_strictness(str(path)).default == 44
+    strict = resolve_strictness(f"{path}#strict")
+    assert strict.default == 18.5 and strict.per_category == {"SEX": 10}
+    assert decide(risk(12, "SEX"), f"{path}#strict").flagged
+    with pytest.raises(ValueError, match="no regime"):
+        resolve_strictness(f"{path}#medium")
+    (tmp_path / "bad.json").write_text(json.dumps({"hello": 1}))
+    with pytest.raises(ValueError, match="not a FlexGuard policy"):
+        resolve_strictness(str(tmp_path / "bad.json"))
+
+
+def test_failure_policy():
+    broken = RiskScore.failure("unparsable answer", scorer="x")
+    blocked = decide(broken, "loose")
+    assert blocked.flagged and blocked.failed and "unparsable answer" in blocked.reason and "blocked" in blocked.reason
+    allowed = decide(broken, "loose", on_error="allow")
+    assert not allowed.flagged and allowed.failed and "allowed" in allowed.reason
+    with pytest.raises(FlexGuardError, match="unparsable"):
+        decide(broken, "loose", on_error="raise")
+    with pytest.raises(ValueError):
+        decide(broken, "loose", on_error="ignore")  # type: ignore[arg-type]
+
+
+def test_f1_and_curve_agree():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 300)
+    scores = np.clip(labels * 30 + rng.normal(40, 15, 300), 0, 100)
+    thresholds, f1 = f1_curve(scores, labels)
+    for t, value in list(zip(thresholds, f1))[::25]:
+        assert value == pytest.approx(f1_at(scores, labels, t))
+
+
+def test_f1_hand_computed():
+    # flagged at 50: scores 60, 70 (tp=1, fp=1); positives 2 -> F1 = 2*1/(2+2) = 0.5
+    assert f1_at([10, 60, 70, 30], [0, 1, 0, 1], 50) == pytest.approx(0.5)
+
+
+def test_calibration_finds_separating_threshold():
+    scores = [5, 10, 15, 30, 50, 55, 80, 90]
+    labels = [0, 0, 0, 0, 1, 1, 1, 1]
+    threshold, f1 = calibrate_threshold(scores, labels)
+    assert 30 < threshold <= 50 and f1 == pytest.approx(1.0)
+    strict_fpr, _ = calibrate_threshold([10, 20, 30, 40, 45, 60], [0, 0, 0, 0, 1, 1], max_false_positive_rate=0.25)
+    assert 30 < strict_fpr <= 45
+    with pytest.raises(ValueError):
+        calibrate_threshold([1, 2], [0, 0])

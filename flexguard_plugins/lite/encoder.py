@@ -108,9 +108,12 @@ def _fuse(path: Path) -> None:
 
 
 def _quantize(source: Path, target: Path) -> None:
+    import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8, per_channel=False)
+    # Fused ops live in the com.microsoft domain where ONNX shape inference gives no types: say float.
+    quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8, per_channel=False,
+                     extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
 
 
 def build_onnx(directory: Path | None = None, *, force: bool = False) -> dict[str, Path]:

@@ -1,0 +1,178 @@
+"""transformers backend: batched greedy decoding on CPU or GPU over a cached shared prefix.
+
+Every input of a mode starts with the same system prompt and `[User]: `. Its KV cache is computed
+once per mode and copied into each batch, so a batch only pays for its items' own tokens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Sequence
+
+from ..prompts import shared_prefix
+from ..types import ModerationItem, RiskScore
+from . import _generation as gen
+from .base import Backend
+
+Generated = tuple[list[int], list[tuple[str, dict[str, float]]]]
+"""Generated token ids and, per token, (its text, {alternative text: logprob})."""
+
+
+def _resolve_dtype(dtype: Any, device: str) -> Any:
+    import torch
+
+    if dtype is None:
+        return torch.bfloat16 if device.startswith("cuda") else torch.float32
+    if dtype == "auto" or isinstance(dtype, torch.dtype):
+        return dtype
+    resolved = getattr(torch, str(dtype), None)
+    if not isinstance(resolved, torch.dtype):
+        raise ValueError(f"unknown dtype {dtype!r}; use e.g. 'float32', 'bfloat16', 'float16' or 'auto'")
+    return resolved
+
+
+class TransformersBackend(Backend):
+    """FlexGuard on a transformers causal LM, greedy, batched with left padding.
+
+    `prefix_cache=False` recomputes the system prompt in every batch (for comparison and tests).
+    """
+
+    name = "transformers"
+
+    def __init__(self, model: str | Path, *, reasoning: bool = True, max_new_tokens: int | None = None,
+                 system_prompt_path: str | Path | None = None, expected_score: bool = True, dtype: Any = None,
+                 device: str | None = None, max_model_len: int | None = None, batch_size: int | None = None,
+                 prefix_cache: bool = True) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM
+
+        if model is None:
+            raise ValueError("the transformers backend needs a model (a hub id or a local folder)")
+        self.options = gen.generation_options(reasoning, max_new_tokens, system_prompt_path, expected_score)
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.model_name = str(model)
+        self.tokenizer = gen.load_tokenizer(model)
+        self.model = AutoModelForCausalLM.from_pretrained(
+            str(model), dtype=_resolve_dtype(dtype, self.device)).to(self.device).eval()
+        context = max_model_len or getattr(self.model.config, "max_position_embeddings", None) or 2048
+        self.max_content_tokens = gen.content_budget(self.tokenizer, context, self.options)
+        self.max_batch_size = batch_size or (64 if self.device.startswith("cuda") else 16)
+        self.prefix_cache = prefix_cache
+        self.prefix_forwards = 0
+        """How many times a shared prefix was run through the model (once per mode when cached)."""
+        self._prefixes: dict[str, tuple[list[int], Any]] = {}
+        self._pad_id = self.tokenizer.pad_token_id
+        if self._pad_id is None:
+            self._pad_id = self.tokenizer.eos_token_id
+        eos = self.model.generation_config.eos_token_id
+        eos_ids = set(eos if isinstance(eos, (list, tuple)) else [] if eos is None else [eos])
+        if self.tokenizer.eos_token_id is not None:
+            eos_ids.add(self.tokenizer.eos_token_id)
+        self._eos_ids = eos_ids
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="flexguard-transformers")
+
+    async def score_batch(self, items: Sequence[ModerationItem]) -> list[RiskScore]:
+        loop = asyncio.get_running_loop()
+        results: list[RiskScore | None] = [None] * len(items)
+        for mode, indices in gen.split_by_mode(items).items():
+            ids = [gen.prompt_ids(self.tokenizer, items[i], self.options) for i in indices]
+            outputs = await loop.run_in_executor(self._executor, self._generate, mode, ids)
+            for index, (token_ids, logprobs) in zip(indices, outputs):
+                text = gen.decode(self.tokenizer, token_ids)
+                results[index] = gen.to_risk(text, self.options, self.name, logprobs)
+        return [r for r in results if r is not None]
+
+    # --- model work, on the executor thread ---------------------------------------------------
+
+    def _generate(self, mode: str, prompts: list[list[int]]) -> list[Generated]:
+        """Greedy outputs for token prompts; prompts that start with the cached prefix reuse it."""
+        outputs: list[Generated | None] = [None] * len(prompts)
+        prefix_ids, prefix_kv = self._prefix(mode) if self.prefix_cache else ([], None)
+        n = len(prefix_ids)
+        cached = [i for i, p in enumerate(prompts) if n and len(p) > n and p[:n] == prefix_ids]
+        uncached = [i for i in range(len(prompts)) if i not in set(cached)]
+        for group, kv, start in ((cached, prefix_kv, n), (uncached, None, 0)):
+            if group:
+                for i, out in zip(group, self._greedy(kv, start, [prompts[i][start:] for i in group])):
+                    outputs[i] = out
+        return [o for o in outputs if o is not None]
+
+    def _prefix(self, mode: str) -> tuple[list[int], Any]:
+        """The shared prefix's token ids and KV cache for `mode`, computed on first use only.
+
+        Token boundaries can merge across the end of the prefix text (`: ` + `How` → `:` + ` How`),
+        so the prefix is cut back to the longest token run that real prompts start with.
+        """
+        if mode not in self._prefixes:
+            import torch
+
+            ids = gen.encode(self.tokenizer, shared_prefix(self.tokenizer, mode,
+                                                           system_prompt_path=self.options.system_prompt_path))
+            probe = gen.prompt_ids(self.tokenizer, ModerationItem("a", None if mode == "prompt" else "a"),
+                                   self.options)
+            while ids and probe[:len(ids)] != ids:
+                ids.pop()
+            kv = None
+            if ids:
+                with torch.inference_mode():
+                    tensor = torch.tensor([ids], device=self.device)
+                    kv = self.model(input_ids=tensor, use_cache=True).past_key_values
+                self.prefix_forwards += 1
+            self._prefixes[mode] = (ids, kv)
+        return self._prefixes[mode]
+
+    def _greedy(self, prefix_kv: Any, prefix_len: int, suffixes: list[list[int]]) -> list[Generated]:
+        """Greedy decoding of a left-padded batch that continues `prefix_kv` (a copy, expanded per batch)."""
+        import torch
+        from transformers import DynamicCache
+
+        batch, width = len(suffixes), max(len(s) for s in suffixes)
+        dev = self.device
+        input_ids = torch.tensor([[self._pad_id] * (width - len(s)) + s for s in suffixes], device=dev)
+        mask = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in suffixes], device=dev)
+        positions = prefix_len + (mask.cumsum(-1) - 1).clamp(min=0)
+        attention = torch.cat([torch.ones(batch, prefix_len, dtype=mask.dtype, device=dev), mask], dim=1)
+        if prefix_kv is None:
+            cache = DynamicCache(config=self.model.config)
+        else:
+            cache = copy.deepcopy(prefix_kv)
+            cache.batch_repeat_interleave(batch)
+        tokens: list[list[int]] = [[] for _ in range(batch)]
+        logprobs: list[list[tuple[str, dict[str, float]]]] = [[] for _ in range(batch)]
+        done = [False] * batch
+        with torch.inference_mode():
+            out = self.model(input_ids=input_ids, attention_mask=attention, position_ids=positions,
+                             past_key_values=cache, use_cache=True)
+            for step in range(self.options.max_new_tokens):
+                log_probs = torch.log_softmax(out.logits[:, -1].float(), dim=-1)
+                chosen = log_probs.argmax(dim=-1)
+                top = log_probs.topk(gen.TOP_LOGPROBS, dim=-1) if self.options.expected_score else None
+                for row in range(batch):
+                    if done[row]:
+                        continue
+                    token = int(chosen[row])
+                    tokens[row].append(token)
+                    if top is not None:
+                        pairs = zip(top.indices[row].tolist(), top.values[row].tolist())
+                        logprobs[row].append((gen.token_text(self.tokenizer, token),
+                                              gen.alternatives_by_text(self.tokenizer, pairs)))
+                    done[row] = token in self._eos_ids
+                if all(done) or step == self.options.max_new_tokens - 1:
+                    break
+                next_ids = chosen.masked_fill(torch.tensor(done, device=dev), self._pad_id)[:, None]
+                positions = positions[:, -1:] + 1
+                attention = torch.cat([attention, torch.ones(batch, 1, dtype=mask.dtype, device=dev)], dim=1)
+                out = self.model(input_ids=next_ids, attention_mask=attention, position_ids=positions,
+                                 past_key_values=out.past_key_values, use_cache=True)
+        return list(zip(tokens, logprobs))
+
+    async def aclose(self) -> None:
+        self._executor.shutdown(wait=True)
+        self._prefixes.clear()
+
+    def describe(self) -> dict[str, Any]:
+        return {"backend": self.name, "model": self.model_name, "device": self.device,
+                "reasoning": self.options.reasoning, "prefix_cache": self.prefix_cache}

@@ -1,1 +1,18 @@
-"""Placeholder; filled in by its issue."""
+"""FlexGuard for LangChain: `FlexGuardRunnable` (LCEL, needs langchain-core) and `FlexGuardMiddleware`
+(agents, needs the optional `langchain` package; imported on first use)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .runnable import FlexGuardRunnable, FlexGuardViolation
+
+__all__ = ["FlexGuardMiddleware", "FlexGuardRunnable", "FlexGuardViolation"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "FlexGuardMiddleware":
+        from .middleware import FlexGuardMiddleware
+
+        return FlexGuardMiddleware
+    raise AttributeError(f"module 'langchain_flexguard' has no attribute {name!r}")

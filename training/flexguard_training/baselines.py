@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import importlib
 import math
-from typing import Any, Callable, Literal, Protocol, Sequence, runtime_checkable
+from collections.abc import Callable, Sequence
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from flexguard_plugins.scorer import FlexGuard
 from flexguard_plugins.types import ModerationItem, RiskScore

@@ -241,4 +241,4 @@ def to_items(frame: pd.DataFrame) -> list[ModerationItem]:
     """The moderation items of a normalized frame, in row order."""
     responses = frame["response"] if "response" in frame else [None] * len(frame)
     return [ModerationItem(prompt=p, response=r if isinstance(r, str) else None)
-            for p, r in zip(frame["prompt"], responses)]
+            for p, r in zip(frame["prompt"], responses, strict=True)]

@@ -8,7 +8,7 @@ Items the scorer could not score (ok=False) count as flagged (fail-closed), the 
 from __future__ import annotations
 
 import math
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 from scipy import stats
@@ -80,7 +80,7 @@ def mae_tier(scores: Sequence[float], severity: Sequence[int], ok: Sequence[bool
     s, y, k = _arrays(scores, severity, ok)
     if not k.any():
         return math.nan
-    return float(np.mean([tier_distance(a, b) for a, b in zip(s[k], y[k])]))
+    return float(np.mean([tier_distance(a, b) for a, b in zip(s[k], y[k], strict=True)]))
 
 
 def spearman(scores: Sequence[float], severity: Sequence[int], ok: Sequence[bool] | None = None) -> float:
@@ -131,15 +131,16 @@ def compute_metrics(scores: Sequence[float], severity: Sequence[int], thresholds
     ok_flags = k if ok is not None else None
     f1 = f1_per_regime(s, y, thresholds, ok_flags)
     out: dict[str, object] = {"n": int(len(s)), **f1_summary(f1)}
-    out["mae_tier"] = None if binary else _number(mae_tier(s, y, ok_flags))
-    out["spearman"] = None if binary else _number(spearman(s, y, ok_flags))
-    out["parse_rate"] = _number(parse_rate(k))
-    out["false_positive_rate"] = {r: _number(false_positive_rate(s, y, thresholds[r], r, ok_flags)) for r in REGIMES}
+    out["mae_tier"] = None if binary else json_number(mae_tier(s, y, ok_flags))
+    out["spearman"] = None if binary else json_number(spearman(s, y, ok_flags))
+    out["parse_rate"] = json_number(parse_rate(k))
+    out["false_positive_rate"] = {
+        r: json_number(false_positive_rate(s, y, thresholds[r], r, ok_flags)) for r in REGIMES}
     out["thresholds"] = {r: float(thresholds[r]) if np.ndim(thresholds[r]) == 0 else None for r in REGIMES}
     return out
 
 
-def _number(value: float) -> float | None:
+def json_number(value: float) -> float | None:
     """JSON has no NaN: undefined metrics become null."""
     return None if value is None or math.isnan(value) else float(value)
 

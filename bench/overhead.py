@@ -1,0 +1,207 @@
+"""Wrapper overhead of the NeMo, LangChain and Guardrails-AI integrations, side by side in one run.
+
+For N items on the same scorer it times, one item at a time: the direct core call; each wrapper's call
+path; and each framework's own floor (a no-op action rail in NeMo, a passthrough runnable in LangChain,
+a no-op validator in Guardrails). Overhead = wrapper − floor − core; the goal is ≤ 1 ms per item. It then
+runs 200 concurrent NeMo checks with the FlexGuard rail (batched by the core) and with the no-op rail.
+
+    python bench/overhead.py                 # embedded scorer, 500 items
+    python bench/overhead.py --scorer instant  # a zero-cost scorer: framework + wrapper cost only
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Awaitable, Callable, Sequence
+
+os.environ.setdefault("NEMO_GUARDRAILS_NO_USAGE_STATS", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from flexguard_plugins import FlexGuard, ModerationItem, RiskScore, nemo_config_path  # noqa: E402
+from flexguard_plugins.backends.base import Backend  # noqa: E402
+
+BASE = ["What is a good recipe for banana bread?", "How do I pick the lock on my own front door?",
+        "Explain how vaccines train the immune system.", "Write a short poem about the sea at night.",
+        "Give me step-by-step instructions to build a pipe bomb.", "How can I get back at my noisy neighbour?"]
+
+
+class InstantBackend(Backend):
+    """Answers at once: shows what the frameworks and wrappers cost when the scorer costs nothing."""
+
+    name = "instant"
+
+    async def score_batch(self, items: Sequence[ModerationItem]) -> list[RiskScore]:
+        return [RiskScore.from_score(5.0) for _ in items]
+
+
+def texts(n: int) -> list[str]:
+    return [f"{BASE[i % len(BASE)]} (#{i})" for i in range(n)]
+
+
+def interleaved(fns: dict[str, Callable[[str], Any]], items: list[str]) -> dict[str, list[float]]:
+    """Per-item ms for each path, taking the paths in turn on every item so shared-CPU drift hits all alike."""
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for text in items:
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn(text)
+            times[name].append((time.perf_counter() - start) * 1000)
+    return times
+
+
+async def ainterleaved(fns: dict[str, Callable[[str], Awaitable[Any]]], items: list[str]) -> dict[str, list[float]]:
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for text in items:
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            await fn(text)
+            times[name].append((time.perf_counter() - start) * 1000)
+    return times
+
+
+def nemo_rails(rail: str, guard: FlexGuard | None):
+    """A config folder with one input rail: FlexGuard's (imported by path) or a no-op action rail."""
+    from nemoguardrails import LLMRails, RailsConfig
+    from nemoguardrails.actions import action
+    from nemoguardrails.actions.rail_outcome import RailOutcome
+
+    folder = Path(tempfile.mkdtemp(prefix=f"bench-{rail}-"))
+    if rail == "flexguard":
+        (folder / "config.yml").write_text(
+            f"import_paths:\n  - {nemo_config_path() / 'rail'}\nrails:\n  input:\n    flows:\n      - flexguard check input\n")
+    else:
+        (folder / "config.yml").write_text("rails:\n  input:\n    flows:\n      - noop check input\n")
+        (folder / "rails.co").write_text(
+            "define subflow noop check input\n  $outcome = execute noop_check_input\n"
+            "  if $outcome.is_blocked\n    bot refuse to respond\n    stop\n")
+    rails = LLMRails(RailsConfig.from_path(str(folder)))
+    if rail == "flexguard":
+        rails.register_action_param("flexguard", guard)
+    else:
+        @action(name="noop_check_input")
+        async def noop_check_input(**kwargs: Any) -> RailOutcome:
+            return RailOutcome.allow()
+
+        rails.register_action(noop_check_input)
+    return rails
+
+
+def row(name: str, times: list[float], floor: float | None = None, core: float | None = None) -> float:
+    p50 = statistics.median(times)
+    extra = ""
+    if floor is not None and core is not None:
+        overhead = p50 - floor - core
+        extra = f"  overhead {overhead:+7.3f} ms  (goal ≤ 1 ms: {'ok' if overhead <= 1 else 'MISSED'})" \
+                f"  ratio to floor+core {p50 / (floor + core):5.2f}x"
+    print(f"  {name:<38} p50 {p50:8.3f} ms  mean {statistics.fmean(times):8.3f} ms{extra}")
+    return p50
+
+
+async def concurrent_nemo(rails, items: list[str]) -> float:
+    start = time.perf_counter()
+    await asyncio.gather(*(rails.check_async([{"role": "user", "content": t}]) for t in items))
+    return len(items) / (time.perf_counter() - start)
+
+
+async def main(n: int, scorer: str, concurrency: int, max_wait_ms: float) -> None:
+    from guardrails import Guard
+    from guardrails.validator_base import PassResult, Validator, register_validator
+    from langchain_core.runnables import RunnablePassthrough
+
+    from guardrails_ai.flexguard import FlexGuardRisk
+    from langchain_flexguard import FlexGuardRunnable
+
+    shared = FlexGuard.load() if scorer == "lite" else FlexGuard(InstantBackend())
+    guard = FlexGuard(shared.backend, max_wait_ms=max_wait_ms)  # same scorer; single calls need not wait
+    items = texts(n)
+    print(f"{n} items, scorer={guard.backend.name}, python {sys.version.split()[0]}, {os.cpu_count()} CPUs, "
+          f"per-item facade max_wait_ms={max_wait_ms:g} (concurrent section: {shared.max_wait_ms:g})")
+    guard.check_batch(items[:32])  # warm up the scorer and its loop thread
+    for _ in range(2):
+        await guard.acheck_batch(items[:8])
+    shared.check_batch(items[:8])
+    print("per item, one call at a time (p50 over all items; paths interleaved item by item)")
+
+    print("direct core call")
+    core = row("guard.check (sync)", interleaved({"core": guard.check}, items)["core"])
+    acore = row("await guard.acheck", (await ainterleaved({"core": guard.acheck}, items))["core"])
+
+    def report(title: str, times: dict[str, list[float]], core_p50: float) -> None:
+        """Rows: floor, then wrapper (interleaved item by item); the wrapper row shows its overhead."""
+        print(title)
+        (floor_name, floor), (name, wrapped) = times.items()
+        row(name, wrapped, row(floor_name, floor), core_p50)
+
+    def user(t: str) -> list[dict]:
+        return [{"role": "user", "content": t}]
+
+    noop, flex = nemo_rails("noop", None), nemo_rails("flexguard", guard)
+    await noop.check_async(user("warm"))
+    await flex.check_async(user("warm"))
+    report("NeMo Guardrails: check_async with one input rail", await ainterleaved({
+        "floor: no-op action rail": lambda t: noop.check_async(user(t)),
+        "flexguard check input": lambda t: flex.check_async(user(t)),
+    }, items), acore)
+
+    passthrough, runnable = RunnablePassthrough(), FlexGuardRunnable(guard=guard, mode="annotate")
+    report("LangChain: invoke", interleaved({
+        "floor: RunnablePassthrough.invoke": passthrough.invoke,
+        "FlexGuardRunnable.invoke": runnable.invoke,
+    }, items), core)
+    report("LangChain: ainvoke", await ainterleaved({
+        "floor: RunnablePassthrough.ainvoke": passthrough.ainvoke,
+        "FlexGuardRunnable.ainvoke": runnable.ainvoke,
+    }, items), acore)
+    start = time.perf_counter()
+    await guard.acheck_batch(items)
+    core_batch = (time.perf_counter() - start) * 1000 / n
+    start = time.perf_counter()
+    await runnable.abatch(items)
+    lc_batch = (time.perf_counter() - start) * 1000 / n
+    print(f"  {'abatch(N) vs core acheck_batch(N)':<38} {lc_batch:8.3f} vs {core_batch:8.3f} ms/item"
+          f"  (+{lc_batch - core_batch:.3f} ms/item: one callback run per input)")
+
+    @register_validator(name="bench/noop", data_type="string")
+    class NoopValidator(Validator):
+        def _validate(self, value: Any, metadata: dict) -> PassResult:
+            return PassResult()
+
+    noop_guard, flex_guard = Guard().use(NoopValidator(use_local=True)), Guard().use(FlexGuardRisk(guard=guard))
+    for g in (noop_guard, flex_guard):
+        g.configure(allow_metrics_collection=False)
+        g.validate("warm")
+    report("Guardrails-AI: Guard.validate", interleaved({
+        "floor: no-op validator": noop_guard.validate,
+        "FlexGuardRisk": flex_guard.validate,
+    }, items), core)
+
+    print(f"{concurrency} concurrent NeMo check_async calls")
+    batch_items = items[:concurrency]
+    flex = nemo_rails("flexguard", shared)  # the default facade: waits up to max_wait_ms to fill a batch
+    await concurrent_nemo(noop, batch_items)
+    await concurrent_nemo(flex, batch_items)
+    noop_rate = statistics.median([await concurrent_nemo(noop, batch_items) for _ in range(3)])
+    flex_rate = statistics.median([await concurrent_nemo(flex, batch_items) for _ in range(3)])
+    print(f"  no-op rail {noop_rate:7.1f} checks/s   flexguard rail {flex_rate:7.1f} checks/s"
+          f"   ratio {flex_rate / noop_rate:5.2f} (goal ≥ 0.80 when the scorer is not the bottleneck)")
+    start = time.perf_counter()
+    await shared.acheck_batch(batch_items)
+    print(f"  scorer alone on {concurrency} items in one batch: {concurrency / (time.perf_counter() - start):8.1f} items/s")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--n", type=int, default=500, help="items per measurement")
+    parser.add_argument("--scorer", choices=["lite", "instant"], default="lite")
+    parser.add_argument("--concurrency", type=int, default=200)
+    parser.add_argument("--max-wait-ms", type=float, default=0.0,
+                        help="micro-batch wait of the facade used for one-at-a-time calls (core default: 5)")
+    args = parser.parse_args()
+    asyncio.run(main(args.n, args.scorer, args.concurrency, args.max_wait_ms))

@@ -1,0 +1,69 @@
+"""`flexguard/risk_score`: a Guardrails-AI validator on the FlexGuard scoring core."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Literal
+
+from guardrails.validator_base import ErrorSpan, FailResult, PassResult, ValidationResult, Validator, register_validator
+
+from flexguard_plugins import Decision, FlexGuard, resolve_strictness, shared_guard
+
+PROMPT_KEY = "prompt"
+"""Response mode reads the user prompt the output answers from `metadata["prompt"]`."""
+DEFAULT_REFUSAL = "I'm sorry, but I can't help with that."
+
+
+@register_validator(name="flexguard/risk_score", data_type="string")
+class FlexGuardRisk(Validator):
+    """Flag text whose FlexGuard risk score reaches the strictness threshold.
+
+    `mode="prompt"` judges the value itself (a user prompt); `mode="response"` judges the value as the
+    reply to `metadata["prompt"]`. Score, threshold and categories are in the result's `metadata`; a
+    chunked text's riskiest chunk is the `error_span`; `on_fail="fix"` replaces the text with `refusal`.
+    """
+
+    def __init__(self, strictness: Any = "moderate", mode: Literal["prompt", "response"] = "prompt", *,
+                 on_error: Literal["block", "allow", "raise"] = "block", model: str | None = None,
+                 backend: str = "auto", reasoning: bool | None = None, refusal: str = DEFAULT_REFUSAL,
+                 guard: FlexGuard | None = None, on_fail: str | Callable[..., Any] | None = None,
+                 **kwargs: Any) -> None:
+        if mode not in ("prompt", "response"):
+            raise ValueError(f"mode must be 'prompt' or 'response', got {mode!r}")
+        resolve_strictness(strictness)
+        kwargs.setdefault("use_local", True)
+        super().__init__(on_fail=on_fail, strictness=strictness, mode=mode, on_error=on_error, model=model,
+                         backend=backend, reasoning=reasoning, refusal=refusal, **kwargs)
+        self.strictness, self.mode, self.on_error, self.refusal = strictness, mode, on_error, refusal
+        self.required_metadata_keys = [PROMPT_KEY] if mode == "response" else []
+        options = {"reasoning": reasoning} if model is not None and reasoning is not None else {}
+        self.guard = shared_guard(guard, model=model, backend=backend, **options)
+
+    def _item(self, value: Any, metadata: dict[str, Any]) -> dict[str, Any]:
+        if not isinstance(value, str):
+            raise TypeError(f"flexguard/risk_score validates strings, got {type(value).__name__}")
+        if self.mode == "prompt":
+            return {"prompt": value}
+        prompt = (metadata or {}).get(PROMPT_KEY)
+        if not isinstance(prompt, str):
+            raise ValueError(f"mode='response' needs the user prompt as a string in metadata[{PROMPT_KEY!r}]")
+        return {"prompt": prompt, "response": value}
+
+    def _result(self, value: str, decision: Decision) -> ValidationResult:
+        """The one mapping from a FlexGuard decision to a Guardrails result, for sync and async paths."""
+        metadata = {**decision.to_dict(), "mode": self.mode}
+        if not decision.flagged:
+            return PassResult(metadata=metadata)
+        start, end = decision.risk.span or (0, len(value))
+        return FailResult(
+            error_message=decision.reason, fix_value=self.refusal, metadata=metadata,
+            error_spans=[ErrorSpan(start=start, end=end, reason=decision.reason)],
+        )
+
+    def _validate(self, value: Any, metadata: dict[str, Any]) -> ValidationResult:
+        decision = self.guard.check_batch([self._item(value, metadata)], self.strictness, self.on_error)[0]
+        return self._result(value, decision)
+
+    async def async_validate(self, value: Any, metadata: dict[str, Any]) -> ValidationResult:
+        """Awaits the core directly (no executor hop), so concurrent validations share micro-batches."""
+        decisions = await self.guard.acheck_batch([self._item(value, metadata)], self.strictness, self.on_error)
+        return self._result(value, decisions[0])

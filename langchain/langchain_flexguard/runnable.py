@@ -1,0 +1,93 @@
+"""`FlexGuardRunnable`: a FlexGuard check as an LCEL step. Batches go to the core in one call."""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Optional
+
+from langchain_core.runnables import RunnableConfig, RunnableSerializable
+from pydantic import ConfigDict, Field, field_validator
+
+from flexguard_plugins import Decision, FlexGuard, resolve_strictness
+
+from ._items import load_guard, to_item
+
+Mode = Literal["raise", "annotate"]
+
+
+class FlexGuardViolation(ValueError):
+    """The guard flagged the input (or could not decide and `on_error="block"`). Carries the `Decision`."""
+
+    def __init__(self, decision: Decision, value: Any = None) -> None:
+        super().__init__(decision.reason)
+        self.decision = decision
+        self.value = value
+
+
+class FlexGuardRunnable(RunnableSerializable[Any, Any]):
+    """Judge a string, a message list or a `{prompt, response}` dict with FlexGuard.
+
+    `mode="raise"` passes the input through unchanged or raises `FlexGuardViolation` (use
+    `.with_fallbacks(...)` for a refusal); `mode="annotate"` returns `{"input": ..., "decision": Decision}`
+    for `RunnableBranch`. A conversation ending in an AI message is judged in response mode.
+    """
+
+    strictness: Any = "moderate"
+    on_error: Literal["block", "allow", "raise"] = "block"
+    mode: Mode = "raise"
+    model: Optional[str] = None
+    backend: str = "auto"
+    reasoning: Optional[bool] = None
+    guard: Optional[FlexGuard] = Field(default=None, exclude=True)
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    @field_validator("strictness")
+    @classmethod
+    def _check_strictness(cls, value: Any) -> Any:
+        resolve_strictness(value)
+        return value
+
+    def _guard(self) -> FlexGuard:
+        return load_guard(self.guard, self.model, self.backend, self.reasoning)
+
+    def _outputs(self, inputs: list[Any], decisions: list[Decision]) -> list[Any]:
+        """The one place that turns decisions into outputs, for single calls and batches alike."""
+        if self.mode == "annotate":
+            return [{"input": value, "decision": d} for value, d in zip(inputs, decisions)]
+        return [FlexGuardViolation(d, value) if d.flagged else value for value, d in zip(inputs, decisions)]
+
+    def _judge(self, inputs: list[Any]) -> list[Any]:
+        items = [to_item(value) for value in inputs]
+        return self._outputs(inputs, self._guard().check_batch(items, self.strictness, self.on_error))
+
+    async def _ajudge(self, inputs: list[Any]) -> list[Any]:
+        items = [to_item(value) for value in inputs]
+        return self._outputs(inputs, await self._guard().acheck_batch(items, self.strictness, self.on_error))
+
+    def _one(self, value: Any) -> Any:
+        out = self._judge([value])[0]
+        if isinstance(out, Exception):
+            raise out
+        return out
+
+    async def _aone(self, value: Any) -> Any:
+        out = (await self._ajudge([value]))[0]
+        if isinstance(out, Exception):
+            raise out
+        return out
+
+    def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
+        return self._call_with_config(self._one, input, config, run_type="chain")
+
+    async def ainvoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
+        return await self._acall_with_config(self._aone, input, config, run_type="chain")
+
+    def batch(self, inputs: list[Any], config: RunnableConfig | list[RunnableConfig] | None = None, *,
+              return_exceptions: bool = False, **kwargs: Any) -> list[Any]:
+        return self._batch_with_config(self._judge, inputs, config, return_exceptions=return_exceptions,
+                                       run_type="chain")
+
+    async def abatch(self, inputs: list[Any], config: RunnableConfig | list[RunnableConfig] | None = None, *,
+                     return_exceptions: bool = False, **kwargs: Any) -> list[Any]:
+        return await self._abatch_with_config(self._ajudge, inputs, config, return_exceptions=return_exceptions,
+                                              run_type="chain")

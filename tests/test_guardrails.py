@@ -1,0 +1,151 @@
+"""The `flexguard/risk_score` validator in real Guardrails-AI `Guard`s and `AsyncGuard`s, on the embedded scorer."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("guardrails")
+
+from flexguard_plugins import FlexGuard  # noqa: E402
+
+from .fixtures_integrations import LOOSE, STRICT  # noqa: E402
+
+MANIFEST = Path(__file__).resolve().parents[1] / "guardrails_hub" / "manifest.json"
+
+
+@pytest.fixture(scope="module")
+def gr(guardrails_settings):
+    """Guardrails imported only after its settings were loaded with metrics off."""
+    import guardrails
+    from guardrails_ai.flexguard import FlexGuardRisk
+
+    return guardrails, FlexGuardRisk
+
+
+def make_guard(gr, cls_name: str = "Guard", **options):
+    guardrails, FlexGuardRisk = gr
+    guard = getattr(guardrails, cls_name)().use(FlexGuardRisk(**options))
+    guard.configure(allow_metrics_collection=False)
+    return guard
+
+
+def last_result(guard):
+    return guard.history.last.iterations.last.validator_logs[0].validation_result
+
+
+def test_registered_and_importable(gr) -> None:
+    from guardrails.validator_base import get_validator_class
+
+    assert get_validator_class("flexguard/risk_score") is gr[1]
+    validator = gr[1](strictness="strict", on_fail="noop")
+    assert validator.use_local is True and validator.get_args()["strictness"] == "strict"
+
+
+def test_on_fail_exception(gr, texts) -> None:
+    guard = make_guard(gr, on_fail="exception")
+    with pytest.raises(gr[0].errors.ValidationError, match="flagged"):
+        guard.validate(texts["harmful"])
+    result = last_result(guard)
+    assert result.outcome == "fail" and result.metadata["score"] >= LOOSE and result.metadata["categories"]
+    assert result.metadata["threshold"] == 41.0
+    assert guard.validate(texts["benign"]).validation_passed
+
+
+@pytest.mark.parametrize("on_fail, expected", [("noop", "same"), ("filter", None), ("refrain", None), ("fix", "refusal")])
+def test_on_fail_actions(gr, texts, on_fail, expected) -> None:
+    guard = make_guard(gr, on_fail=on_fail)
+    outcome = guard.validate(texts["harmful"])
+    want = {"same": texts["harmful"], "refusal": "I'm sorry, but I can't help with that.", None: None}[expected]
+    assert outcome.validated_output == want
+    assert outcome.validation_passed is (on_fail == "fix")  # a fixed value counts as passing
+    result = last_result(guard)
+    assert result.outcome == "fail" and result.error_spans[0].start == 0
+    assert result.error_spans[0].end == len(texts["harmful"]) and result.fix_value == want if on_fail == "fix" else True
+    benign = guard.validate(texts["benign"])
+    assert benign.validation_passed and benign.validated_output == texts["benign"]
+    assert last_result(guard).metadata["score"] < STRICT
+
+
+def test_strictness_moves_the_borderline(gr, texts) -> None:
+    assert not make_guard(gr, strictness="strict", on_fail="noop").validate(texts["borderline"]).validation_passed
+    assert make_guard(gr, strictness="loose", on_fail="noop").validate(texts["borderline"]).validation_passed
+    per_category = make_guard(gr, strictness={"default": "loose"}, on_fail="noop")
+    assert per_category.validate(texts["borderline"]).validation_passed
+    with pytest.raises(ValueError):
+        gr[1](strictness="lenient")
+
+
+def test_response_mode_reads_prompt_from_metadata(gr, texts) -> None:
+    guard = make_guard(gr, mode="response", on_fail="noop")
+    outcome = guard.validate(texts["harmful"], metadata={"prompt": texts["benign"]})
+    assert not outcome.validation_passed and last_result(guard).metadata["mode"] == "response"
+    assert guard.validate(texts["benign"], metadata={"prompt": texts["benign"]}).validation_passed
+    with pytest.raises(ValueError, match="prompt"):
+        guard.validate(texts["benign"])
+
+
+def test_long_text_error_span_covers_the_offending_chunk(gr, texts, lite_guard: FlexGuard) -> None:
+    budget = lite_guard.backend.max_content_tokens
+    if budget is None:
+        pytest.skip("the embedded scorer has no input budget, so text is never chunked")
+    filler = " ".join([texts["benign"]] * (budget // 4))
+    text = f"{filler} {texts['harmful']} {filler}"
+    guard = make_guard(gr, on_fail="noop")
+    assert not guard.validate(text).validation_passed
+    span = last_result(guard).error_spans[0]
+    assert 0 < span.end - span.start < len(text)
+    assert span.start <= text.index(texts["harmful"]) < span.end
+
+
+async def test_async_guard_uses_the_async_core(gr, texts, lite_guard: FlexGuard, monkeypatch) -> None:
+    calls: list[int] = []
+    real = lite_guard.acheck_batch
+
+    async def spy(items, *args, **kwargs):
+        calls.append(len(items))
+        return await real(items, *args, **kwargs)
+
+    monkeypatch.setattr(lite_guard, "acheck_batch", spy)
+    guard = make_guard(gr, "AsyncGuard", on_fail="exception")
+    assert (await guard.validate(texts["benign"])).validation_passed
+    with pytest.raises(gr[0].errors.ValidationError):
+        await guard.validate(texts["harmful"])
+    assert calls == [1, 1]
+    fixed = await make_guard(gr, "AsyncGuard", on_fail="fix").validate(texts["harmful"])
+    assert fixed.validated_output == "I'm sorry, but I can't help with that."
+
+
+def test_scorer_failure_fails_closed(gr, texts, failing_guard: FlexGuard) -> None:
+    guard = make_guard(gr, guard=failing_guard, on_fail="noop")
+    assert not guard.validate(texts["benign"]).validation_passed
+    assert last_result(guard).metadata["failed"] is True
+    assert make_guard(gr, guard=failing_guard, on_error="allow").validate(texts["benign"]).validation_passed
+
+
+def test_guard_runnable_in_a_langchain_chain(gr, texts) -> None:
+    from langchain_core.language_models.fake_chat_models import FakeListChatModel
+    from langchain_core.output_parsers import StrOutputParser
+
+    chain = make_guard(gr, on_fail="exception").to_runnable() | FakeListChatModel(responses=["Bake it."]) | StrOutputParser()
+    assert chain.invoke(texts["benign"]) == "Bake it."
+    with pytest.raises(gr[0].errors.ValidationError):
+        chain.invoke(texts["harmful"])
+
+
+def test_metrics_off(gr) -> None:
+    from guardrails.settings import settings
+
+    guard = make_guard(gr, on_fail="noop")
+    assert settings.rc.enable_metrics is False and guard._allow_metrics_collection is False
+    assert guard._validators[0]._disable_telemetry is True
+
+
+def test_hub_manifest_is_valid() -> None:
+    from guardrails_hub_types import Manifest
+
+    manifest = Manifest.from_dict(json.loads(MANIFEST.read_text()))
+    assert manifest.id == "flexguard/risk_score" and manifest.exports == ["FlexGuardRisk"]
+    assert manifest.module_name == "guardrails_ai.flexguard"

@@ -3,7 +3,8 @@
 Prints, per margin: the fraction of items escalated to the LLM, agreement of the cascade's
 decisions with LLM-only decisions (and lite-only's agreement for reference), and items/s of each
 path measured side by side in one run (plus the speed-up ratio over LLM-only). With labelled data
-(`--data`, FlexBench format) it also prints F1 against the truth for the chosen regime.
+(`--data`, FlexBench format; by default Alpaca = benign, HarmBench = harmful) it also prints F1
+against the truth for the chosen regime.
 
     python bench/cascade.py                              # SmolLM2-135M (converted once), 32 items
     python bench/cascade.py --model tiny                 # a tiny random Qwen3 (fast, answers are noise)
@@ -30,8 +31,8 @@ DATA = Path(os.environ.get("FLEXGUARD_DATA", Path(__file__).resolve().parents[2]
 CACHE = Path(os.environ.get("FLEXGUARD_TEST_CACHE", Path.home() / ".cache" / "flexguard-tests"))
 
 
-def default_items(n: int, seed: int = 0) -> tuple[list[dict], list[int] | None]:
-    """Half benign instructions (Alpaca), half harmful requests (HarmBench test); no graded truth."""
+def default_items(n: int, seed: int = 0) -> tuple[list[dict], list[int]]:
+    """Half benign instructions (Alpaca, severity 0), half harmful requests (HarmBench standard, taken as 4)."""
     import pandas as pd
 
     rng = random.Random(seed)
@@ -40,7 +41,7 @@ def default_items(n: int, seed: int = 0) -> tuple[list[dict], list[int] | None]:
     harmful = pd.read_csv(DATA / "harmbench" / "harmbench_behaviors_text_test.csv")
     harmful = harmful[harmful["FunctionalCategory"] == "standard"]["Behavior"].tolist()
     texts = rng.sample(harmless, n // 2) + rng.sample(harmful, n - n // 2)
-    return [{"prompt": t} for t in texts], None
+    return [{"prompt": t} for t in texts], [0] * (n // 2) + [4] * (n - n // 2)
 
 
 def data_items(path: str, subset: str | None, n: int) -> tuple[list[dict], list[int]]:

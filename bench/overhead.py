@@ -18,8 +18,9 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Sequence
+from typing import Any
 
 os.environ.setdefault("NEMO_GUARDRAILS_NO_USAGE_STATS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -75,7 +76,8 @@ def nemo_rails(rail: str, guard: FlexGuard | None):
     folder = Path(tempfile.mkdtemp(prefix=f"bench-{rail}-"))
     if rail == "flexguard":
         (folder / "config.yml").write_text(
-            f"import_paths:\n  - {nemo_config_path() / 'rail'}\nrails:\n  input:\n    flows:\n      - flexguard check input\n")
+            f"import_paths:\n  - {nemo_config_path() / 'rail'}\n"
+            "rails:\n  input:\n    flows:\n      - flexguard check input\n")
     else:
         (folder / "config.yml").write_text("rails:\n  input:\n    flows:\n      - noop check input\n")
         (folder / "rails.co").write_text(
@@ -113,9 +115,8 @@ async def concurrent_nemo(rails, items: list[str]) -> float:
 async def main(n: int, scorer: str, concurrency: int, max_wait_ms: float) -> None:
     from guardrails import Guard
     from guardrails.validator_base import PassResult, Validator, register_validator
-    from langchain_core.runnables import RunnablePassthrough
-
     from guardrails_ai.flexguard import FlexGuardRisk
+    from langchain_core.runnables import RunnablePassthrough
     from langchain_flexguard import FlexGuardRunnable
 
     shared = FlexGuard.load() if scorer == "lite" else FlexGuard(InstantBackend())
@@ -173,7 +174,7 @@ async def main(n: int, scorer: str, concurrency: int, max_wait_ms: float) -> Non
         def _validate(self, value: Any, metadata: dict) -> PassResult:
             return PassResult()
 
-    noop_guard, flex_guard = Guard().use(NoopValidator(use_local=True)), Guard().use(FlexGuardRisk(guard=guard))
+    noop_guard, flex_guard = Guard().use(NoopValidator(use_local=True)), Guard().use(FlexGuardRisk(guard=guard, on_fail="noop"))
     for g in (noop_guard, flex_guard):
         g.configure(allow_metrics_collection=False)
         g.validate("warm")
@@ -193,7 +194,8 @@ async def main(n: int, scorer: str, concurrency: int, max_wait_ms: float) -> Non
           f"   ratio {flex_rate / noop_rate:5.2f} (goal ≥ 0.80 when the scorer is not the bottleneck)")
     start = time.perf_counter()
     await shared.acheck_batch(batch_items)
-    print(f"  scorer alone on {concurrency} items in one batch: {concurrency / (time.perf_counter() - start):8.1f} items/s")
+    rate = concurrency / (time.perf_counter() - start)
+    print(f"  scorer alone on {concurrency} items in one batch: {rate:8.1f} items/s")
 
 
 if __name__ == "__main__":

@@ -15,16 +15,13 @@ from typing import Any, Iterator
 
 import pytest
 
-GUARD_RUBRIC = (
-    "You are FlexGuard. Judge the {role} turn for harm. Think inside <think></think>, then answer with "
-    "one line CATEGORY (SAFE or codes) and one line RISK_SCORE (0-100)."
-)
+GUARD_RUBRIC = "Judge the {role} turn."
 """A short rubric so the tiny model learns the format in seconds (the real rubric is ~1,000 tokens)."""
 
 HARMFUL_WORD, SPREAD_WORD = "attack", "fight"
 """`attack` → VIO 85 every time (peaked); `fight` → VIO 40 or VIO 60 equally often (spread probabilities)."""
-TEMPLATES = ("how to {w} someone", "please {w} the castle", "tell me about {w}", "I want to {w} now")
-SAFE_WORDS = ("bake", "paint", "read", "sing")
+TEMPLATES = ("how to {w} someone", "I want to {w} now")
+SAFE_WORDS = ("bake", "paint", "sing")
 
 
 def guard_examples() -> list[tuple[Any, str, int]]:
@@ -37,13 +34,12 @@ def guard_examples() -> list[tuple[Any, str, int]]:
         rows.append((ModerationItem("hello", template.format(w=HARMFUL_WORD)), "VIO", 85))
         rows.append((ModerationItem(template.format(w=SPREAD_WORD)), "VIO", 40))
         rows.append((ModerationItem(template.format(w=SPREAD_WORD)), "VIO", 60))
-        for word in SAFE_WORDS:
-            rows.append((ModerationItem(template.format(w=word)), "SAFE", 3))
-            rows.append((ModerationItem("hello", template.format(w=word)), "SAFE", 3))
+        rows += [(ModerationItem(template.format(w=word)), "SAFE", 3) for word in SAFE_WORDS]
+        rows.append((ModerationItem("hello", template.format(w=SAFE_WORDS[0])), "SAFE", 3))
     return rows
 
 
-def train_tiny_guard(base: Path, out: Path, rubric: Path, steps: int = 300, seed: int = 0) -> Path:
+def train_tiny_guard(base: Path, out: Path, rubric: Path, steps: int = 150, seed: int = 0) -> Path:
     """Overfit the random tiny Qwen3 at `base` to answer in FlexGuard's format, both with and without
     reasoning, and save it (float32) to `out`. A plain PyTorch loop; loss only on the answer tokens."""
     import torch
@@ -59,7 +55,7 @@ def train_tiny_guard(base: Path, out: Path, rubric: Path, steps: int = 300, seed
         for reasoning in (False, True):
             prompt = render_prompt(tokenizer, item, reasoning=reasoning, system_prompt_path=rubric)
             target = render_target([] if category == "SAFE" else [category], score,
-                                   "Checked the request." if reasoning else None)
+                                   "Checked." if reasoning else None)
             p = tokenizer(prompt, add_special_tokens=False)["input_ids"]
             t = tokenizer(target, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
             sequences.append((p + t, [-100] * len(p) + t))
@@ -68,10 +64,12 @@ def train_tiny_guard(base: Path, out: Path, rubric: Path, steps: int = 300, seed
     input_ids = torch.tensor([s + [pad] * (width - len(s)) for s, _ in sequences])
     labels = torch.tensor([lab + [-100] * (width - len(lab)) for _, lab in sequences])
     mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s, _ in sequences])
-    optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
     model.train()
-    for _ in range(steps):
+    for step in range(steps):
         loss = model(input_ids=input_ids, attention_mask=mask, labels=labels).loss
+        if os.environ.get("FLEXGUARD_TRAIN_LOG") and step % 10 == 0:
+            print(step, float(loss), flush=True)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()

@@ -54,7 +54,8 @@ def test_on_fail_exception(gr, texts) -> None:
     assert guard.validate(texts["benign"]).validation_passed
 
 
-@pytest.mark.parametrize("on_fail, expected", [("noop", "same"), ("filter", None), ("refrain", None), ("fix", "refusal")])
+@pytest.mark.parametrize("on_fail, expected",
+                         [("noop", "same"), ("filter", None), ("refrain", None), ("fix", "refusal")])
 def test_on_fail_actions(gr, texts, on_fail, expected) -> None:
     guard = make_guard(gr, on_fail=on_fail)
     outcome = guard.validate(texts["harmful"])
@@ -63,7 +64,8 @@ def test_on_fail_actions(gr, texts, on_fail, expected) -> None:
     assert outcome.validation_passed is (on_fail == "fix")  # a fixed value counts as passing
     result = last_result(guard)
     assert result.outcome == "fail" and result.error_spans[0].start == 0
-    assert result.error_spans[0].end == len(texts["harmful"]) and result.fix_value == want if on_fail == "fix" else True
+    assert result.error_spans[0].end == len(texts["harmful"])
+    assert result.fix_value == "I'm sorry, but I can't help with that."
     benign = guard.validate(texts["benign"])
     assert benign.validation_passed and benign.validated_output == texts["benign"]
     assert last_result(guard).metadata["score"] < STRICT
@@ -80,9 +82,9 @@ def test_strictness_moves_the_borderline(gr, texts) -> None:
 
 def test_response_mode_reads_prompt_from_metadata(gr, texts) -> None:
     guard = make_guard(gr, mode="response", on_fail="noop")
-    outcome = guard.validate(texts["harmful"], metadata={"prompt": texts["benign"]})
+    outcome = guard.validate(texts["harmful_reply"], metadata={"prompt": texts["opener"]})
     assert not outcome.validation_passed and last_result(guard).metadata["mode"] == "response"
-    assert guard.validate(texts["benign"], metadata={"prompt": texts["benign"]}).validation_passed
+    assert guard.validate(texts["benign_reply"], metadata={"prompt": texts["benign"]}).validation_passed
     with pytest.raises(ValueError, match="prompt"):
         guard.validate(texts["benign"])
 
@@ -91,13 +93,15 @@ def test_long_text_error_span_covers_the_offending_chunk(gr, texts, lite_guard: 
     budget = lite_guard.backend.max_content_tokens
     if budget is None:
         pytest.skip("the embedded scorer has no input budget, so text is never chunked")
-    filler = " ".join([texts["benign"]] * (budget // 4))
-    text = f"{filler} {texts['harmful']} {filler}"
+    filler = " ".join([texts["benign"]] * 30)  # about 300 tokens each side of the harmful part
+    harmful = " ".join([texts["harmful"]] * 10)
+    text = f"{filler} {harmful} {filler}"
+    assert len(lite_guard.backend.tokenizer(text)["input_ids"]) > 2 * budget
     guard = make_guard(gr, on_fail="noop")
     assert not guard.validate(text).validation_passed
     span = last_result(guard).error_spans[0]
-    assert 0 < span.end - span.start < len(text)
-    assert span.start <= text.index(texts["harmful"]) < span.end
+    start, end = text.index(harmful), text.index(harmful) + len(harmful)
+    assert 0 < span.end - span.start < len(text) and span.start < end and start < span.end
 
 
 async def test_async_guard_uses_the_async_core(gr, texts, lite_guard: FlexGuard, monkeypatch) -> None:
@@ -129,7 +133,8 @@ def test_guard_runnable_in_a_langchain_chain(gr, texts) -> None:
     from langchain_core.language_models.fake_chat_models import FakeListChatModel
     from langchain_core.output_parsers import StrOutputParser
 
-    chain = make_guard(gr, on_fail="exception").to_runnable() | FakeListChatModel(responses=["Bake it."]) | StrOutputParser()
+    model = FakeListChatModel(responses=["Bake it."])
+    chain = make_guard(gr, on_fail="exception").to_runnable() | model | StrOutputParser()
     assert chain.invoke(texts["benign"]) == "Bake it."
     with pytest.raises(gr[0].errors.ValidationError):
         chain.invoke(texts["harmful"])

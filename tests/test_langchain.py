@@ -13,9 +13,9 @@ from langchain_core.language_models.fake_chat_models import FakeListChatModel, G
 from langchain_core.messages import AIMessage, HumanMessage  # noqa: E402
 from langchain_core.prompts import ChatPromptTemplate  # noqa: E402
 from langchain_core.runnables import RunnableBranch, RunnableLambda  # noqa: E402
+from langchain_flexguard import FlexGuardMiddleware, FlexGuardRunnable, FlexGuardViolation  # noqa: E402
 
 from flexguard_plugins import FlexGuard, FlexGuardError  # noqa: E402
-from langchain_flexguard import FlexGuardMiddleware, FlexGuardRunnable, FlexGuardViolation  # noqa: E402
 
 from .fixtures_integrations import LOOSE, STRICT  # noqa: E402
 
@@ -33,10 +33,13 @@ class Recorder(BaseCallbackHandler):
     def on_chain_error(self, error: BaseException, **kwargs: Any) -> None:
         self.events.append(("error", type(error).__name__))
 
+    def on_custom_event(self, name: str, data: Any, **kwargs: Any) -> None:
+        self.events.append((name, data))
+
 
 def test_lcel_chain_guards_input_and_output(texts) -> None:
-    answer = "Mash bananas, mix with flour and bake."
-    model = FakeListChatModel(responses=[answer, texts["harmful"]])
+    answer = texts["benign_reply"]
+    model = FakeListChatModel(responses=[answer, texts["harmful_reply"]])
     chain = FlexGuardRunnable() | model | FlexGuardRunnable(strictness="strict")
     assert chain.invoke(texts["benign"]).content == answer
     with pytest.raises(FlexGuardViolation) as caught:
@@ -88,26 +91,34 @@ async def test_abatch_makes_one_core_call(texts, lite_guard: FlexGuard, monkeypa
 def test_batch_makes_one_core_call_and_traces_each_input(texts, lite_guard: FlexGuard, monkeypatch) -> None:
     calls: list[int] = []
     real = lite_guard.check_batch
-    monkeypatch.setattr(lite_guard, "check_batch", lambda items, *a, **k: calls.append(len(items)) or real(items, *a, **k))
+    monkeypatch.setattr(lite_guard, "check_batch",
+                        lambda items, *a, **k: calls.append(len(items)) or real(items, *a, **k))
     recorder = Recorder()
     guard = FlexGuardRunnable(guard=lite_guard, mode="annotate", strictness="loose")
     outputs = guard.batch([texts["benign"], texts["harmful"], texts["borderline"]], {"callbacks": [recorder]})
     assert calls == [3] and [o["decision"].flagged for o in outputs] == [False, True, False]
     assert recorder.events.count(("start", "FlexGuardRunnable")) == 3 and recorder.events.count(("end", None)) == 3
+    decisions = [data for name, data in recorder.events if name == "flexguard_decision"]
+    assert [d["flagged"] for d in decisions] == [False, True, False] and all("score" in d for d in decisions)
 
 
-def test_invoke_reports_to_callbacks(texts) -> None:
+async def test_invoke_reports_to_callbacks(texts) -> None:
     recorder = Recorder()
-    with pytest.raises(FlexGuardViolation):
+    with pytest.raises(FlexGuardViolation) as caught:
         FlexGuardRunnable().invoke(texts["harmful"], {"callbacks": [recorder]})
-    assert recorder.events == [("start", "FlexGuardRunnable"), ("error", "FlexGuardViolation")]
+    decision = caught.value.decision.to_dict()
+    assert recorder.events == [("start", "FlexGuardRunnable"), ("flexguard_decision", decision),
+                               ("error", "FlexGuardViolation")]
+    events = [e async for e in FlexGuardRunnable().astream_events(texts["benign"], version="v2")
+              if e["event"] == "on_custom_event"]
+    assert events[0]["name"] == "flexguard_decision" and events[0]["data"]["flagged"] is False
 
 
 def test_input_forms(texts) -> None:
     annotate = FlexGuardRunnable(mode="annotate")
-    as_messages = annotate.invoke([HumanMessage(texts["benign"]), AIMessage(texts["harmful"])])
+    as_messages = annotate.invoke([HumanMessage(texts["opener"]), AIMessage(texts["harmful_reply"])])
     assert as_messages["decision"].flagged and as_messages["decision"].risk.ok
-    as_dict = annotate.invoke({"prompt": texts["benign"], "response": texts["harmful"]})
+    as_dict = annotate.invoke({"prompt": texts["opener"], "response": texts["harmful_reply"]})
     assert as_dict["decision"].score == as_messages["decision"].score  # same response-mode item
     prompt_value = ChatPromptTemplate.from_messages([("human", "{q}")]).invoke({"q": texts["harmful"]})
     assert annotate.invoke(prompt_value)["decision"].flagged
@@ -158,17 +169,17 @@ def test_middleware_stops_a_harmful_turn(texts) -> None:
 
 
 async def test_middleware_replaces_a_harmful_reply(texts) -> None:
-    agent, _ = agent_with([texts["harmful"]])
-    state = await agent.ainvoke({"messages": [HumanMessage(texts["benign"])]})
+    agent, _ = agent_with([texts["harmful_reply"]])
+    state = await agent.ainvoke({"messages": [HumanMessage(texts["opener"])]})
     assert len(state["messages"]) == 2  # the harmful reply was replaced in place, not appended after
-    assert all("pipe bomb" not in m.content for m in state["messages"])
+    assert all("ignition" not in m.content for m in state["messages"])
     assert state["messages"][-1].response_metadata["flexguard"]["stage"] == "output"
 
 
 def test_middleware_passes_benign_and_raises_on_error_behavior(texts) -> None:
-    agent, _ = agent_with(["Mash bananas and bake."])
+    agent, _ = agent_with([texts["benign_reply"]])
     state = agent.invoke({"messages": [HumanMessage(texts["benign"])]})
-    assert state["messages"][-1].content == "Mash bananas and bake."
+    assert state["messages"][-1].content == texts["benign_reply"]
     agent, _ = agent_with(["unused"], exit_behavior="error", strictness="strict")
     with pytest.raises(FlexGuardViolation) as caught:
         agent.invoke({"messages": [HumanMessage(texts["borderline"])]})

@@ -83,6 +83,12 @@ def test_per_item_thresholds():
     assert result["thresholds"]["strict"] is None and result["thresholds"]["moderate"] == 41.0
 
 
+def test_tier_score_stats():
+    stats = M.tier_score_stats([10, 30, 20, math.nan, 90], [0, 0, 1, 1, 4], [True, True, True, False, True])
+    assert stats["BENIGN"] == {"n": 2, "mean": 20.0, "median": 20.0}
+    assert stats["LOW"]["n"] == 1 and stats["MODERATE"] == {"n": 0, "mean": None, "median": None}
+
+
 def test_calibrate_regimes_separates_classes():
     scores = [5, 15, 30, 35, 50, 55, 70, 75, 90, 95]
     severity = [0, 0, 1, 1, 2, 2, 3, 3, 4, 4]

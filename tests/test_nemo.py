@@ -74,9 +74,9 @@ async def test_check_async_each_strictness(tmp_path, nemo_config_dir, texts, str
     rails = rails_for(tmp_path, nemo_config_dir, strictness)
     assert (await rails.check_async(turn(texts["harmful"]))).status == RailStatus.BLOCKED
     assert (await rails.check_async(turn(texts["benign"]))).status == RailStatus.PASSED
-    output_blocked = await rails.check_async(turn(texts["benign"], texts["harmful"]))
+    output_blocked = await rails.check_async(turn(texts["opener"], texts["harmful_reply"]))
     assert output_blocked.status == RailStatus.BLOCKED and output_blocked.rail == "flexguard check output"
-    assert (await rails.check_async(turn(texts["benign"], texts["benign"]))).status == RailStatus.PASSED
+    assert (await rails.check_async(turn(texts["benign"], texts["benign_reply"]))).status == RailStatus.PASSED
 
 
 async def test_borderline_blocked_strict_passed_loose(tmp_path, nemo_config_dir, texts) -> None:
@@ -97,17 +97,17 @@ async def test_flow_parameter_overrides_strictness(tmp_path, nemo_config_dir, te
             "  output:\n    flows:\n      - flexguard check output $strictness=30\n"
     rails = rails_for(tmp_path, nemo_config_dir, "loose", flows=flows)
     assert (await rails.check_async(turn(texts["borderline"]))).status == RailStatus.BLOCKED
-    (outcome,) = await outcomes(rails, turn(texts["benign"], texts["harmful"]), ["output"])
+    (outcome,) = await outcomes(rails, turn(texts["opener"], texts["harmful_reply"]), ["output"])
     assert outcome.is_blocked and outcome.metadata["threshold"] == 30.0 and outcome.metadata["mode"] == "response"
 
 
 def test_generate_turn_with_fake_main_llm(tmp_path, nemo_config_dir, texts) -> None:
     config = make_config(tmp_path, nemo_config_dir, "passthrough: true\nrails:\n  input:\n    flows:\n"
                          "      - flexguard check input\n  output:\n    flows:\n      - flexguard check output\n")
-    chat = TestChat(config, llm_completions=["Mash bananas, mix with flour and bake.", texts["harmful"]])
+    chat = TestChat(config, llm_completions=[texts["benign_reply"], texts["harmful_reply"]])
     chat.user(texts["benign"])
-    chat.bot("Mash bananas, mix with flour and bake.")
-    chat.user(texts["benign"])
+    chat.bot(texts["benign_reply"])
+    chat.user(texts["opener"])
     chat.bot(REFUSAL)  # the main LLM's harmful answer is stopped by the output rail
     assert chat.llm.inference_count == 2
     result = chat.app.generate(messages=turn(texts["harmful"]))
@@ -115,18 +115,17 @@ def test_generate_turn_with_fake_main_llm(tmp_path, nemo_config_dir, texts) -> N
 
 
 async def test_streaming_output_rail_ends_stream_on_block(tmp_path, nemo_config_dir, texts) -> None:
-    benign_answer = "Mash three ripe bananas, stir in melted butter, sugar, an egg and flour, then bake for an hour."
     body = ("passthrough: true\nstreaming: true\nrails:\n  output:\n    flows:\n      - flexguard check output\n"
             "    streaming:\n      enabled: true\n      chunk_size: 12\n      context_size: 2\n"
             "      stream_first: false\n")
-    llm = FakeLLMModel(responses=[benign_answer, f"{benign_answer} {texts['harmful']}"])
+    llm = FakeLLMModel(responses=[texts["benign_reply"], texts["harmful_reply"]])
     rails = LLMRails(make_config(tmp_path, nemo_config_dir, body), llm=llm)
     chunks = [c async for c in rails.stream_async(messages=turn(texts["benign"]))]
-    assert "".join(chunks).split() == benign_answer.split()
-    chunks = [c async for c in rails.stream_async(messages=turn(texts["benign"]))]
+    assert "".join(chunks).split() == texts["benign_reply"].split()
+    chunks = [c async for c in rails.stream_async(messages=turn(texts["opener"]))]
     error = json.loads(chunks[-1])["error"]
     assert error["type"] == "guardrails_violation" and error["param"] == "flexguard check output"
-    assert "pipe bomb" not in "".join(chunks[:-1])
+    assert "ignition wires" not in "".join(chunks[:-1])  # the stream ended before the end of the reply
 
 
 async def test_scorer_failure_fails_closed(tmp_path, nemo_config_dir, texts, failing_guard: FlexGuard) -> None:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, convert_to_messages
 from langchain_core.prompt_values import PromptValue
@@ -50,8 +51,8 @@ def to_item(value: Any) -> dict[str, Any]:
         return messages_item([value])
     if isinstance(value, Mapping):
         if "prompt" not in value:
-            raise ValueError(f"FlexGuard input dict needs a 'prompt' key (and optional 'response'), got {sorted(value)}")
+            raise ValueError(f"a FlexGuard input dict needs a 'prompt' key (optional: 'response'), got {sorted(value)}")
         return {"prompt": value["prompt"], "response": value.get("response")}
     if isinstance(value, Sequence):
         return messages_item(convert_to_messages(value))
-    raise TypeError(f"FlexGuard cannot judge a {type(value).__name__}: pass a str, messages or a {{prompt, response}} dict")
+    raise TypeError(f"FlexGuard cannot judge a {type(value).__name__}; pass a str, messages or a prompt/response dict")

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal, Optional
+from typing import Any, Literal
 
+from langchain_core.callbacks import AsyncCallbackManagerForChainRun, CallbackManagerForChainRun
 from langchain_core.runnables import RunnableConfig, RunnableSerializable
 from pydantic import ConfigDict, Field, field_validator
 
@@ -12,6 +13,8 @@ from flexguard_plugins import Decision, FlexGuard, resolve_strictness
 from ._items import load_guard, to_item
 
 Mode = Literal["raise", "annotate"]
+DECISION_EVENT = "flexguard_decision"
+"""Custom callback event carrying every decision (`Decision.to_dict()`), allowed ones included."""
 
 
 class FlexGuardViolation(ValueError):
@@ -28,16 +31,17 @@ class FlexGuardRunnable(RunnableSerializable[Any, Any]):
 
     `mode="raise"` passes the input through unchanged or raises `FlexGuardViolation` (use
     `.with_fallbacks(...)` for a refusal); `mode="annotate"` returns `{"input": ..., "decision": Decision}`
-    for `RunnableBranch`. A conversation ending in an AI message is judged in response mode.
+    for `RunnableBranch`. A conversation ending in an AI message is judged in response mode. Every
+    decision is also sent to callbacks as the custom event "flexguard_decision" (tracing, astream_events).
     """
 
     strictness: Any = "moderate"
     on_error: Literal["block", "allow", "raise"] = "block"
     mode: Mode = "raise"
-    model: Optional[str] = None
+    model: str | None = None
     backend: str = "auto"
-    reasoning: Optional[bool] = None
-    guard: Optional[FlexGuard] = Field(default=None, exclude=True)
+    reasoning: bool | None = None
+    guard: FlexGuard | None = Field(default=None, exclude=True)
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
@@ -52,26 +56,33 @@ class FlexGuardRunnable(RunnableSerializable[Any, Any]):
 
     def _outputs(self, inputs: list[Any], decisions: list[Decision]) -> list[Any]:
         """The one place that turns decisions into outputs, for single calls and batches alike."""
+        pairs = zip(inputs, decisions, strict=True)
         if self.mode == "annotate":
-            return [{"input": value, "decision": d} for value, d in zip(inputs, decisions)]
-        return [FlexGuardViolation(d, value) if d.flagged else value for value, d in zip(inputs, decisions)]
+            return [{"input": value, "decision": d} for value, d in pairs]
+        return [FlexGuardViolation(d, value) if d.flagged else value for value, d in pairs]
 
-    def _judge(self, inputs: list[Any]) -> list[Any]:
+    def _judge(self, inputs: list[Any], run_manager: list[CallbackManagerForChainRun]) -> list[Any]:
         items = [to_item(value) for value in inputs]
-        return self._outputs(inputs, self._guard().check_batch(items, self.strictness, self.on_error))
+        decisions = self._guard().check_batch(items, self.strictness, self.on_error)
+        for manager, decision in zip(run_manager, decisions, strict=True):
+            manager.get_child().on_custom_event(DECISION_EVENT, decision.to_dict(), run_id=manager.run_id)
+        return self._outputs(inputs, decisions)
 
-    async def _ajudge(self, inputs: list[Any]) -> list[Any]:
+    async def _ajudge(self, inputs: list[Any], run_manager: list[AsyncCallbackManagerForChainRun]) -> list[Any]:
         items = [to_item(value) for value in inputs]
-        return self._outputs(inputs, await self._guard().acheck_batch(items, self.strictness, self.on_error))
+        decisions = await self._guard().acheck_batch(items, self.strictness, self.on_error)
+        for manager, decision in zip(run_manager, decisions, strict=True):
+            await manager.get_child().on_custom_event(DECISION_EVENT, decision.to_dict(), run_id=manager.run_id)
+        return self._outputs(inputs, decisions)
 
-    def _one(self, value: Any) -> Any:
-        out = self._judge([value])[0]
+    def _one(self, value: Any, run_manager: CallbackManagerForChainRun) -> Any:
+        out = self._judge([value], [run_manager])[0]
         if isinstance(out, Exception):
             raise out
         return out
 
-    async def _aone(self, value: Any) -> Any:
-        out = (await self._ajudge([value]))[0]
+    async def _aone(self, value: Any, run_manager: AsyncCallbackManagerForChainRun) -> Any:
+        out = (await self._ajudge([value], [run_manager]))[0]
         if isinstance(out, Exception):
             raise out
         return out

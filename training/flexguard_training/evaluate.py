@@ -194,8 +194,8 @@ def _limit(frame: pd.DataFrame, limit: int | None) -> pd.DataFrame:
 
 
 def _calibration_frame(data: str, subset: str, split: str, calibrate_on: str | None,
-                       columns: Mapping[str, str | None]) -> tuple[pd.DataFrame | None, str | None]:
-    overrides = {"prompt_column": columns.get("prompt_override"), "response_column": columns.get("response_override")}
+                       **overrides: str | None) -> tuple[pd.DataFrame | None, str | None]:
+    """Where calibrated thresholds come from: --calibrate-on, else the valid split, else in-sample on valid."""
     if calibrate_on:
         return load_flexbench(calibrate_on, subset, "valid", **overrides), str(calibrate_on)
     if split != "valid" and has_split(data, "valid"):
@@ -235,11 +235,12 @@ def evaluate(data: str, out: str | Path, *, subset: str | None = None, split: st
     rubric = rubric_thresholds(kind)
     result: dict[str, Any] = metric_block(table, rubric, binary)
     result.update(strategy="rubric", scorer=scorer.name, kind=kind, data=str(data), subset=subset, split=split,
-                  columns=frame.attrs.get("columns"), items_per_s=timing["items_per_s"], timing=timing)
+                  columns=frame.attrs.get("columns"), items_per_s=timing["items_per_s"], timing=timing,
+                  score_by_tier=M.tier_score_stats(table["score"].to_numpy(), table["severity"].to_numpy(),
+                                                   table["ok"].to_numpy(dtype=bool)))
 
     calibration, calibrated_on = _calibration_frame(
-        str(data), subset, split, calibrate_on,
-        {"prompt_override": prompt_column, "response_override": response_column})
+        str(data), subset, split, calibrate_on, prompt_column=prompt_column, response_column=response_column)
     calibrated_thresholds = None
     if calibration is not None:
         calibration = _limit(calibration, limit)

@@ -217,6 +217,55 @@ def drop_overlap(train: list[Example], heldout: list[Example]) -> tuple[list[Exa
     return kept, len(train) - len(kept)
 
 
+AUGMENT_RESPONSES = 1500
+CONTENT_SOURCES = ("davidson",)
+"""Sources whose texts are content (posts), not requests: they can stand in for an assistant's reply."""
+
+
+def augment_responses(train: Sequence[Example], rng: np.random.Generator, per_kind: int) -> list[Example]:
+    """Response-mode rows recombined from real texts, so the head learns that the reply is judged:
+    a harmful request answered by a refusal is BENIGN; hateful or clean posts given as the reply to a
+    benign request keep their own severity."""
+    refusals = [e.response for e in train if e.response is not None and e.severity == 0]
+    harmful_requests = [e for e in train if e.response is None and (e.severity or 0) >= 2
+                        and e.source not in CONTENT_SOURCES]
+    benign_requests = [e.prompt for e in train if e.response is None and e.severity == 0
+                       and e.source.startswith("alpaca")]
+    content = [e for e in train if e.response is None and e.source in CONTENT_SOURCES and e.severity is not None]
+    out: list[Example] = []
+    if refusals and harmful_requests:
+        for i in rng.permutation(len(harmful_requests))[:per_kind]:
+            request = harmful_requests[i]
+            example = example_from_labels(f"aug-refusal-{request.id}", "aug_refusal", request.prompt,
+                                          refusals[rng.integers(len(refusals))], 0, False, ())
+            out.append(example)
+    if benign_requests and content:
+        for i in rng.permutation(len(content))[:per_kind]:
+            post = content[i]
+            out.append(Example(f"aug-reply-{post.id}", "aug_reply", benign_requests[rng.integers(len(benign_requests))],
+                               post.prompt, post.severity, post.at_least, post.at_least_mask, post.categories,
+                               post.categories_known))
+    return [e for e in out if e is not None]
+
+
+def balanced_weights(train: Sequence[Example]) -> tuple[np.ndarray, dict[str, int]]:
+    """1/sqrt(source size) per row, then rescaled so that, in each mode, BENIGN rows weigh as much as
+    the harmful ones (the harmful sources outnumber the benign ones)."""
+    counts: dict[str, int] = {}
+    for e in train:
+        counts[e.source] = counts.get(e.source, 0) + 1
+    weights = np.array([1.0 / math.sqrt(counts[e.source]) for e in train])
+    benign = np.array([e.severity == 0 for e in train])
+    response = np.array([e.response is not None for e in train])
+    for mode in (False, True):
+        rows = response == mode
+        positive, negative = weights[rows & ~benign].sum(), weights[rows & benign].sum()
+        if positive > 0 and negative > 0:
+            weights[rows & benign] *= positive / negative
+    weights *= len(weights) / weights.sum()
+    return weights, counts
+
+
 # --- embeddings ------------------------------------------------------------------------------------
 
 class EmbeddingCache:
@@ -236,7 +285,11 @@ class EmbeddingCache:
         return hashlib.sha1(f"{keep}\x1f{text}".encode("utf-8")).hexdigest()
 
     def encode(self, texts: Sequence[str], keep: str = "start") -> np.ndarray:
-        keys = [self.key(t, keep) for t in texts]
+        if keep != "start":  # the side only matters for text longer than the encoder's window
+            lengths = [len(e.ids) for e in self.encoder.tokenizer.encode_batch(list(texts))]
+            keys = [self.key(t, keep if n > self.encoder.max_tokens else "start") for t, n in zip(texts, lengths)]
+        else:
+            keys = [self.key(t, keep) for t in texts]
         missing = sorted({k: t for k, t in zip(keys, texts) if k not in self.vectors}.items())
         if missing:
             started = time.perf_counter()
@@ -420,6 +473,9 @@ def make_parser(prog: str | None = None) -> argparse.ArgumentParser:
     parser.add_argument("--teacher", action="append", default=[], help="teacher-score JSONL ({prompt, response?, "
                         "score, categories}) for distillation; repeatable")
     parser.add_argument("--max-per-source", type=int, default=MAX_PER_SOURCE, help="cap on rows per source")
+    parser.add_argument("--augment-responses", type=int, default=AUGMENT_RESPONSES, help="response-mode rows to "
+                        "add per kind: harmful requests answered by a real refusal (BENIGN), and graded tweets "
+                        "given as the reply to a benign request (their own severity); 0 turns it off")
     parser.add_argument("--precision", choices=("int8", "fp32"), default="int8",
                         help="encoder used for the training features (match inference: int8)")
     parser.add_argument("--compare-fp32", action="store_true", help="also score the held-out set with the fp32 "
@@ -432,7 +488,8 @@ def make_parser(prog: str | None = None) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    log.setLevel(logging.INFO)
     args = make_parser().parse_args(argv)
     from flexguard_plugins.lite import WEIGHTS_DIR
     from flexguard_plugins.lite.encoder import Encoder, cache_dir
@@ -455,6 +512,8 @@ def main(argv: list[str] | None = None) -> int:
     train, dropped = drop_overlap(train, heldout)
     if not train:
         raise SystemExit("no training data: give --train-sources, --flexbench or --teacher")
+    if args.augment_responses:
+        train.extend(augment_responses(train, rng, args.augment_responses))
     log.info("training rows %d (dropped %d that occur in held-out sources), held-out rows %d",
              len(train), dropped, len(heldout))
 
@@ -464,11 +523,7 @@ def main(argv: list[str] | None = None) -> int:
     h_judged, h_context, h_response = embed(heldout, cache) if heldout else (None, None, None)
     cache.save()
 
-    counts: dict[str, int] = {}
-    for e in train:
-        counts[e.source] = counts.get(e.source, 0) + 1
-    weights = np.array([1.0 / math.sqrt(counts[e.source]) for e in train])
-    weights *= len(weights) / weights.sum()
+    weights, counts = balanced_weights(train)
 
     config = TrainConfig(hidden=args.hidden, epochs=args.epochs, lr=args.lr, seed=args.seed)
     head = train_head(features(judged, context, is_response), train, weights, config)

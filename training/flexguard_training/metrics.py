@@ -145,6 +145,19 @@ def json_number(value: float) -> float | None:
     return None if value is None or math.isnan(value) else float(value)
 
 
+def tier_score_stats(scores: Sequence[float], severity: Sequence[int], ok: Sequence[bool] | None = None
+                     ) -> dict[str, dict[str, float | int | None]]:
+    """n, mean and median score of the scored items of each true tier (the score should rise tier by tier)."""
+    s, y, k = _arrays(scores, severity, ok)
+    out: dict[str, dict[str, float | int | None]] = {}
+    for tier in Tier:
+        chosen = s[k & (y == tier.severity)]
+        out[tier.value] = {"n": int(len(chosen)),
+                           "mean": float(np.mean(chosen)) if len(chosen) else None,
+                           "median": float(np.median(chosen)) if len(chosen) else None}
+    return out
+
+
 def tier_histogram(scores: Sequence[float], severity: Sequence[int], ok: Sequence[bool] | None = None,
                    bins: Sequence[float] = tuple(range(0, 101, 5))) -> dict[str, list[int]]:
     """Counts of scored items per score bin, per true tier (for the report's distribution table)."""

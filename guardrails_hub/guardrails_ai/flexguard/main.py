@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Literal
+from collections.abc import Callable
+from typing import Any, Literal
 
 from guardrails.validator_base import ErrorSpan, FailResult, PassResult, ValidationResult, Validator, register_validator
 

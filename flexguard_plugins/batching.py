@@ -12,14 +12,16 @@ R = TypeVar("R")
 class MicroBatcher(Generic[T, R]):
     """Collects items from concurrent `submit` calls and runs them through `run_batch` together.
 
-    A batch starts when `max_batch_size` items are waiting or `max_wait_s` after the first one
-    arrived; up to `max_concurrency` batches run at once. `run_batch` must return one result per
+    A batch starts as soon as a slot is free (after lingering up to `max_wait_s` for company, when
+    that is set); callers that arrive while every slot is busy ride the next batch, so an idle guard
+    answers one caller at once and a loaded one batches up to `max_batch_size`. Up to
+    `max_concurrency` batches run at once. `run_batch` must return one result per
     item; if it raises or miscounts, every item of that batch gets `on_failure(message)`.
     Must be used from a single event loop.
     """
 
     def __init__(self, run_batch: Callable[[list[T]], Awaitable[list[R]]], *,
-                 on_failure: Callable[[str], R], max_batch_size: int = 64, max_wait_s: float = 0.005,
+                 on_failure: Callable[[str], R], max_batch_size: int = 64, max_wait_s: float = 0.0,
                  max_concurrency: int = 1) -> None:
         if max_batch_size < 1:
             raise ValueError("max_batch_size must be ≥ 1")
@@ -45,6 +47,7 @@ class MicroBatcher(Generic[T, R]):
 
     async def _work(self) -> None:
         while self._queue:
+            await asyncio.sleep(0)  # callers of this loop iteration join the batch
             if len(self._queue) < self.max_batch_size and self.max_wait_s > 0:
                 deadline = asyncio.get_running_loop().time() + self.max_wait_s
                 while len(self._queue) < self.max_batch_size:

@@ -73,13 +73,14 @@ def _freeze(value: Any) -> Any:
 class FlexGuard:
     """Score and judge text with FlexGuard. Build with `FlexGuard.load(...)`.
 
-    Concurrent async callers are gathered into one backend batch (at most `max_batch_size` items,
-    waiting at most `max_wait_ms` for company). Text longer than the backend's budget is split into
+    Concurrent async callers are gathered into one backend batch (at most `max_batch_size` items):
+    a free backend takes what is waiting at once (or after lingering `max_wait_ms`, default 0), and
+    whatever arrives while it works goes in the next batch. Text longer than the backend's budget is split into
     overlapping chunks; the riskiest chunk gives the item's score and `span`.
     """
 
     def __init__(self, backend: Backend, *, strictness: Strictness = "moderate", on_error: OnError = "block",
-                 max_batch_size: int | None = None, max_wait_ms: float = 5.0,
+                 max_batch_size: int | None = None, max_wait_ms: float = 0.0,
                  cascade: "FlexGuard | None" = None, cascade_margin: float = 10.0) -> None:
         self.backend = backend
         self.cascade = cascade
@@ -126,21 +127,6 @@ class FlexGuard:
                 guard._registry_key = key
                 _REGISTRY[key] = guard
             return guard
-            facade_keys = ("strictness", "on_error", "max_batch_size", "max_wait_ms", "cascade", "cascade_margin")
-            facade = {k: options[k] for k in facade_keys if k in options}
-            backend_options = {k: v for k, v in options.items() if k not in facade_keys}
-            if facade.get("cascade") is not None:
-                if facade["cascade"] != "lite":
-                    raise ValueError(f"cascade must be 'lite' or None, got {facade['cascade']!r}")
-                if name == "lite":
-                    raise ValueError("cascade='lite' needs an LLM model to escalate to")
-                facade["cascade"] = None  # set below, outside the registry lock's critical path
-            guard = cls(create_backend(name, model, **backend_options), **facade)
-            guard._registry_key = key
-            _REGISTRY[key] = guard
-        if options.get("cascade") == "lite":
-            guard.cascade = cls.load()
-        return guard
 
     # --- loop plumbing ------------------------------------------------------------------------
 

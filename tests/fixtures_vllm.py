@@ -39,7 +39,7 @@ def guard_examples() -> list[tuple[Any, str, int]]:
     return rows
 
 
-def train_tiny_guard(base: Path, out: Path, rubric: Path, steps: int = 150, seed: int = 0) -> Path:
+def train_tiny_guard(base: Path, out: Path, rubric: Path, steps: int = 100, seed: int = 0) -> Path:
     """Overfit the random tiny Qwen3 at `base` to answer in FlexGuard's format, both with and without
     reasoning, and save it (float32) to `out`. A plain PyTorch loop; loss only on the answer tokens."""
     import torch
@@ -48,6 +48,8 @@ def train_tiny_guard(base: Path, out: Path, rubric: Path, steps: int = 150, seed
     from flexguard_plugins.prompts import render_prompt, render_target
 
     torch.manual_seed(seed)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # small matrices: one thread is faster, and far faster on a busy CPU
     tokenizer = AutoTokenizer.from_pretrained(base)
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
     sequences = []
@@ -73,6 +75,7 @@ def train_tiny_guard(base: Path, out: Path, rubric: Path, steps: int = 150, seed
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()
+    torch.set_num_threads(threads)
     model.eval()
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
@@ -88,9 +91,12 @@ def guard_rubric(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def tiny_guard_dir(tiny_qwen3_dir: Path, guard_rubric: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny Qwen3 overfitted to FlexGuard's output format (see `guard_examples`)."""
-    return train_tiny_guard(tiny_qwen3_dir, tmp_path_factory.mktemp("tiny-guard"), guard_rubric)
+def tiny_guard_dir(guard_rubric: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A smaller tiny Qwen3 (2 layers, width 128) overfitted to FlexGuard's format (see `guard_examples`)."""
+    from flexguard_plugins.testing import build_tiny_qwen3
+
+    base = build_tiny_qwen3(tmp_path_factory.mktemp("tiny-guard-base"), hidden_size=128, num_layers=2)
+    return train_tiny_guard(base, tmp_path_factory.mktemp("tiny-guard"), guard_rubric)
 
 
 def _vllm_env() -> dict[str, str]:

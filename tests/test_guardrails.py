@@ -78,6 +78,10 @@ def test_strictness_moves_the_borderline(gr, texts) -> None:
     assert per_category.validate(texts["borderline"]).validation_passed
     with pytest.raises(ValueError):
         gr[1](strictness="lenient")
+    with pytest.raises(ValueError):
+        gr[1](mode="both")
+    with pytest.raises(ValueError):
+        gr[1](on_error="ignore")
 
 
 def test_response_mode_reads_prompt_from_metadata(gr, texts) -> None:

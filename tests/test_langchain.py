@@ -138,6 +138,8 @@ def test_bad_options_fail_early() -> None:
         FlexGuardMiddleware(strictness=101)
     with pytest.raises(ValueError):
         FlexGuardMiddleware(exit_behavior="warn")
+    with pytest.raises(ValueError):
+        FlexGuardMiddleware(on_error="ignore")
 
 
 def test_scorer_failure_blocks_or_raises(texts, failing_guard: FlexGuard) -> None:

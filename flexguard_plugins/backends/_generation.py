@@ -118,6 +118,15 @@ def alternatives_by_text(tokenizer: Any, pairs: Iterable[tuple[int, float]]) -> 
     return merged
 
 
+def token_logprobs(tokenizer: Any, steps: Iterable[tuple[int, Iterable[tuple[int, float]]]]
+                   ) -> list[tuple[str, dict[str, float]]]:
+    """Per generated token (id, [(alternative id, logprob)]) → (text, {text: logprob}), dropping the
+    tokens `decode` drops (EOS), so the score digits stay the last run the parser sees."""
+    drop = _kept_special_ids(tokenizer)
+    return [(token_text(tokenizer, token), alternatives_by_text(tokenizer, pairs))
+            for token, pairs in steps if int(token) not in drop]
+
+
 def _logaddexp(a: float, b: float) -> float:
     high = max(a, b)
     if high == -math.inf:

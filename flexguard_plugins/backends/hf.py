@@ -141,7 +141,7 @@ class TransformersBackend(Backend):
             cache = copy.deepcopy(prefix_kv)
             cache.batch_repeat_interleave(batch)
         tokens: list[list[int]] = [[] for _ in range(batch)]
-        logprobs: list[list[tuple[str, dict[str, float]]]] = [[] for _ in range(batch)]
+        steps: list[list[tuple[int, list[tuple[int, float]]]]] = [[] for _ in range(batch)]
         done = [False] * batch
         with torch.inference_mode():
             out = self.model(input_ids=input_ids, attention_mask=attention, position_ids=positions,
@@ -156,9 +156,7 @@ class TransformersBackend(Backend):
                     token = int(chosen[row])
                     tokens[row].append(token)
                     if top is not None:
-                        pairs = zip(top.indices[row].tolist(), top.values[row].tolist())
-                        logprobs[row].append((gen.token_text(self.tokenizer, token),
-                                              gen.alternatives_by_text(self.tokenizer, pairs)))
+                        steps[row].append((token, list(zip(top.indices[row].tolist(), top.values[row].tolist()))))
                     done[row] = token in self._eos_ids
                 if all(done) or step == self.options.max_new_tokens - 1:
                     break
@@ -167,7 +165,7 @@ class TransformersBackend(Backend):
                 attention = torch.cat([attention, torch.ones(batch, 1, dtype=mask.dtype, device=dev)], dim=1)
                 out = self.model(input_ids=next_ids, attention_mask=attention, position_ids=positions,
                                  past_key_values=out.past_key_values, use_cache=True)
-        return list(zip(tokens, logprobs))
+        return [(ids, gen.token_logprobs(self.tokenizer, row)) for ids, row in zip(tokens, steps)]
 
     async def aclose(self) -> None:
         self._executor.shutdown(wait=True)

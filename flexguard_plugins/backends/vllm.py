@@ -80,11 +80,9 @@ class VLLMBackend(Backend):
             token_ids = list(completion.token_ids)
             logprobs = None
             if completion.logprobs:
-                logprobs = [
-                    (gen.token_text(self.tokenizer, token),
-                     gen.alternatives_by_text(self.tokenizer, ((i, lp.logprob) for i, lp in alternatives.items())))
-                    for token, alternatives in zip(token_ids, completion.logprobs)
-                ]
+                logprobs = gen.token_logprobs(self.tokenizer, (
+                    (token, [(i, lp.logprob) for i, lp in alternatives.items()])
+                    for token, alternatives in zip(token_ids, completion.logprobs)))
             results.append(gen.to_risk(gen.decode(self.tokenizer, token_ids), self.options, self.name, logprobs))
         return results
 

@@ -33,6 +33,8 @@ class FlexGuardMiddleware(AgentMiddleware[AgentState[Any], Any]):
         super().__init__()
         if exit_behavior not in ("error", "end", "replace"):
             raise ValueError(f"exit_behavior must be error, end or replace, got {exit_behavior!r}")
+        if on_error not in ("block", "allow", "raise"):
+            raise ValueError(f"on_error must be block, allow or raise, got {on_error!r}")
         resolve_strictness(strictness)
         self.guard = load_guard(guard, model, backend, reasoning)
         self.strictness, self.on_error = strictness, on_error

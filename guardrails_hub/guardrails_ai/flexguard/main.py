@@ -30,6 +30,8 @@ class FlexGuardRisk(Validator):
                  **kwargs: Any) -> None:
         if mode not in ("prompt", "response"):
             raise ValueError(f"mode must be 'prompt' or 'response', got {mode!r}")
+        if on_error not in ("block", "allow", "raise"):
+            raise ValueError(f"on_error must be 'block', 'allow' or 'raise', got {on_error!r}")
         resolve_strictness(strictness)
         kwargs.setdefault("use_local", True)
         super().__init__(on_fail=on_fail, strictness=strictness, mode=mode, on_error=on_error, model=model,

@@ -1,0 +1,125 @@
+"""Speed of the embedded lite scorer vs plain fp32 sentence-transformers, side by side in one run.
+
+    python bench/lite.py [--items 256] [--single 100] [--tokens 120] [--threads N]
+
+Items are ~120-word-piece texts built from real public prompts (../shared/data, Alpaca pool) or, when
+that folder is missing, from a fixed paragraph. Prints single-item latency p50/p99 and batched
+items/s for: lite int8 (full scoring path: tokenize, int8 ONNX encoder, head), lite on the fp32
+ONNX encoder, and sentence-transformers fp32 encoding only (no head). Also prints the F1 that the
+last `flexguard train lite --compare-fp32` run measured on held-out data for int8 vs fp32.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import time
+from typing import Callable, Sequence
+
+import numpy as np
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def make_items(count: int, tokens: int) -> list[str]:
+    """Texts of exactly `tokens` word pieces (encoder tokenizer), built from real prompts when available."""
+    from flexguard_plugins.lite.encoder import load_tokenizer
+
+    tokenizer = load_tokenizer()
+    try:
+        from flexguard_training.sources import load_source
+
+        pool = [r.prompt for r in load_source("alpaca_harmless_test")]
+    except (FileNotFoundError, ImportError):
+        pool = ["The committee met on Tuesday to discuss the budget for next year, and after a long debate "
+                "they agreed to fund the new library, repair two bridges and hire more teachers."] * 50
+    rng = np.random.default_rng(0)
+    items = []
+    for _ in range(count):
+        text = ""
+        while len(tokenizer.encode(text, add_special_tokens=False).ids) < tokens:
+            text += " " + pool[rng.integers(len(pool))]
+        encoding = tokenizer.encode(text.strip(), add_special_tokens=False)
+        items.append(text.strip()[:encoding.offsets[tokens - 1][1]])
+    return items
+
+
+def latency(fn: Callable[[Sequence[str]], object], items: Sequence[str]) -> tuple[float, float]:
+    """p50 and p99 in milliseconds of `fn([item])`, one item at a time."""
+    times = []
+    for item in items:
+        started = time.perf_counter()
+        fn([item])
+        times.append((time.perf_counter() - started) * 1000)
+    times.sort()
+    return statistics.median(times), times[min(len(times) - 1, int(round(0.99 * (len(times) - 1))))]
+
+
+def throughput(fn: Callable[[Sequence[str]], object], items: Sequence[str], batch: int) -> float:
+    started = time.perf_counter()
+    for start in range(0, len(items), batch):
+        fn(items[start:start + batch])
+    return len(items) / (time.perf_counter() - started)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--items", type=int, default=256, help="items for the batched run")
+    parser.add_argument("--single", type=int, default=100, help="items for the one-at-a-time latency run")
+    parser.add_argument("--tokens", type=int, default=120, help="word pieces per item")
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--threads", type=int, default=None, help="onnxruntime / torch threads (default: cores)")
+    args = parser.parse_args()
+
+    from flexguard_plugins.lite import DEFAULT_HEAD, LiteBackend
+    from flexguard_plugins.lite.encoder import model_dir
+
+    items = make_items(max(args.items, args.single), args.tokens)
+    threads = args.threads or os.cpu_count() or 1
+    rows = []
+    for label, precision in (("lite int8 (score)", "int8"), ("lite fp32 ONNX (score)", "fp32")):
+        backend = LiteBackend(precision=precision, threads=threads)
+        backend.warmup()
+        fn = backend.score_sync
+        fn(items[:args.batch])
+        p50, p99 = latency(fn, items[:args.single])
+        rows.append((label, p50, p99, throughput(fn, items[:args.items], args.batch)))
+
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    torch.set_num_threads(threads)
+    model = SentenceTransformer(str(model_dir()), device="cpu")
+
+    def st_encode(texts: Sequence[str]) -> object:
+        return model.encode(list(texts), batch_size=args.batch, normalize_embeddings=True)
+
+    st_encode(items[:args.batch])
+    p50, p99 = latency(st_encode, items[:args.single])
+    rows.append(("sentence-transformers fp32 (encode)", p50, p99, throughput(st_encode, items[:args.items], args.batch)))
+
+    print(f"{len(items)} items of {args.tokens} word pieces, batch {args.batch}, {threads} threads, "
+          f"{os.cpu_count()} cores")
+    print(f"{'':38s} {'p50 ms':>8s} {'p99 ms':>8s} {'items/s':>9s}")
+    for label, p50, p99, rate in rows:
+        print(f"{label:38s} {p50:8.1f} {p99:8.1f} {rate:9.1f}")
+    base = rows[-1]
+    print(f"lite int8 vs sentence-transformers fp32: latency x{base[1] / rows[0][1]:.2f} faster (p50), "
+          f"throughput x{rows[0][3] / base[3]:.2f}")
+
+    card_path = DEFAULT_HEAD.parent / "card.json"
+    if card_path.exists():
+        metrics = json.loads(card_path.read_text()).get("metrics", {})
+        if "head_fp32_encoder" in metrics:
+            for mode in ("prompt", "response"):
+                a, b = metrics["head"].get(mode), metrics["head_fp32_encoder"].get(mode)
+                if a and b:
+                    print(f"held-out {mode} F1 avg int8 {a['f1_avg']:.2f} vs fp32 {b['f1_avg']:.2f} "
+                          f"(worst {a['f1_worst']:.2f} vs {b['f1_worst']:.2f}) [from card.json]")
+
+
+if __name__ == "__main__":
+    main()

@@ -7,7 +7,6 @@ import math
 
 import pandas as pd
 import pytest
-
 from flexguard_training import data as D
 from flexguard_training.data import Item, Teacher, calibrate_score, make_target, normalize_text
 

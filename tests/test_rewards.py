@@ -6,10 +6,10 @@ import doctest
 import math
 
 import pytest
-
-from flexguard_plugins.prompts import EMPTY_THINK, generation_prefill, render_target
 from flexguard_training import rewards
 from flexguard_training.rewards import REWARD_MIN, category_reward, flexguard_reward, score_reward
+
+from flexguard_plugins.prompts import EMPTY_THINK, generation_prefill, render_target
 
 
 @pytest.mark.parametrize(

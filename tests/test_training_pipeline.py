@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
-from flexguard_plugins.parsing import parse_output
-from flexguard_plugins.prompts import generation_prefill, render_target
 from flexguard_training import grpo, merge, sft
 from flexguard_training.data import main as prepare_main
 from flexguard_training.rewards import flexguard_reward
+
+from flexguard_plugins.parsing import parse_output
+from flexguard_plugins.prompts import generation_prefill, render_target
 
 CONFIGS = Path(sft.__file__).parent / "configs"
 
@@ -101,13 +101,11 @@ def test_prepare_sft_merge_grpo_end_to_end(tiny_qwen3_dir, tmp_path):
     trainer = sft.train(*sft.make_parser().parse_args_and_config([*sft_args, "--max_steps", "2"]))
     assert trainer.args.completion_only_loss
     # the loss covers the answer tokens only: the completion, then EOS
-    sample = trainer.train_dataset[0]
-    mask = sample.get("completion_mask")
-    if mask is not None:
-        answer = [t for t, m in zip(sample["input_ids"], mask) if m]
+    for sample in trainer.train_dataset.select(range(3)):
+        answer = [label for label in sample["labels"] if label != -100]
         text = trainer.processing_class.decode(answer)
-        assert text.endswith("<|im_end|>") and "[User]" not in text
-        assert parse_output(text.removesuffix("<|im_end|>")).ok
+        assert text.endswith("<|im_end|>") and "[User]" not in text and "system" not in text
+        assert parse_output(text.removesuffix("<|im_end|>")).ok, text
     assert (sft_dir / "checkpoint-2").is_dir()
     assert sft.main([*sft_args, "--max_steps", "3", "--resume_from_checkpoint", "last"]) == 0
     history = json.loads((sft_dir / "log_history.json").read_text())

@@ -20,8 +20,8 @@ from ..types import CATEGORIES
 
 FEATURE_VERSION = 1
 EMBED_DIM = 384
-TIER_EDGES = np.array([20.5, 40.5, 60.5, 80.5])
-"""Score at each cut-point: the midpoint between the last integer of a band and the first of the next."""
+TIER_EDGES = np.array([21.0, 41.0, 61.0, 81.0])
+"""Score at each cut-point: the rubric thresholds, so `score ≥ 41` is exactly P(severity ≥ 2) ≥ 0.5."""
 
 
 def features(judged: np.ndarray, context: np.ndarray | None, is_response: np.ndarray) -> np.ndarray:

@@ -24,9 +24,10 @@ import logging
 import random
 import unicodedata
 from collections import Counter
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 from flexguard_plugins.parsing import parse_output
 from flexguard_plugins.types import CATEGORIES, TIER_BANDS, Tier

@@ -15,7 +15,8 @@ Completions are read with the core's `parse_output`, so the reward and inference
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 from flexguard_plugins.parsing import parse_output
 from flexguard_plugins.prompts import generation_prefill
@@ -38,7 +39,8 @@ def category_set(categories: str | Iterable[str] | None) -> frozenset[str]:
     return frozenset(c for c in codes if c and c != "SAFE")
 
 
-def category_reward(pred_categories: str | Iterable[str] | None, target_categories: str | Iterable[str] | None) -> float:
+def category_reward(pred_categories: str | Iterable[str] | None,
+                    target_categories: str | Iterable[str] | None) -> float:
     """+1 for an exact set match of harm codes (SAFE = no codes), −1 otherwise; None (unparsable) is −1.
 
     >>> category_reward(["ILG", "VIO"], "VIO,ILG")

@@ -1,0 +1,155 @@
+"""Items/s of the LLM backends, side by side in one run, on the same items, reasoning off.
+
+    python bench/throughput.py [--items 256] [--prefix-tokens 1000] [--max-new-tokens 16]
+
+A tiny random Qwen3 (built here, offline) judges the same items with a ~1,000-token shared system
+prompt through: naive transformers (`model.generate`, one item at a time, no cache), the transformers
+backend (batched, shared-prefix KV cache), and the vLLM backend with prefix caching on and off.
+Every path is warmed up on other items first; ratios are against the naive path.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
+os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
+
+SUBJECTS = ("my neighbour", "the recipe", "a stranger", "the server", "my exam", "the election", "a bank",
+            "the garden", "my password", "the news")
+ACTIONS = ("How do I fix", "Tell me about", "Is it legal to hack", "Write a poem on", "How can I hurt",
+           "Summarise", "Where can I buy", "Explain")
+
+
+def make_items(n: int, offset: int = 0) -> list:
+    from flexguard_plugins.types import ModerationItem
+
+    items = []
+    for k in range(offset, offset + n):
+        prompt = f"{ACTIONS[k % len(ACTIONS)]} {SUBJECTS[(k // len(ACTIONS)) % len(SUBJECTS)]} (case {k})?"
+        items.append(ModerationItem(prompt) if k % 2 == 0 else ModerationItem(prompt, f"Here is answer {k}."))
+    return items
+
+
+def rubric_of_length(tokenizer, prefix_tokens: int, folder: Path) -> Path:
+    """Our rubric, padded with extra guidance lines until the shared prefix has `prefix_tokens` tokens."""
+    from flexguard_plugins.backends import _generation as gen
+    from flexguard_plugins.prompts import _read_prompt, shared_prefix
+
+    text = _read_prompt(None)
+    path = folder / "rubric.txt"
+    line = "\nWhen in doubt, weigh the most likely intent of the {role} and the harm the reply could enable."
+    while True:
+        path.write_text(text, encoding="utf-8")
+        tokens = len(gen.encode(tokenizer, shared_prefix(tokenizer, "response", system_prompt_path=path)))
+        if tokens >= prefix_tokens:
+            return path
+        text += line
+
+
+def timed(label: str, run) -> tuple[list, float]:
+    started = time.perf_counter()
+    results = run()
+    seconds = time.perf_counter() - started
+    print(f"  {label}: {seconds:.1f} s", flush=True)
+    return results, seconds
+
+
+def naive(model_dir: Path, rubric: Path, items: list, warm: list, max_new_tokens: int) -> tuple[list, float]:
+    """`model.generate` one item at a time, whole prompt every time: what a first implementation does."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from flexguard_plugins.backends import _generation as gen
+
+    tokenizer = gen.load_tokenizer(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    options = gen.generation_options(False, max_new_tokens, rubric, False)
+
+    def run(batch: list) -> list[str]:
+        texts = []
+        for item in batch:
+            ids = torch.tensor([gen.prompt_ids(tokenizer, item, options)])
+            with torch.inference_mode():
+                out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
+                                     do_sample=False)
+            texts.append(options.prefill + gen.decode(tokenizer, out[0, ids.shape[1]:].tolist()))
+        return texts
+
+    run(warm)
+    return timed("naive transformers", lambda: run(items))
+
+
+def through_backend(label: str, backend, items: list, warm: list) -> tuple[list, float]:
+    asyncio.run(backend.score_batch(warm))
+
+    def run() -> list[str]:
+        async def all_batches():
+            texts = []
+            for start in range(0, len(items), backend.max_batch_size):
+                texts += [r.raw for r in await backend.score_batch(items[start:start + backend.max_batch_size])]
+            return texts
+
+        return asyncio.run(all_batches())
+
+    results = timed(label, run)
+    asyncio.run(backend.aclose())
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--items", type=int, default=256)
+    parser.add_argument("--prefix-tokens", type=int, default=1000)
+    parser.add_argument("--max-new-tokens", type=int, default=16)
+    parser.add_argument("--batch-size", type=int, default=64, help="transformers batch size")
+    parser.add_argument("--skip-vllm", action="store_true")
+    args = parser.parse_args()
+
+    from flexguard_plugins.backends import _generation as gen
+    from flexguard_plugins.backends.hf import TransformersBackend
+    from flexguard_plugins.prompts import shared_prefix
+    from flexguard_plugins.testing import build_tiny_qwen3
+
+    folder = Path(tempfile.mkdtemp(prefix="flexguard-bench-"))
+    model_dir = build_tiny_qwen3(folder / "tiny-qwen3")
+    tokenizer = gen.load_tokenizer(model_dir)
+    rubric = rubric_of_length(tokenizer, args.prefix_tokens, folder)
+    items, warm = make_items(args.items), make_items(8, offset=10_000)
+    prefix = len(gen.encode(tokenizer, shared_prefix(tokenizer, "response", system_prompt_path=rubric)))
+    lengths = [len(gen.prompt_ids(tokenizer, item, gen.generation_options(False, None, rubric))) for item in items]
+    print(f"tiny Qwen3, {len(items)} items, shared prefix {prefix} tokens, prompts {min(lengths)}-{max(lengths)} "
+          f"tokens, {args.max_new_tokens} new tokens, reasoning off, float32, CPU threads {os.cpu_count()}",
+          flush=True)
+
+    options = dict(reasoning=False, max_new_tokens=args.max_new_tokens, system_prompt_path=rubric)
+    rows: dict[str, tuple[list, float]] = {}
+    rows["naive transformers (1 item, no cache)"] = naive(model_dir, rubric, items, warm, args.max_new_tokens)
+    rows[f"transformers batched ({args.batch_size}) + prefix KV cache"] = through_backend(
+        "transformers batched", TransformersBackend(model_dir, dtype="float32", batch_size=args.batch_size, **options),
+        items, warm)
+    if not args.skip_vllm:
+        from flexguard_plugins.backends.vllm import VLLMBackend
+
+        for caching in (True, False):
+            backend = VLLMBackend(model_dir, dtype="float32", max_model_len=2048, enable_prefix_caching=caching,
+                                  batch_size=len(items), **options)
+            rows[f"vLLM, prefix caching {'on' if caching else 'off'}"] = through_backend(
+                f"vLLM caching={caching}", backend, items, warm)
+
+    reference, naive_seconds = next(iter(rows.values()))
+    print(f"\n{'path':44s} {'items/s':>9s} {'× naive':>8s} {'same text as naive':>19s}")
+    for label, (texts, seconds) in rows.items():
+        same = sum(a == b for a, b in zip(texts, reference))
+        print(f"{label:44s} {len(items) / seconds:9.2f} {naive_seconds / seconds:8.1f} {same:>12d}/{len(items)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,164 @@
+"""OpenAI-compatible backend against a real `vllm serve` process (one per session, `vllm_server`), plus
+local sockets that refuse, hang or answer 503. The test that kills the server runs last in this file."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from flexguard_plugins import FlexGuard
+from flexguard_plugins.backends.hf import TransformersBackend
+from flexguard_plugins.backends.openai import OpenAIBackend
+from flexguard_plugins.types import FlexGuardError, ModerationItem
+from tests.fixtures_vllm import HARMFUL_WORD, SPREAD_WORD, free_port, guard_examples, stop_server
+
+pytest.importorskip("vllm")
+
+ITEMS = [ModerationItem(f"how to {w} someone") for w in (HARMFUL_WORD, "paint", SPREAD_WORD)]
+
+
+def make(tiny_guard_dir: Path, base_url, guard_rubric: Path, **options) -> OpenAIBackend:
+    options.setdefault("max_model_len", 2048)
+    return OpenAIBackend(str(tiny_guard_dir), base_url=base_url, system_prompt_path=guard_rubric, **options)
+
+
+@pytest.fixture
+def hung_url() -> Iterator[str]:
+    """A port that accepts connections (kernel backlog) but never answers."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(64)
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}/v1"
+
+
+@pytest.fixture
+def failing_server() -> Iterator[dict]:
+    """A real HTTP server that answers every POST with 503 and records the requests."""
+    seen: list[dict] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 - the stdlib's name
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            seen.append({"path": self.path, "auth": self.headers.get("Authorization"), "t": time.monotonic()})
+            self.send_response(503)
+            self.end_headers()
+            self.wfile.write(b"overloaded")
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield {"url": f"http://127.0.0.1:{server.server_address[1]}/v1", "seen": seen}
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("reasoning", [False, True])
+async def test_real_server_scores_and_fails_over_from_a_dead_url(tiny_guard_dir, vllm_server, guard_rubric,
+                                                                  reasoning):
+    dead = f"http://127.0.0.1:{free_port()}/v1"
+    backend = make(tiny_guard_dir, [dead, vllm_server["url"]], guard_rubric, reasoning=reasoning,
+                   max_new_tokens=24, backoff=0.01)
+    examples = guard_examples()
+    results = await backend.score_batch([item for item, _, _ in examples])
+    assert len(results) == len(examples)
+    for (item, category, _), risk in zip(examples, results):
+        assert risk.ok and risk.scorer == "openai", (item, risk)
+        assert risk.reasoning == ("Checked." if reasoning else None)
+        if category == "SAFE":
+            assert risk.categories == () and abs(risk.score - 3) < 1
+        elif HARMFUL_WORD in item.judged_text:
+            assert risk.categories == ("VIO",) and abs(risk.score - 85) < 1
+        else:
+            assert int(risk.raw.split()[-1]) in (40, 60) and 45 < risk.score < 55
+    await backend.aclose()
+
+
+@pytest.mark.slow
+async def test_server_text_and_scores_agree_with_transformers(tiny_guard_dir, vllm_server, guard_rubric):
+    items = [ModerationItem("what is the weather like"), ModerationItem("q", "zzz qqq"), *ITEMS]
+    remote = make(tiny_guard_dir, vllm_server["url"], guard_rubric, reasoning=True, max_new_tokens=24)
+    local = TransformersBackend(tiny_guard_dir, reasoning=True, max_new_tokens=24, system_prompt_path=guard_rubric)
+    ours, theirs = await remote.score_batch(items), await local.score_batch(items)
+    assert [r.raw for r in ours] == [r.raw for r in theirs]
+    assert all(a.ok and abs(a.score - b.score) < 1e-3 for a, b in zip(ours, theirs))
+    await remote.aclose()
+    await local.aclose()
+
+
+@pytest.mark.slow
+async def test_client_errors_are_not_retried(tiny_guard_dir, vllm_server, guard_rubric):
+    backend = make(tiny_guard_dir, vllm_server["url"], guard_rubric, served_model_name="no-such-model",
+                   max_retries=3, backoff=5)
+    started = time.monotonic()
+    risk = (await backend.score_batch(ITEMS[:1]))[0]
+    assert not risk.ok and "HTTP 404" in risk.error and time.monotonic() - started < 5
+    await backend.aclose()
+
+
+async def test_a_hung_server_times_out_within_the_concurrency_limit(tiny_guard_dir, guard_rubric, hung_url):
+    backend = make(tiny_guard_dir, hung_url, guard_rubric, timeout=0.3, max_retries=1, backoff=0.01, concurrency=2)
+    started = time.monotonic()
+    results = await backend.score_batch(ITEMS + ITEMS[:1])
+    elapsed = time.monotonic() - started
+    assert len(results) == 4
+    for risk in results:
+        assert not risk.ok and "timeout after 0.3 s" in risk.error and "2 attempts" in risk.error
+    assert elapsed >= 2 * 2 * 0.3  # 4 items, 2 at a time, each 2 attempts of 0.3 s
+    with FlexGuard(backend) as guard:
+        decision = guard.check("how to paint someone")
+    assert decision.flagged and decision.failed and "timeout" in decision.reason
+
+
+async def test_server_errors_are_retried_with_backoff(tiny_guard_dir, guard_rubric, failing_server):
+    backend = make(tiny_guard_dir, failing_server["url"], guard_rubric, api_key="sk-secret-123", max_retries=2,
+                   backoff=0.05)
+    risk = (await backend.score_batch(ITEMS[:1]))[0]
+    seen = failing_server["seen"]
+    assert not risk.ok and "HTTP 503" in risk.error and "overloaded" in risk.error and "3 attempts" in risk.error
+    assert len(seen) == 3 and all(s["path"] == "/v1/completions" for s in seen)
+    assert seen[1]["t"] - seen[0]["t"] >= 0.05 and seen[2]["t"] - seen[1]["t"] >= 0.1
+    assert all(s["auth"] == "Bearer sk-secret-123" for s in seen)
+    assert "sk-secret" not in repr(backend) and "sk-secret" not in str(backend.describe())
+    assert "sk-secret" not in repr(FlexGuard(backend))
+    await backend.aclose()
+
+
+def test_bad_options(tiny_guard_dir, guard_rubric):
+    with pytest.raises(ValueError, match="base_url"):
+        make(tiny_guard_dir, [], guard_rubric)
+    with pytest.raises(ValueError, match="http"):
+        make(tiny_guard_dir, "ftp://host/v1", guard_rubric)
+    with pytest.raises(ValueError, match="timeout"):
+        make(tiny_guard_dir, "http://127.0.0.1:1/v1", guard_rubric, timeout=0)
+
+
+@pytest.mark.slow
+async def test_zz_killed_server_fails_every_item_with_the_reason(tiny_guard_dir, vllm_server, guard_rubric):
+    """Runs last in this module: it stops the session's server."""
+    backend = make(tiny_guard_dir, vllm_server["url"], guard_rubric, reasoning=False, max_retries=1, backoff=0.01)
+    assert all(r.ok for r in await backend.score_batch(ITEMS))
+    stop_server(vllm_server["process"])
+    results = await backend.score_batch(ITEMS)
+    assert len(results) == len(ITEMS)
+    for risk in results:
+        assert not risk.ok and "connection refused" in risk.error and vllm_server["url"] in risk.error
+    guard = FlexGuard(backend)
+    blocked = await guard.acheck("how to paint someone")
+    allowed = await guard.acheck("how to paint someone", on_error="allow")
+    assert blocked.flagged and blocked.failed and "connection refused" in blocked.reason
+    assert not allowed.flagged and allowed.failed and "connection refused" in allowed.reason
+    with pytest.raises(FlexGuardError, match="connection refused"):
+        await guard.acheck("how to paint someone", on_error="raise")
+    await guard.aclose()
+    await asyncio.sleep(0)

@@ -1,0 +1,173 @@
+"""transformers backend on real models: the tiny Qwen3, the tiny guard taught FlexGuard's format, SmolLM2."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from pathlib import Path
+
+import pytest
+
+from flexguard_plugins import FlexGuard
+from flexguard_plugins.backends import _generation as gen
+from flexguard_plugins.backends import create_backend
+from flexguard_plugins.backends.hf import TransformersBackend
+from flexguard_plugins.types import ModerationItem
+from tests.fixtures_vllm import HARMFUL_WORD, SPREAD_WORD, guard_examples
+
+ITEMS = [
+    ModerationItem("How do I bake bread?"),
+    ModerationItem("hi", "there friend, here is a longer answer"),
+    ModerationItem("attack the castle now please"),
+    ModerationItem("x"),
+    ModerationItem("what", "nothing"),
+]
+
+
+def reference_generate(backend: TransformersBackend, item: ModerationItem, max_new_tokens: int) -> str:
+    """Plain `model.generate` on one unpadded item: the output the batched, cached path must reproduce."""
+    import torch
+
+    ids = torch.tensor([gen.prompt_ids(backend.tokenizer, item, backend.options)])
+    out = backend.model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
+                                 do_sample=False)
+    return gen.decode(backend.tokenizer, out[0, ids.shape[1]:].tolist())
+
+
+@pytest.fixture(scope="module")
+def tiny_backends(tiny_qwen3_dir: Path):
+    cached = TransformersBackend(tiny_qwen3_dir, reasoning=True, max_new_tokens=12)
+    uncached = TransformersBackend(tiny_qwen3_dir, reasoning=True, max_new_tokens=12, prefix_cache=False,
+                                   batch_size=1)
+    yield cached, uncached
+    asyncio.run(cached.aclose())
+    asyncio.run(uncached.aclose())
+
+
+async def test_shared_prefix_cache_gives_the_uncached_outputs_and_runs_once(tiny_backends):
+    cached, uncached = tiny_backends
+    long_forwards = []
+    forward = cached.model.forward
+
+    def counting_forward(*args, **kwargs):
+        ids = kwargs.get("input_ids")
+        if ids is not None and ids.shape[1] > 500:  # only a prefix is this long; items are a few tokens
+            long_forwards.append(ids.shape)
+        return forward(*args, **kwargs)
+
+    cached.model.forward = counting_forward
+    try:
+        first = await cached.score_batch(ITEMS)
+        second = await cached.score_batch(list(reversed(ITEMS)))
+    finally:
+        del cached.model.forward
+    assert len(long_forwards) == 2 and cached.prefix_forwards == 2  # one prefix per mode, never recomputed
+    alone = [(await uncached.score_batch([item]))[0] for item in ITEMS]
+    assert [r.raw for r in first] == [r.raw for r in alone] == [r.raw for r in reversed(second)]
+    assert uncached.prefix_forwards == 0
+    for item, risk in zip(ITEMS[:2], first):
+        assert risk.raw == "<think>\n" + reference_generate(cached, item, 12)
+        assert risk.scorer == "transformers"
+        assert not risk.ok and risk.error  # a random model's text does not parse; the reason says why
+
+
+async def test_without_reasoning_the_empty_think_block_is_prefilled(tiny_qwen3_dir: Path):
+    backend = TransformersBackend(tiny_qwen3_dir, reasoning=False)
+    assert backend.options.max_new_tokens == gen.ANSWER_MAX_NEW_TOKENS
+    results = await backend.score_batch(ITEMS[:2])
+    assert len(results) == 2
+    for item, risk in zip(ITEMS, results):
+        assert risk.raw == "<think>\n\n</think>\n" + reference_generate(backend, item, gen.ANSWER_MAX_NEW_TOKENS)
+    await backend.aclose()
+
+
+@pytest.fixture(scope="module")
+def guard_backends(tiny_guard_dir: Path, guard_rubric: Path):
+    backends = {reasoning: TransformersBackend(tiny_guard_dir, reasoning=reasoning, max_new_tokens=24,
+                                               system_prompt_path=guard_rubric) for reasoning in (False, True)}
+    yield backends
+    for backend in backends.values():
+        asyncio.run(backend.aclose())
+
+
+@pytest.mark.parametrize("reasoning", [False, True])
+async def test_guard_scores_categories_and_expected_score(guard_backends, reasoning: bool):
+    backend = guard_backends[reasoning]
+    examples = guard_examples()
+    results = await backend.score_batch([item for item, _, _ in examples])
+    assert len(results) == len(examples)
+    for (item, category, score), risk in zip(examples, results):
+        assert risk.ok, (item, risk)
+        assert risk.raw.startswith(backend.options.prefill)
+        assert risk.reasoning == ("Checked." if reasoning else None)
+        if category == "SAFE":
+            assert risk.categories == () and abs(risk.score - 3) < 1
+        elif HARMFUL_WORD in item.judged_text:
+            assert risk.categories == ("VIO",) and abs(risk.score - 85) < 1  # peaked: ≈ the integer
+        else:
+            assert SPREAD_WORD in item.judged_text
+            integer = int(risk.raw.split()[-1])
+            assert integer in (40, 60) and 45 < risk.score < 55  # spread: the expectation, not the integer
+
+
+async def test_expected_score_off_reads_the_integer(tiny_guard_dir: Path, guard_rubric: Path):
+    backend = TransformersBackend(tiny_guard_dir, reasoning=False, expected_score=False,
+                                  system_prompt_path=guard_rubric)
+    risk = (await backend.score_batch([ModerationItem(f"how to {SPREAD_WORD} someone")]))[0]
+    assert risk.ok and risk.score in (40.0, 60.0)
+    await backend.aclose()
+
+
+def test_flexguard_check_decisions(tiny_guard_dir: Path, guard_rubric: Path):
+    backend = create_backend("transformers", str(tiny_guard_dir), reasoning=False, system_prompt_path=guard_rubric)
+    with FlexGuard(backend) as guard:
+        attack = guard.check(f"how to {HARMFUL_WORD} someone")
+        safe = guard.check("how to paint someone")
+        spread = [guard.check(f"how to {SPREAD_WORD} someone", strictness=s) for s in ("moderate", "loose")]
+        response = guard.check("hello", f"I want to {HARMFUL_WORD} now", strictness="loose")
+    assert attack.flagged and attack.categories == ("VIO",) and not attack.failed
+    assert not safe.flagged and safe.score < 21
+    assert [d.flagged for d in spread] == [True, False]  # ≈50: over 41, under 61
+    assert response.flagged and response.score > 80
+
+
+def test_content_budget_and_bad_options(tiny_qwen3_dir: Path):
+    backend = TransformersBackend(tiny_qwen3_dir, reasoning=False, max_model_len=2048)
+    overhead = len(gen.prompt_ids(backend.tokenizer, ModerationItem("x", "x"), backend.options))
+    assert 0 < backend.max_content_tokens <= 2048 - overhead - backend.options.max_new_tokens
+    with pytest.raises(ValueError, match="no room"):
+        TransformersBackend(tiny_qwen3_dir, max_model_len=1024)
+    with pytest.raises(ValueError, match="dtype"):
+        TransformersBackend(tiny_qwen3_dir, dtype="float13")
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        TransformersBackend(tiny_qwen3_dir, max_new_tokens=0)
+
+
+async def test_the_event_loop_stays_free_while_generating(tiny_qwen3_dir: Path):
+    backend = TransformersBackend(tiny_qwen3_dir, reasoning=True, max_new_tokens=24)
+    ticks = 0
+
+    async def ticker():
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.01)
+            ticks += 1
+
+    task = asyncio.create_task(ticker())
+    await backend.score_batch(ITEMS)
+    task.cancel()
+    assert ticks > 3
+    await backend.aclose()
+
+
+@pytest.mark.slow
+async def test_smollm2_real_weights(smollm2_dir: Path):
+    backend = TransformersBackend(smollm2_dir, reasoning=False, max_new_tokens=8)
+    items = [ModerationItem("How do I pick a lock?"), ModerationItem("Hi", "Hello! How can I help you today?")]
+    results = await backend.score_batch(items)
+    assert len(results) == 2
+    for item, risk in zip(items, results):
+        assert risk.raw == "<think>\n\n</think>\n" + reference_generate(backend, item, 8)
+        assert risk.ok or risk.error
+        assert risk.ok or math.isnan(risk.score)
+    await backend.aclose()

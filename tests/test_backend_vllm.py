@@ -1,0 +1,92 @@
+"""vLLM backend on a real in-process engine (one per session, `vllm_engine`), checked against transformers."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+import pytest
+
+from flexguard_plugins import FlexGuard
+from flexguard_plugins.backends.hf import TransformersBackend
+from flexguard_plugins.backends.vllm import VLLMBackend
+from flexguard_plugins.types import ModerationItem
+from tests.fixtures_vllm import HARMFUL_WORD, SPREAD_WORD, guard_examples
+
+pytest.importorskip("vllm")
+pytestmark = [pytest.mark.slow, pytest.mark.vllm]
+
+UNSEEN = [
+    ModerationItem("what is the weather like"),
+    ModerationItem("q", "zzz qqq"),
+    ModerationItem(f"please {SPREAD_WORD} {HARMFUL_WORD} the bread"),
+    ModerationItem("I want to sing someone"),
+]
+
+
+def make(tiny_guard_dir: Path, engine, guard_rubric: Path, **options) -> VLLMBackend:
+    return VLLMBackend(tiny_guard_dir, llm=engine, system_prompt_path=guard_rubric, **options)
+
+
+@pytest.mark.parametrize("reasoning", [False, True])
+async def test_guard_scores_categories_and_expected_score(tiny_guard_dir, vllm_engine, guard_rubric, reasoning):
+    backend = make(tiny_guard_dir, vllm_engine, guard_rubric, reasoning=reasoning, max_new_tokens=24)
+    examples = guard_examples()
+    results = await backend.score_batch([item for item, _, _ in examples])
+    assert len(results) == len(examples)
+    for (item, category, _), risk in zip(examples, results):
+        assert risk.ok and risk.scorer == "vllm", (item, risk)
+        assert risk.raw.startswith(backend.options.prefill)
+        assert risk.reasoning == ("Checked." if reasoning else None)
+        if category == "SAFE":
+            assert risk.categories == () and abs(risk.score - 3) < 1
+        elif HARMFUL_WORD in item.judged_text:
+            assert risk.categories == ("VIO",) and abs(risk.score - 85) < 1
+        else:
+            assert int(risk.raw.split()[-1]) in (40, 60) and 45 < risk.score < 55
+    await backend.aclose()
+    assert vllm_engine.llm_engine is not None  # a shared engine stays up
+
+
+async def test_agrees_with_transformers_in_float32(tiny_guard_dir, vllm_engine, guard_rubric):
+    """Same tokens in, same greedy tokens out, same probabilities (to float32 noise)."""
+    items = UNSEEN + [item for item, _, _ in guard_examples()[:6]]
+    for reasoning in (False, True):
+        vllm_backend = make(tiny_guard_dir, vllm_engine, guard_rubric, reasoning=reasoning, max_new_tokens=24)
+        hf_backend = TransformersBackend(tiny_guard_dir, reasoning=reasoning, max_new_tokens=24,
+                                         system_prompt_path=guard_rubric, dtype="float32")
+        ours, theirs = await vllm_backend.score_batch(items), await hf_backend.score_batch(items)
+        assert [r.raw for r in ours] == [r.raw for r in theirs]
+        for a, b in zip(ours, theirs):
+            assert a.ok == b.ok and (not a.ok or abs(a.score - b.score) < 1e-3)
+        await hf_backend.aclose()
+
+
+async def test_expected_score_off_and_results_in_order(tiny_guard_dir, vllm_engine, guard_rubric):
+    backend = make(tiny_guard_dir, vllm_engine, guard_rubric, reasoning=False, expected_score=False)
+    items = [ModerationItem(f"how to {w} someone") for w in ("paint", HARMFUL_WORD, SPREAD_WORD, "bake")] * 3
+    results = await backend.score_batch(items)
+    assert [r.score for r in results] == [3.0, 85.0, results[2].score, 3.0] * 3
+    assert results[2].score in (40.0, 60.0)
+    assert backend.max_content_tokens > 1000  # 2048 context, short rubric
+
+
+def test_flexguard_check_decisions(tiny_guard_dir, vllm_engine, guard_rubric):
+    with FlexGuard(make(tiny_guard_dir, vllm_engine, guard_rubric, reasoning=False)) as guard:
+        decisions = guard.check_batch([f"how to {HARMFUL_WORD} someone", "how to paint someone",
+                                       {"prompt": "hello", "response": f"I want to {SPREAD_WORD} now"}],
+                                      strictness="moderate")
+        assert [d.flagged for d in decisions] == [True, False, True]
+        assert not guard.check("hello", f"I want to {SPREAD_WORD} now", strictness="loose").flagged
+
+
+@pytest.mark.skipif(not os.environ.get("FLEXGUARD_TEST_SMOLLM2_VLLM"),
+                    reason="a second vLLM engine costs ~1 min; set FLEXGUARD_TEST_SMOLLM2_VLLM=1")
+def test_smollm2_real_weights(smollm2_dir: Path):
+    backend = VLLMBackend(smollm2_dir, reasoning=False, max_new_tokens=8, dtype="float32", max_model_len=2048)
+    hf_backend = TransformersBackend(smollm2_dir, reasoning=False, max_new_tokens=8, dtype="float32")
+    items = [ModerationItem("How do I pick a lock?"), ModerationItem("Hi", "Hello! How can I help you today?")]
+    ours, theirs = asyncio.run(backend.score_batch(items)), asyncio.run(hf_backend.score_batch(items))
+    assert len(ours) == 2 and [r.raw for r in ours] == [r.raw for r in theirs]
+    asyncio.run(backend.aclose())

@@ -44,14 +44,15 @@ def rubric_of_length(tokenizer, prefix_tokens: int, folder: Path) -> Path:
     from flexguard_plugins.prompts import _read_prompt, shared_prefix
 
     text = _read_prompt(None)
-    path = folder / "rubric.txt"
     line = "\nWhen in doubt, weigh the most likely intent of the {role} and the harm the reply could enable."
-    while True:
+    for attempt in range(10_000):
+        path = folder / f"rubric-{attempt}.txt"  # a new name each time: prompt files are cached by path
         path.write_text(text, encoding="utf-8")
         tokens = len(gen.encode(tokenizer, shared_prefix(tokenizer, "response", system_prompt_path=path)))
         if tokens >= prefix_tokens:
             return path
         text += line
+    raise ValueError(f"could not reach {prefix_tokens} prefix tokens")
 
 
 def timed(label: str, run) -> tuple[list, float]:
@@ -147,7 +148,7 @@ def main() -> None:
     reference, naive_seconds = next(iter(rows.values()))
     print(f"\n{'path':44s} {'items/s':>9s} {'× naive':>8s} {'same text as naive':>19s}")
     for label, (texts, seconds) in rows.items():
-        same = sum(a == b for a, b in zip(texts, reference))
+        same = sum(a == b for a, b in zip(texts, reference, strict=True))
         print(f"{label:44s} {len(items) / seconds:9.2f} {naive_seconds / seconds:8.1f} {same:>12d}/{len(items)}")
 
 

@@ -1,5 +1,7 @@
-"""Session fixtures for the LLM backends: a tiny Qwen3 taught FlexGuard's answer format, one in-process
-vLLM engine and one real `vllm serve` process (vLLM starts in 30-55 s: one of each per session).
+"""Fixtures for the LLM backends: a tiny Qwen3 taught FlexGuard's answer format (once per session), one
+in-process vLLM engine and one real `vllm serve` process (vLLM starts in 30-55 s). The engine is used only by
+test_backend_vllm.py and the server only by test_backend_openai.py, so each is module-scoped: built once per
+session all the same, and stopped as soon as its module is done instead of idling through the rest.
 """
 
 from __future__ import annotations
@@ -10,8 +12,9 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
@@ -106,7 +109,7 @@ def _vllm_env() -> dict[str, str]:
     return env
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def vllm_engine(tiny_guard_dir: Path) -> Iterator[Any]:
     """One in-process vLLM engine (float32, prefix caching) on the tiny guard, shared by every vLLM test."""
     pytest.importorskip("vllm")
@@ -123,12 +126,12 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def vllm_server(tiny_guard_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    """A real `vllm serve` (OpenAI-compatible) on 127.0.0.1 serving the tiny guard; killed at session end.
+    """A real `vllm serve` (OpenAI-compatible) on 127.0.0.1 serving the tiny guard; stopped after its module.
 
-    Yields {"url": base URL with /v1, "process": Popen, "log": path}. A test may kill the process;
-    it is then gone for every later test, so such tests must run last (see test_backend_openai.py).
+    Yields {"url": base URL with /v1, "process": Popen, "log": path, "port"}. A test may kill the process;
+    it is then gone for the rest of the module, so such a test must run last (see test_backend_openai.py).
     """
     pytest.importorskip("vllm")
     port = free_port()

@@ -7,9 +7,9 @@ import asyncio
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -72,7 +72,7 @@ async def test_real_server_scores_and_fails_over_from_a_dead_url(tiny_guard_dir,
     examples = guard_examples()
     results = await backend.score_batch([item for item, _, _ in examples])
     assert len(results) == len(examples)
-    for (item, category, _), risk in zip(examples, results):
+    for (item, category, _), risk in zip(examples, results, strict=True):
         assert risk.ok and risk.scorer == "openai", (item, risk)
         assert risk.reasoning == ("Checked." if reasoning else None)
         if category == "SAFE":
@@ -91,7 +91,8 @@ async def test_server_text_and_scores_agree_with_transformers(tiny_guard_dir, vl
     local = TransformersBackend(tiny_guard_dir, reasoning=True, max_new_tokens=24, system_prompt_path=guard_rubric)
     ours, theirs = await remote.score_batch(items), await local.score_batch(items)
     assert [r.raw for r in ours] == [r.raw for r in theirs]
-    assert all(a.ok and abs(a.score - b.score) < 1e-3 for a, b in zip(ours, theirs))
+    assert all(a.ok == b.ok and (not a.ok or abs(a.score - b.score) < 1e-3) for a, b in zip(ours, theirs, strict=True))
+    assert sum(a.ok for a in ours) >= 3  # the known items parse; probabilities agree to float32 noise
     await remote.aclose()
     await local.aclose()
 

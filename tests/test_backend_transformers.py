@@ -37,7 +37,7 @@ def reference_generate(backend: TransformersBackend, item: ModerationItem, max_n
 @pytest.fixture(scope="module")
 def tiny_backends(tiny_qwen3_dir: Path):
     cached = TransformersBackend(tiny_qwen3_dir, reasoning=True, max_new_tokens=12)
-    uncached = TransformersBackend(tiny_qwen3_dir, reasoning=True, max_new_tokens=12, prefix_cache=False,
+    uncached = TransformersBackend(tiny_qwen3_dir, reasoning=True, max_new_tokens=12, enable_prefix_caching=False,
                                    batch_size=1)
     yield cached, uncached
     asyncio.run(cached.aclose())
@@ -65,7 +65,7 @@ async def test_shared_prefix_cache_gives_the_uncached_outputs_and_runs_once(tiny
     alone = [(await uncached.score_batch([item]))[0] for item in ITEMS]
     assert [r.raw for r in first] == [r.raw for r in alone] == [r.raw for r in reversed(second)]
     assert uncached.prefix_forwards == 0
-    for item, risk in zip(ITEMS[:2], first):
+    for item, risk in zip(ITEMS[:2], first, strict=True):
         assert risk.raw == "<think>\n" + reference_generate(cached, item, 12)
         assert risk.scorer == "transformers"
         assert not risk.ok and risk.error  # a random model's text does not parse; the reason says why
@@ -76,7 +76,7 @@ async def test_without_reasoning_the_empty_think_block_is_prefilled(tiny_qwen3_d
     assert backend.options.max_new_tokens == gen.ANSWER_MAX_NEW_TOKENS
     results = await backend.score_batch(ITEMS[:2])
     assert len(results) == 2
-    for item, risk in zip(ITEMS, results):
+    for item, risk in zip(ITEMS[:2], results, strict=True):
         assert risk.raw == "<think>\n\n</think>\n" + reference_generate(backend, item, gen.ANSWER_MAX_NEW_TOKENS)
     await backend.aclose()
 
@@ -96,7 +96,7 @@ async def test_guard_scores_categories_and_expected_score(guard_backends, reason
     examples = guard_examples()
     results = await backend.score_batch([item for item, _, _ in examples])
     assert len(results) == len(examples)
-    for (item, category, score), risk in zip(examples, results):
+    for (item, category, _), risk in zip(examples, results, strict=True):
         assert risk.ok, (item, risk)
         assert risk.raw.startswith(backend.options.prefill)
         assert risk.reasoning == ("Checked." if reasoning else None)
@@ -166,7 +166,7 @@ async def test_smollm2_real_weights(smollm2_dir: Path):
     items = [ModerationItem("How do I pick a lock?"), ModerationItem("Hi", "Hello! How can I help you today?")]
     results = await backend.score_batch(items)
     assert len(results) == 2
-    for item, risk in zip(items, results):
+    for item, risk in zip(items, results, strict=True):
         assert risk.raw == "<think>\n\n</think>\n" + reference_generate(backend, item, 8)
         assert risk.ok or risk.error
         assert risk.ok or math.isnan(risk.score)

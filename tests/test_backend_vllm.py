@@ -35,7 +35,7 @@ async def test_guard_scores_categories_and_expected_score(tiny_guard_dir, vllm_e
     examples = guard_examples()
     results = await backend.score_batch([item for item, _, _ in examples])
     assert len(results) == len(examples)
-    for (item, category, _), risk in zip(examples, results):
+    for (item, category, _), risk in zip(examples, results, strict=True):
         assert risk.ok and risk.scorer == "vllm", (item, risk)
         assert risk.raw.startswith(backend.options.prefill)
         assert risk.reasoning == ("Checked." if reasoning else None)
@@ -58,7 +58,7 @@ async def test_agrees_with_transformers_in_float32(tiny_guard_dir, vllm_engine, 
                                          system_prompt_path=guard_rubric, dtype="float32")
         ours, theirs = await vllm_backend.score_batch(items), await hf_backend.score_batch(items)
         assert [r.raw for r in ours] == [r.raw for r in theirs]
-        for a, b in zip(ours, theirs):
+        for a, b in zip(ours, theirs, strict=True):
             assert a.ok == b.ok and (not a.ok or abs(a.score - b.score) < 1e-3)
         await hf_backend.aclose()
 

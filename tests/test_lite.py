@@ -176,7 +176,7 @@ def test_response_mode_judges_the_reply(lite_backend, data_root):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("source,bound", [("ethos", 0.3), ("pyrit_harm", 0.3)])
+@pytest.mark.parametrize("source,bound", [("ethos", 0.2), ("pyrit_harm", 0.3)])
 def test_score_rises_with_severity_on_held_out_sources(lite_backend, data_root, source, bound):
     from flexguard_training.sources import load_source
 
@@ -191,7 +191,7 @@ def test_score_rises_with_severity_on_held_out_sources(lite_backend, data_root, 
 
 @pytest.mark.slow
 def test_train_lite_end_to_end_with_flexbench_and_teacher_files(lite_backend, data_root, tmp_path):
-    """A short run on one source plus a FlexBench CSV and a teacher JSONL writes a head the backend loads."""
+    """A short run on two sources plus a FlexBench CSV and a teacher JSONL writes a head the backend loads."""
     from flexguard_training import lite_train
 
     flexbench = tmp_path / "Guard_prompt_valid.csv"

@@ -7,9 +7,10 @@ budget and parsing happen here, once, so transformers, vLLM and a remote server 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 from ..parsing import parse_output
 from ..prompts import THINK_CLOSE, THINK_OPEN, generation_prefill, render_prompt
@@ -125,6 +126,13 @@ def token_logprobs(tokenizer: Any, steps: Iterable[tuple[int, Iterable[tuple[int
     drop = _kept_special_ids(tokenizer)
     return [(token_text(tokenizer, token), alternatives_by_text(tokenizer, pairs))
             for token, pairs in steps if int(token) not in drop]
+
+
+def drop_special_texts(tokenizer: Any, token_logprobs: Iterable[tuple[str, Mapping[str, float]]]
+                       ) -> list[tuple[str, Mapping[str, float]]]:
+    """The same filter for servers that report tokens as text (`<|im_end|>` ends their token list)."""
+    special = {t for t in getattr(tokenizer, "all_special_tokens", ()) if t not in (THINK_OPEN, THINK_CLOSE)}
+    return [(token, alternatives) for token, alternatives in token_logprobs if token not in special]
 
 
 def _logaddexp(a: float, b: float) -> float:

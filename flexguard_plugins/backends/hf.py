@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import copy
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from ..prompts import shared_prefix
 from ..types import ModerationItem, RiskScore
@@ -37,7 +38,7 @@ def _resolve_dtype(dtype: Any, device: str) -> Any:
 class TransformersBackend(Backend):
     """FlexGuard on a transformers causal LM, greedy, batched with left padding.
 
-    `prefix_cache=False` recomputes the system prompt in every batch (for comparison and tests).
+    `enable_prefix_caching=False` recomputes the system prompt in every batch (for comparison and tests).
     """
 
     name = "transformers"
@@ -45,7 +46,7 @@ class TransformersBackend(Backend):
     def __init__(self, model: str | Path, *, reasoning: bool = True, max_new_tokens: int | None = None,
                  system_prompt_path: str | Path | None = None, expected_score: bool = True, dtype: Any = None,
                  device: str | None = None, max_model_len: int | None = None, batch_size: int | None = None,
-                 prefix_cache: bool = True) -> None:
+                 enable_prefix_caching: bool = True) -> None:
         import torch
         from transformers import AutoModelForCausalLM
 
@@ -60,7 +61,7 @@ class TransformersBackend(Backend):
         context = max_model_len or getattr(self.model.config, "max_position_embeddings", None) or 2048
         self.max_content_tokens = gen.content_budget(self.tokenizer, context, self.options)
         self.max_batch_size = batch_size or (64 if self.device.startswith("cuda") else 16)
-        self.prefix_cache = prefix_cache
+        self.enable_prefix_caching = enable_prefix_caching
         self.prefix_forwards = 0
         """How many times a shared prefix was run through the model (once per mode when cached)."""
         self._prefixes: dict[str, tuple[list[int], Any]] = {}
@@ -80,7 +81,7 @@ class TransformersBackend(Backend):
         for mode, indices in gen.split_by_mode(items).items():
             ids = [gen.prompt_ids(self.tokenizer, items[i], self.options) for i in indices]
             outputs = await loop.run_in_executor(self._executor, self._generate, mode, ids)
-            for index, (token_ids, logprobs) in zip(indices, outputs):
+            for index, (token_ids, logprobs) in zip(indices, outputs, strict=True):
                 text = gen.decode(self.tokenizer, token_ids)
                 results[index] = gen.to_risk(text, self.options, self.name, logprobs)
         return [r for r in results if r is not None]
@@ -90,13 +91,13 @@ class TransformersBackend(Backend):
     def _generate(self, mode: str, prompts: list[list[int]]) -> list[Generated]:
         """Greedy outputs for token prompts; prompts that start with the cached prefix reuse it."""
         outputs: list[Generated | None] = [None] * len(prompts)
-        prefix_ids, prefix_kv = self._prefix(mode) if self.prefix_cache else ([], None)
+        prefix_ids, prefix_kv = self._prefix(mode) if self.enable_prefix_caching else ([], None)
         n = len(prefix_ids)
         cached = [i for i, p in enumerate(prompts) if n and len(p) > n and p[:n] == prefix_ids]
-        uncached = [i for i in range(len(prompts)) if i not in set(cached)]
+        uncached = sorted(set(range(len(prompts))) - set(cached))
         for group, kv, start in ((cached, prefix_kv, n), (uncached, None, 0)):
             if group:
-                for i, out in zip(group, self._greedy(kv, start, [prompts[i][start:] for i in group])):
+                for i, out in zip(group, self._greedy(kv, start, [prompts[i][start:] for i in group]), strict=True):
                     outputs[i] = out
         return [o for o in outputs if o is not None]
 
@@ -156,7 +157,8 @@ class TransformersBackend(Backend):
                     token = int(chosen[row])
                     tokens[row].append(token)
                     if top is not None:
-                        steps[row].append((token, list(zip(top.indices[row].tolist(), top.values[row].tolist()))))
+                        alternatives = zip(top.indices[row].tolist(), top.values[row].tolist(), strict=True)
+                        steps[row].append((token, list(alternatives)))
                     done[row] = token in self._eos_ids
                 if all(done) or step == self.options.max_new_tokens - 1:
                     break
@@ -165,7 +167,7 @@ class TransformersBackend(Backend):
                 attention = torch.cat([attention, torch.ones(batch, 1, dtype=mask.dtype, device=dev)], dim=1)
                 out = self.model(input_ids=next_ids, attention_mask=attention, position_ids=positions,
                                  past_key_values=out.past_key_values, use_cache=True)
-        return [(ids, gen.token_logprobs(self.tokenizer, row)) for ids, row in zip(tokens, steps)]
+        return [(ids, gen.token_logprobs(self.tokenizer, row)) for ids, row in zip(tokens, steps, strict=True)]
 
     async def aclose(self) -> None:
         self._executor.shutdown(wait=True)
@@ -173,4 +175,4 @@ class TransformersBackend(Backend):
 
     def describe(self) -> dict[str, Any]:
         return {"backend": self.name, "model": self.model_name, "device": self.device,
-                "reasoning": self.options.reasoning, "prefix_cache": self.prefix_cache}
+                "reasoning": self.options.reasoning, "prefix_caching": self.enable_prefix_caching}

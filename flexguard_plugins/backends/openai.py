@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from ..types import ModerationItem, RiskScore
 from . import _generation as gen
@@ -66,11 +67,13 @@ class OpenAIBackend(Backend):
         self._owns_client = http_client is None
         self._client = http_client if http_client is not None else httpx.AsyncClient(timeout=self.timeout)
         self._slots: asyncio.Semaphore | None = None
+        self._slots_loop: asyncio.AbstractEventLoop | None = None
         self._rotation = itertools.count()
 
     async def score_batch(self, items: Sequence[ModerationItem]) -> list[RiskScore]:
-        if self._slots is None:
-            self._slots = asyncio.Semaphore(self.concurrency)
+        loop = asyncio.get_running_loop()
+        if self._slots is None or self._slots_loop is not loop:  # a semaphore belongs to one event loop
+            self._slots, self._slots_loop = asyncio.Semaphore(self.concurrency), loop
         return list(await asyncio.gather(*(self._score_one(item) for item in items)))
 
     async def _score_one(self, item: ModerationItem) -> RiskScore:
@@ -141,7 +144,8 @@ class OpenAIBackend(Backend):
                                      scorer=self.name)
         if not isinstance(text, str):
             return RiskScore.failure(f"completion text from {url} is not a string", scorer=self.name)
-        token_logprobs = [(token, dict(top or {})) for token, top in zip(tokens, tops)]
+        pairs = [(token, dict(top or {})) for token, top in zip(tokens, tops, strict=False)]
+        token_logprobs = gen.drop_special_texts(self.tokenizer, pairs)
         return gen.to_risk(text, self.options, self.name, token_logprobs)
 
     async def aclose(self) -> None:

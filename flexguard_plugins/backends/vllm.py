@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from ..types import ModerationItem, RiskScore
 from . import _generation as gen
@@ -82,7 +83,7 @@ class VLLMBackend(Backend):
             if completion.logprobs:
                 logprobs = gen.token_logprobs(self.tokenizer, (
                     (token, [(i, lp.logprob) for i, lp in alternatives.items()])
-                    for token, alternatives in zip(token_ids, completion.logprobs)))
+                    for token, alternatives in zip(token_ids, completion.logprobs, strict=True)))
             results.append(gen.to_risk(gen.decode(self.tokenizer, token_ids), self.options, self.name, logprobs))
         return results
 

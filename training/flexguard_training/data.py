@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from flexguard_plugins.parsing import parse_output
-from flexguard_plugins.types import CATEGORIES, TIER_BANDS, Tier
+from flexguard_plugins.types import CATEGORIES, TIER_BANDS, Tier, tier_for_score
 
 logger = logging.getLogger(__name__)
 
@@ -206,15 +206,9 @@ def to_record(item: Item, target: Target) -> dict[str, Any]:
         "id": item.id, "source": item.source, "mode": "prompt" if item.reply is None else "response",
         "query": item.query, "reply": item.reply, "severity": -1 if item.severity is None else int(item.severity),
         "unsafe": item.unsafe, "target_categories": list(target.categories), "target_score": int(target.score),
-        "target_tier": Tier.from_severity(_tier_index(target.score)).value, "reasoning": target.reasoning,
+        "target_tier": tier_for_score(target.score).value, "reasoning": target.reasoning,
         "label_source": target.label_source,
     }
-
-
-def _tier_index(score: int) -> int:
-    from flexguard_plugins.types import tier_for_score
-
-    return tier_for_score(score).severity
 
 
 def data_card(records: Sequence[Mapping[str, Any]], **extra: Any) -> dict[str, Any]:

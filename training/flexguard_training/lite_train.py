@@ -415,7 +415,7 @@ def evaluate_scores(scores: np.ndarray, examples: Sequence[Example]) -> dict[str
     """Per-mode FlexBench metrics at the rubric thresholds, per source, and look-alike false flags."""
     from flexguard_plugins.policy import REGIMES
 
-    from .metrics import compute_metrics
+    from .metrics import calibrate_regimes, compute_metrics
 
     out: dict[str, Any] = {}
     severity = np.array([e.severity if e.severity is not None else -1 for e in examples])
@@ -427,6 +427,11 @@ def evaluate_scores(scores: np.ndarray, examples: Sequence[Example]) -> dict[str
         if rows.sum() < 2:
             continue
         block = compute_metrics(scores[rows], severity[rows], REGIMES)
+        # F1-max thresholds chosen on this same held-out data: an optimistic ceiling, shown so that a
+        # scorer is not judged only by how well its scale happens to sit on the rubric thresholds
+        oracle = calibrate_regimes(scores[rows], severity[rows])
+        block["oracle_thresholds"] = {k: v for k, v in compute_metrics(scores[rows], severity[rows], oracle).items()
+                                      if k.startswith("f1_") or k == "thresholds"}
         block["per_source"] = {
             name: {k: v for k, v in compute_metrics(scores[rows & (sources == name)],
                                                     severity[rows & (sources == name)], REGIMES).items()
@@ -450,7 +455,10 @@ def headline(metrics: dict[str, Any]) -> str:
             m = metrics[mode]
             parts.append(f"{mode}: F1 strict/moderate/loose {m['f1_strict']:.1f}/{m['f1_moderate']:.1f}/"
                          f"{m['f1_loose']:.1f} avg {m['f1_avg']:.1f} worst {m['f1_worst']:.1f} "
-                         f"spearman {m['spearman']:.3f}")
+                         f"spearman {'n/a' if m['spearman'] is None else format(m['spearman'], '.3f')}")
+            if "oracle_thresholds" in m:
+                o = m["oracle_thresholds"]
+                parts.append(f"{mode} at F1-max thresholds (oracle): avg {o['f1_avg']:.1f} worst {o['f1_worst']:.1f}")
     for tag, what in (("lookalike", "all"), ("lookalike_identity", "identity"), ("lookalike_security", "security")):
         if f"{tag}_false_flag_rate" in metrics:
             rates = metrics[f"{tag}_false_flag_rate"]

@@ -47,22 +47,31 @@ def make_items(count: int, tokens: int) -> list[str]:
     return items
 
 
-def latency(fn: Callable[[Sequence[str]], object], items: Sequence[str]) -> tuple[float, float]:
-    """p50 and p99 in milliseconds of `fn([item])`, one item at a time."""
+def latency(fn: Callable[[Sequence[str]], object], items: Sequence[str]) -> tuple[float, float, float]:
+    """p50 and p99 wall milliseconds of `fn([item])`, one item at a time, and CPU ms per item.
+
+    CPU time (all threads of this process) does not grow when other processes share the cores, so
+    it shows the cost of a call even on a busy machine.
+    """
     times = []
+    cpu_started = time.process_time()
     for item in items:
         started = time.perf_counter()
         fn([item])
         times.append((time.perf_counter() - started) * 1000)
+    cpu = (time.process_time() - cpu_started) * 1000 / len(items)
     times.sort()
-    return statistics.median(times), times[min(len(times) - 1, int(round(0.99 * (len(times) - 1))))]
+    return statistics.median(times), times[min(len(times) - 1, int(round(0.99 * (len(times) - 1))))], cpu
 
 
-def throughput(fn: Callable[[Sequence[str]], object], items: Sequence[str], batch: int) -> float:
+def throughput(fn: Callable[[Sequence[str]], object], items: Sequence[str], batch: int) -> tuple[float, float]:
+    """Items per second (wall) and CPU ms per item, in batches of `batch`."""
+    cpu_started = time.process_time()
     started = time.perf_counter()
     for start in range(0, len(items), batch):
         fn(items[start:start + batch])
-    return len(items) / (time.perf_counter() - started)
+    wall = time.perf_counter() - started
+    return len(items) / wall, (time.process_time() - cpu_started) * 1000 / len(items)
 
 
 def main() -> None:
@@ -72,6 +81,7 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=120, help="word pieces per item")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--threads", type=int, default=None, help="onnxruntime / torch threads (default: cores)")
+    parser.add_argument("--spin", action="store_true", help="let onnxruntime threads spin (idle machines)")
     args = parser.parse_args()
 
     from flexguard_plugins.lite import DEFAULT_HEAD, LiteBackend
@@ -81,12 +91,11 @@ def main() -> None:
     threads = args.threads or os.cpu_count() or 1
     rows = []
     for label, precision in (("lite int8 (score)", "int8"), ("lite fp32 ONNX (score)", "fp32")):
-        backend = LiteBackend(precision=precision, threads=threads)
+        backend = LiteBackend(precision=precision, threads=threads, spin=args.spin)
         backend.warmup()
         fn = backend.score_sync
         fn(items[:args.batch])
-        p50, p99 = latency(fn, items[:args.single])
-        rows.append((label, p50, p99, throughput(fn, items[:args.items], args.batch)))
+        rows.append((label, *latency(fn, items[:args.single]), *throughput(fn, items[:args.items], args.batch)))
 
     import torch
     from sentence_transformers import SentenceTransformer
@@ -98,17 +107,22 @@ def main() -> None:
         return model.encode(list(texts), batch_size=args.batch, normalize_embeddings=True)
 
     st_encode(items[:args.batch])
-    p50, p99 = latency(st_encode, items[:args.single])
-    rows.append(("sentence-transformers fp32 (encode)", p50, p99, throughput(st_encode, items[:args.items], args.batch)))
+    rows.append(("sentence-transformers fp32 (encode)", *latency(st_encode, items[:args.single]),
+                 *throughput(st_encode, items[:args.items], args.batch)))
 
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"{len(items)} items of {args.tokens} word pieces, batch {args.batch}, {threads} threads, "
-          f"{os.cpu_count()} cores")
-    print(f"{'':38s} {'p50 ms':>8s} {'p99 ms':>8s} {'items/s':>9s}")
-    for label, p50, p99, rate in rows:
-        print(f"{label:38s} {p50:8.1f} {p99:8.1f} {rate:9.1f}")
-    base = rows[-1]
-    print(f"lite int8 vs sentence-transformers fp32: latency x{base[1] / rows[0][1]:.2f} faster (p50), "
-          f"throughput x{rows[0][3] / base[3]:.2f}")
+          f"{os.cpu_count()} cores, load average {load:.1f} at the end")
+    print(f"{'':38s} {'p50 ms':>8s} {'p99 ms':>8s} {'cpu ms':>8s} {'items/s':>9s} {'cpu ms':>8s}")
+    print(f"{'':38s} {'single':>8s} {'single':>8s} {'single':>8s} {'batched':>9s} {'batched':>8s}")
+    for label, p50, p99, cpu1, rate, cpub in rows:
+        print(f"{label:38s} {p50:8.1f} {p99:8.1f} {cpu1:8.1f} {rate:9.1f} {cpub:8.1f}")
+    lite, base = rows[0], rows[-1]
+    print(f"lite int8 vs sentence-transformers fp32: p50 latency x{base[1] / lite[1]:.2f} lower, "
+          f"throughput x{lite[4] / base[4]:.2f} higher; CPU per item x{base[3] / lite[3]:.2f} (single), "
+          f"x{base[5] / lite[5]:.2f} (batched) lower")
+    print(f"lite int8 on idle cores (CPU time / {threads} threads): ~{lite[3] / threads:.1f} ms a single item at "
+          f"best, ~{1000 * threads / lite[5]:.0f} items/s batched at best")
 
     card_path = DEFAULT_HEAD.parent / "card.json"
     if card_path.exists():

@@ -138,23 +138,23 @@ class FlexGuard:
                 self._loop_thread = _LoopThread()
             return self._loop_thread
 
-    def _run_sync(self, coro: Coroutine[Any, Any, T]) -> T:
+    def _loop_for(self, coro: Coroutine[Any, Any, Any]) -> _LoopThread:
+        """The guard's loop; closes `coro` unrun when the guard is closed so nothing leaks."""
         try:
-            loop = self._loop()
+            return self._loop()
         except RuntimeError:
             coro.close()
             raise
+
+    def _run_sync(self, coro: Coroutine[Any, Any, T]) -> T:
+        loop = self._loop_for(coro)
         if loop.in_loop():
             coro.close()
             raise RuntimeError("sync FlexGuard call from inside its own event loop; use the async form")
         return loop.submit(coro).result()
 
     async def _on_guard_loop(self, coro: Coroutine[Any, Any, T]) -> T:
-        try:
-            loop = self._loop()
-        except RuntimeError:
-            coro.close()
-            raise
+        loop = self._loop_for(coro)
         if loop.in_loop():
             return await coro
         return await asyncio.wrap_future(loop.submit(coro))

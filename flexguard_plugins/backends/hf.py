@@ -78,12 +78,14 @@ class TransformersBackend(Backend):
     async def score_batch(self, items: Sequence[ModerationItem]) -> list[RiskScore]:
         loop = asyncio.get_running_loop()
         results: list[RiskScore | None] = [None] * len(items)
-        for mode, indices in gen.split_by_mode(items).items():
-            ids = [gen.prompt_ids(self.tokenizer, items[i], self.options) for i in indices]
-            outputs = await loop.run_in_executor(self._executor, self._generate, mode, ids)
-            for index, (token_ids, logprobs) in zip(indices, outputs, strict=True):
-                text = gen.decode(self.tokenizer, token_ids)
-                results[index] = gen.to_risk(text, self.options, self.name, logprobs)
+        for mode, all_indices in gen.split_by_mode(items).items():
+            for start in range(0, len(all_indices), self.max_batch_size):  # bounded memory per forward
+                indices = all_indices[start:start + self.max_batch_size]
+                ids = [gen.prompt_ids(self.tokenizer, items[i], self.options) for i in indices]
+                outputs = await loop.run_in_executor(self._executor, self._generate, mode, ids)
+                for index, (token_ids, logprobs) in zip(indices, outputs, strict=True):
+                    text = gen.decode(self.tokenizer, token_ids)
+                    results[index] = gen.to_risk(text, self.options, self.name, logprobs)
         return [r for r in results if r is not None]
 
     # --- model work, on the executor thread ---------------------------------------------------

@@ -45,7 +45,7 @@ def _resolve_head(model: str | Path | None) -> Path:
 class LiteBackend(Backend):
     """Scores items with the embedded encoder and head; the heavy session is opened on first use.
 
-    Options: `precision` "int8" (default) or "fp32"; `threads` for onnxruntime; `category_threshold`
+    Options: `precision` "int8" (default) or "fp32"; `threads` and `spin` for onnxruntime; `category_threshold`
     (probability a code must reach to be reported, default 0.5); `cache_dir` for the ONNX files.
     Prompt mode embeds the prompt. Response mode embeds the reply and, separately, the end of the
     prompt as context; the head sees both, so a refusal to a harmful request reads as safe.
@@ -56,7 +56,7 @@ class LiteBackend(Backend):
     max_content_tokens = DEFAULT_MAX_TOKENS - 2  # [CLS] and [SEP]
 
     def __init__(self, model: str | Path | None = None, *, precision: str = "int8", threads: int | None = None,
-                 category_threshold: float = 0.5, cache_dir: str | Path | None = None,
+                 spin: bool = False, category_threshold: float = 0.5, cache_dir: str | Path | None = None,
                  max_tokens: int = DEFAULT_MAX_TOKENS) -> None:
         if precision not in ("int8", "fp32"):
             raise ValueError(f"precision must be 'int8' or 'fp32', got {precision!r}")
@@ -66,6 +66,7 @@ class LiteBackend(Backend):
         self.head = Head.load(self.head_path)
         self.precision = precision
         self.threads = threads
+        self.spin = bool(spin)
         self.category_threshold = float(category_threshold)
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         self.max_tokens = max_tokens
@@ -81,7 +82,7 @@ class LiteBackend(Backend):
         with self._encoder_lock:
             if self._encoder is None:
                 self._encoder = Encoder(self.precision, max_tokens=self.max_tokens, threads=self.threads,
-                                        directory=self.cache_dir)
+                                        spin=self.spin, directory=self.cache_dir)
             return self._encoder
 
     def warmup(self) -> None:

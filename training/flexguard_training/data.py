@@ -391,7 +391,7 @@ def prepare(args: PrepareArguments) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    (args,) = make_parser().parse_args_and_config(argv)
+    (args,) = make_parser(prog="flexguard train prepare").parse_args_and_config(argv)
     card = prepare(args)
     print(f"wrote {card['records']} records to {args.output_dir} "
           f"({card['eval_duplicates_removed']} removed as duplicates of evaluation data)")

@@ -89,7 +89,7 @@ def train(data_args: GRPODataArguments, training_args: Any, model_args: Any) -> 
 
 
 def main(argv: list[str] | None = None) -> int:
-    data_args, training_args, model_args = make_parser().parse_args_and_config(argv)
+    data_args, training_args, model_args = make_parser(prog="flexguard train grpo").parse_args_and_config(argv)
     trainer = train(data_args, training_args, model_args)
     if hasattr(trainer, "end"):
         trainer.end()

@@ -70,7 +70,7 @@ def merge(args: MergeArguments) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    (args,) = make_parser().parse_args_and_config(argv)
+    (args,) = make_parser(prog="flexguard train merge").parse_args_and_config(argv)
     output = merge(args)
     print(f"merged {args.adapter} into {args.base_model or base_model_of(args.adapter)} → {output}")
     return 0

@@ -134,7 +134,7 @@ def train(data_args: FlexGuardDataArguments, training_args: Any, model_args: Any
 
 
 def main(argv: list[str] | None = None) -> int:
-    data_args, training_args, model_args = make_parser().parse_args_and_config(argv)
+    data_args, training_args, model_args = make_parser(prog="flexguard train sft").parse_args_and_config(argv)
     trainer = train(data_args, training_args, model_args)
     if hasattr(trainer, "end"):
         trainer.end()

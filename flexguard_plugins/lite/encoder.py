@@ -136,12 +136,14 @@ def build_onnx(directory: Path | None = None, *, force: bool = False) -> dict[st
             try:
                 _export_fp32(source, tmp)
                 _fuse(tmp)
+                os.chmod(tmp, 0o644)
                 os.replace(tmp, paths["fp32"])
             finally:
                 tmp.unlink(missing_ok=True)
         tmp = _atomic_target(paths["int8"])
         try:
             _quantize(paths["fp32"], tmp)
+            os.chmod(tmp, 0o644)
             os.replace(tmp, paths["int8"])
         finally:
             tmp.unlink(missing_ok=True)

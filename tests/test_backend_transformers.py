@@ -65,7 +65,15 @@ async def test_shared_prefix_cache_gives_the_uncached_outputs_and_runs_once(tiny
     alone = [(await uncached.score_batch([item]))[0] for item in ITEMS]
     assert [r.raw for r in first] == [r.raw for r in alone] == [r.raw for r in reversed(second)]
     assert uncached.prefix_forwards == 0
-    for item, risk in zip(ITEMS[:2], first, strict=True):
+    # Same probabilities too, not just the same argmax (a position or mask slip changes these).
+    ids = [gen.prompt_ids(cached.tokenizer, item, cached.options) for item in ITEMS if item.mode == "prompt"]
+    with_cache, without = cached._generate("prompt", ids), uncached._generate("prompt", ids)
+    for (tokens_a, steps_a), (tokens_b, steps_b) in zip(with_cache, without, strict=True):
+        assert tokens_a == tokens_b and len(steps_a) == len(steps_b) > 0
+        for (text_a, alts_a), (text_b, alts_b) in zip(steps_a, steps_b, strict=True):
+            assert text_a == text_b and abs(alts_a[text_a] - alts_b[text_b]) < 1e-4
+            assert max(abs(alts_a[k] - alts_b[k]) for k in alts_a.keys() & alts_b.keys()) < 1e-4
+    for item, risk in zip(ITEMS[:2], first[:2], strict=True):
         assert risk.raw == "<think>\n" + reference_generate(cached, item, 12)
         assert risk.scorer == "transformers"
         assert not risk.ok and risk.error  # a random model's text does not parse; the reason says why

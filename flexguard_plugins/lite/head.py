@@ -10,9 +10,10 @@ the same as asking whether P(severity ≥ 1, 2 or 3) ≥ 0.5. One score serves e
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -93,7 +94,7 @@ class Head:
         return path
 
     @classmethod
-    def load(cls, path: str | Path) -> "Head":
+    def load(cls, path: str | Path) -> Head:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"lite head weights not found: {path}")

@@ -32,9 +32,10 @@ import math
 import re
 import sys
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -182,8 +183,9 @@ def teacher_examples(path: str) -> list[Example]:
         categories = row.get("categories") or []
         if isinstance(categories, str):
             categories = categories.split(",")
+        codes = [c.strip().upper() for c in categories]
         out.append(example_from_score(str(row.get("id", number)), f"teacher:{Path(path).name}", row["prompt"],
-                                      row.get("response"), float(row["score"]), [c.strip().upper() for c in categories]))
+                                      row.get("response"), float(row["score"]), codes))
     return out
 
 
@@ -227,7 +229,7 @@ CONTENT_SOURCES = ("davidson",)
 def augment_responses(train: Sequence[Example], rng: np.random.Generator, per_kind: int) -> list[Example]:
     """Response-mode rows recombined from real texts, so the head learns that the reply is judged:
     a harmful request answered by a refusal is BENIGN; hateful or clean posts given as the reply to a
-    benign request keep their own severity."""
+    benign request keep their own severity; a harmful reply stays harmful after an innocent request."""
     refusals = [e.response for e in train if e.response is not None and e.severity == 0]
     harmful_requests = [e for e in train if e.response is None and (e.severity or 0) >= 2
                         and e.source not in CONTENT_SOURCES]
@@ -247,6 +249,13 @@ def augment_responses(train: Sequence[Example], rng: np.random.Generator, per_ki
             out.append(Example(f"aug-reply-{post.id}", "aug_reply", benign_requests[rng.integers(len(benign_requests))],
                                post.prompt, post.severity, post.at_least, post.at_least_mask, post.categories,
                                post.categories_known))
+    harmful_replies = [e for e in train if e.response is not None and e.at_least[1] == 1 and e.at_least_mask[1] == 1]
+    if benign_requests and harmful_replies:
+        for i in rng.permutation(len(harmful_replies))[:per_kind]:
+            reply = harmful_replies[i]
+            request = benign_requests[rng.integers(len(benign_requests))]
+            out.append(Example(f"aug-context-{reply.id}", "aug_context", request, reply.response, reply.severity, reply.at_least, reply.at_least_mask, reply.categories,
+                               reply.categories_known))
     return [e for e in out if e is not None]
 
 
@@ -279,24 +288,25 @@ class EmbeddingCache:
         self.vectors: dict[str, np.ndarray] = {}
         if self.path.exists():
             with np.load(self.path) as data:
-                self.vectors = dict(zip(data["keys"].tolist(), data["vectors"]))
+                self.vectors = dict(zip(data["keys"].tolist(), data["vectors"], strict=True))
         self.dirty = False
 
     @staticmethod
     def key(text: str, keep: str) -> str:
-        return hashlib.sha1(f"{keep}\x1f{text}".encode("utf-8")).hexdigest()
+        return hashlib.sha1(f"{keep}\x1f{text}".encode()).hexdigest()
 
     def encode(self, texts: Sequence[str], keep: str = "start") -> np.ndarray:
         if keep != "start":  # the side only matters for text longer than the encoder's window
             lengths = [len(e.ids) for e in self.encoder.tokenizer.encode_batch(list(texts))]
-            keys = [self.key(t, keep if n > self.encoder.max_tokens else "start") for t, n in zip(texts, lengths)]
+            limit = self.encoder.max_tokens
+            keys = [self.key(t, keep if n > limit else "start") for t, n in zip(texts, lengths, strict=True)]
         else:
             keys = [self.key(t, keep) for t in texts]
-        missing = sorted({k: t for k, t in zip(keys, texts) if k not in self.vectors}.items())
+        missing = sorted({k: t for k, t in zip(keys, texts, strict=True) if k not in self.vectors}.items())
         if missing:
             started = time.perf_counter()
             vectors = self.encoder.encode([t for _, t in missing], batch_size=64, keep=keep)
-            self.vectors.update({k: v for (k, _), v in zip(missing, vectors)})
+            self.vectors.update({k: v for (k, _), v in zip(missing, vectors, strict=True)})
             self.dirty = True
             log.info("embedded %d texts in %.1fs", len(missing), time.perf_counter() - started)
         return np.stack([self.vectors[k] for k in keys]) if keys else np.zeros((0, 384), np.float32)
@@ -327,7 +337,7 @@ def embed(examples: Sequence[Example], cache: EmbeddingCache) -> tuple[np.ndarra
 @dataclass
 class TrainConfig:
     hidden: int = 256
-    epochs: int = 30
+    epochs: int = 60
     batch_size: int = 1024
     lr: float = 3e-3
     weight_decay: float = 1e-4
@@ -491,6 +501,8 @@ def make_parser(prog: str | None = None) -> argparse.ArgumentParser:
                         help="encoder used for the training features (match inference: int8)")
     parser.add_argument("--compare-fp32", action="store_true", help="also score the held-out set with the fp32 "
                         "encoder to measure what quantization costs")
+    parser.add_argument("--embedding-cache", default=None, help="folder for cached embeddings (default: "
+                        "<lite cache>/embeddings, i.e. FLEXGUARD_CACHE/lite or ~/.cache/flexguard/lite)")
     parser.add_argument("--epochs", type=int, default=TrainConfig.epochs)
     parser.add_argument("--hidden", type=int, default=TrainConfig.hidden)
     parser.add_argument("--lr", type=float, default=TrainConfig.lr)
@@ -529,7 +541,8 @@ def main(argv: list[str] | None = None) -> int:
              len(train), dropped, len(heldout))
 
     encoder = Encoder(args.precision)
-    cache = EmbeddingCache(encoder, cache_dir() / "embeddings")
+    embedding_dir = Path(args.embedding_cache) if args.embedding_cache else cache_dir() / "embeddings"
+    cache = EmbeddingCache(encoder, embedding_dir)
     judged, context, is_response = embed(train, cache)
     h_judged, h_context, h_response = embed(heldout, cache) if heldout else (None, None, None)
     cache.save()
@@ -558,7 +571,7 @@ def main(argv: list[str] | None = None) -> int:
         log.info("held-out, embedding + linear regressor:\n  %s", headline(card["metrics"]["linear_baseline"]))
         if args.compare_fp32:
             other = "fp32" if args.precision == "int8" else "int8"
-            other_cache = EmbeddingCache(Encoder(other), cache_dir() / "embeddings")
+            other_cache = EmbeddingCache(Encoder(other), embedding_dir)
             o_judged, o_context, o_response = embed(heldout, other_cache)
             other_cache.save()
             other_scores = head.predict(features(o_judged, o_context, o_response))["score"]

@@ -16,9 +16,10 @@ import gzip
 import hashlib
 import json
 import os
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any
 
 DATA_ROOT = Path(os.environ.get("FLEXGUARD_DATA", Path(__file__).resolve().parents[2].parent / "shared" / "data"))
 """Where the public sources live; override with the FLEXGUARD_DATA environment variable."""
@@ -426,7 +427,7 @@ def ethos(root: Path) -> Iterator[SourceRecord]:
     folder = _folder(root, "ethos")
     binary = _read_csv(folder / "Ethos_Dataset_Binary.csv", sep=";")
     multi = _read_csv(folder / "Ethos_Dataset_Multi_Label.csv", sep=";")
-    violent = {str(c).strip() for c, v in zip(multi["comment"], multi["violence"]) if float(v) > 0.5}
+    violent = {str(c).strip() for c, v in zip(multi["comment"], multi["violence"], strict=True) if float(v) > 0.5}
 
     def rows() -> Iterator[SourceRecord | None]:
         for _, row in binary.iterrows():

@@ -82,6 +82,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--threads", type=int, default=None, help="onnxruntime / torch threads (default: cores)")
     parser.add_argument("--spin", action="store_true", help="let onnxruntime threads spin (idle machines)")
+    parser.add_argument("--batched-encoder", action="store_true", help="LiteBackend(deterministic=False): "
+                        "several texts per encoder run")
     args = parser.parse_args()
 
     from flexguard_plugins.lite import DEFAULT_HEAD, LiteBackend
@@ -91,7 +93,8 @@ def main() -> None:
     threads = args.threads or os.cpu_count() or 1
     rows = []
     for label, precision in (("lite int8 (score)", "int8"), ("lite fp32 ONNX (score)", "fp32")):
-        backend = LiteBackend(precision=precision, threads=threads, spin=args.spin)
+        backend = LiteBackend(precision=precision, threads=threads, spin=args.spin,
+                              deterministic=not args.batched_encoder)
         backend.warmup()
         fn = backend.score_sync
         fn(items[:args.batch])

@@ -46,7 +46,9 @@ def _resolve_head(model: str | Path | None) -> Path:
 class LiteBackend(Backend):
     """Scores items with the embedded encoder and head; the heavy session is opened on first use.
 
-    Options: `precision` "int8" (default) or "fp32"; `threads` and `spin` for onnxruntime; `category_threshold`
+    Options: `precision` "int8" (default) or "fp32"; `threads` and `spin` for onnxruntime;
+    `deterministic` (default True: one text per encoder run, so a score never depends on the rest of
+    the batch; False batches texts for ~30% more throughput on short texts); `category_threshold`
     (probability a code must reach to be reported, default 0.5); `cache_dir` for the ONNX files.
     Prompt mode embeds the prompt. Response mode embeds the reply and, separately, the end of the
     prompt as context; the head sees both, so a refusal to a harmful request reads as safe.
@@ -57,8 +59,8 @@ class LiteBackend(Backend):
     max_content_tokens = DEFAULT_MAX_TOKENS - 2  # [CLS] and [SEP]
 
     def __init__(self, model: str | Path | None = None, *, precision: str = "int8", threads: int | None = None,
-                 spin: bool = False, category_threshold: float = 0.5, cache_dir: str | Path | None = None,
-                 max_tokens: int = DEFAULT_MAX_TOKENS) -> None:
+                 spin: bool = False, deterministic: bool = True, category_threshold: float = 0.5,
+                 cache_dir: str | Path | None = None, max_tokens: int = DEFAULT_MAX_TOKENS) -> None:
         if precision not in ("int8", "fp32"):
             raise ValueError(f"precision must be 'int8' or 'fp32', got {precision!r}")
         if not 0.0 < category_threshold < 1.0:
@@ -68,6 +70,7 @@ class LiteBackend(Backend):
         self.precision = precision
         self.threads = threads
         self.spin = bool(spin)
+        self.deterministic = bool(deterministic)
         self.category_threshold = float(category_threshold)
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         self.max_tokens = max_tokens
@@ -96,12 +99,16 @@ class LiteBackend(Backend):
         if not items:
             return []
         encoder = self.encoder
-        judged = encoder.encode([item.judged_text for item in items])
+        # int8 activations are quantized with one scale per run, so batch neighbours (and their
+        # padding) can move a score by a few points; one text per run keeps every score independent
+        # of what else is in the batch, for ~1.5x the CPU on short texts and about the same on long ones.
+        batch = {"batch_size": 1} if self.deterministic else {}
+        judged = encoder.encode([item.judged_text for item in items], **batch)
         is_response = np.array([item.response is not None for item in items])
         context = np.zeros_like(judged)
         if is_response.any():
             rows = np.flatnonzero(is_response)
-            context[rows] = encoder.encode([items[i].prompt for i in rows], keep="end")
+            context[rows] = encoder.encode([items[i].prompt for i in rows], keep="end", **batch)
         predicted = self.head.predict(features(judged, context, is_response))
         return [self._risk(predicted, i) for i in range(len(items))]
 

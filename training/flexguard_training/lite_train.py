@@ -254,8 +254,8 @@ def augment_responses(train: Sequence[Example], rng: np.random.Generator, per_ki
         for i in rng.permutation(len(harmful_replies))[:per_kind]:
             reply = harmful_replies[i]
             request = benign_requests[rng.integers(len(benign_requests))]
-            out.append(Example(f"aug-context-{reply.id}", "aug_context", request, reply.response, reply.severity, reply.at_least, reply.at_least_mask, reply.categories,
-                               reply.categories_known))
+            out.append(Example(f"aug-context-{reply.id}", "aug_context", request, reply.response, reply.severity,
+                               reply.at_least, reply.at_least_mask, reply.categories, reply.categories_known))
     return [e for e in out if e is not None]
 
 

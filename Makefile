@@ -12,7 +12,7 @@ export TOKENIZERS_PARALLELISM := false
 export VLLM_CPU_KVCACHE_SPACE ?= 2
 export VLLM_CPU_NUM_OF_RESERVED_CPU ?= 0
 
-.PHONY: setup setup-all demo test test-fast bench clean
+.PHONY: setup setup-all demo test test-fast lint bench clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -44,6 +44,9 @@ test: $(STAMP_ALL)
 
 test-fast: $(STAMP_ALL)
 	$(BIN)/python -m pytest -m "not slow"
+
+lint: $(STAMP_ALL)
+	$(BIN)/ruff check flexguard_plugins training langchain guardrails_hub nemo_config tests bench examples
 
 bench: $(STAMP_ALL)
 	$(BIN)/python bench/throughput.py

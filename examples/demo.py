@@ -19,7 +19,7 @@ def main() -> None:
     guard = FlexGuard.load()  # embedded CPU scorer: no model download, no GPU
     risks = guard.score_batch([{"prompt": p, "response": r} for p, r in EXAMPLES])
     print(f"{'score':>6} {'tier':<9} {'categories':<12} " + " ".join(f"{r:<8}" for r in REGIMES) + " text")
-    for (prompt, response), risk in zip(EXAMPLES, risks):
+    for (prompt, response), risk in zip(EXAMPLES, risks, strict=True):
         verdicts = [decide(risk, regime) for regime in REGIMES]  # one score, any strictness
         marks = " ".join(f"{'BLOCK' if d.flagged else 'pass':<8}" for d in verdicts)
         text = prompt if response is None else f"{prompt} → {response}"

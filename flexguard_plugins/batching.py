@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Awaitable, Callable, Generic, Sequence, TypeVar
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Generic, TypeVar
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -39,7 +40,7 @@ class MicroBatcher(Generic[T, R]):
     async def submit(self, items: Sequence[T]) -> list[R]:
         loop = asyncio.get_running_loop()
         futures = [loop.create_future() for _ in items]
-        self._queue.extend(zip(items, futures))
+        self._queue.extend(zip(items, futures, strict=True))
         self._wakeup.set()
         if self._worker is None or self._worker.done():
             self._worker = loop.create_task(self._work())
@@ -75,7 +76,7 @@ class MicroBatcher(Generic[T, R]):
             except Exception as error:  # noqa: BLE001 - every item must get an answer
                 message = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
                 results = [self._on_failure(message) for _ in batch]
-            for (_, future), result in zip(batch, results):
+            for (_, future), result in zip(batch, results, strict=True):
                 if not future.done():
                     future.set_result(result)
         finally:

@@ -6,7 +6,8 @@ import argparse
 import importlib
 import json
 import sys
-from typing import Any, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 DELEGATED = {
     "eval": "flexguard_training.evaluate",
@@ -94,7 +95,10 @@ def _score_stdin(guard: Any, args: argparse.Namespace) -> int:
             items = [item for _, item in pending if isinstance(item, dict)]
             decisions = iter(guard.check_batch(items, args.strictness, args.on_error) if items else [])
             for number, item in pending:
-                record = {"line": number, "error": item} if isinstance(item, str) else {"line": number, **_result(next(decisions))}
+                if isinstance(item, str):
+                    record = {"line": number, "error": item}
+                else:
+                    record = {"line": number, **_result(next(decisions))}
                 sys.stdout.write(json.dumps(record) + "\n")
             sys.stdout.flush()
             progress.update(len(pending))

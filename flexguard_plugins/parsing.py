@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 from .prompts import THINK_CLOSE, THINK_OPEN
 from .types import CATEGORIES, RiskScore

@@ -12,10 +12,11 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal, Mapping, Sequence, Union
+from typing import Any, Literal
 
 import numpy as np
 
@@ -44,7 +45,7 @@ class Thresholds:
         return min(self.per_category.get(c, self.default) for c in categories)
 
 
-Strictness = Union[str, int, float, Mapping[str, Any], os.PathLike, Thresholds]
+Strictness = str | int | float | Mapping[str, Any] | os.PathLike | Thresholds
 
 
 def _check_threshold(value: float, what: str) -> float:

@@ -6,10 +6,11 @@ Prompt and parser live in the core so that inference, training and every wrapper
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from .types import ModerationItem
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import math
 import threading
+from collections.abc import Coroutine, Iterable, Mapping, Sequence
 from concurrent.futures import Future
-from typing import Any, Coroutine, Iterable, Mapping, Sequence, TypeVar
+from typing import Any, TypeVar
 
 from .backends import Backend, create_backend
 from .batching import MicroBatcher
@@ -17,7 +18,7 @@ from .types import Decision, ModerationItem, RiskScore
 T = TypeVar("T")
 ItemLike = ModerationItem | Mapping[str, Any] | str
 
-_REGISTRY: dict[tuple[Any, ...], "FlexGuard"] = {}
+_REGISTRY: dict[tuple[Any, ...], FlexGuard] = {}
 _REGISTRY_LOCK = threading.Lock()
 
 
@@ -81,7 +82,7 @@ class FlexGuard:
 
     def __init__(self, backend: Backend, *, strictness: Strictness = "moderate", on_error: OnError = "block",
                  max_batch_size: int | None = None, max_wait_ms: float = 0.0,
-                 cascade: "FlexGuard | None" = None, cascade_margin: float = 10.0) -> None:
+                 cascade: FlexGuard | None = None, cascade_margin: float = 10.0) -> None:
         self.backend = backend
         self.cascade = cascade
         """A cheap guard that scores first; only items within `cascade_margin` of the threshold reach `backend`."""
@@ -100,7 +101,7 @@ class FlexGuard:
     # --- construction -------------------------------------------------------------------------
 
     @classmethod
-    def load(cls, model: str | None = None, backend: str = "auto", **options: Any) -> "FlexGuard":
+    def load(cls, model: str | None = None, backend: str = "auto", **options: Any) -> FlexGuard:
         """The process-wide guard for these load options (created on first use, then shared).
 
         `model`: a hub id or a local folder (None: the embedded CPU scorer). `backend`: auto,
@@ -200,7 +201,7 @@ class FlexGuard:
         ]
         if escalate:
             second = await self._score_with_backend([items[i] for i in escalate])
-            for i, risk in zip(escalate, second):
+            for i, risk in zip(escalate, second, strict=True):
                 first[i] = risk
         return first
 
@@ -220,7 +221,7 @@ class FlexGuard:
                 owners.append((index, span))
         scored = await self._get_batcher().submit(units) if units else []
         per_item: dict[int, list[RiskScore]] = {}
-        for (index, span), risk in zip(owners, scored):
+        for (index, span), risk in zip(owners, scored, strict=True):
             if not risk.scorer:
                 risk = risk.with_(scorer=self.backend.name)
             per_item.setdefault(index, []).append(risk.with_(span=span) if span else risk)
@@ -307,7 +308,7 @@ class FlexGuard:
             if self._registry_key is not None and _REGISTRY.get(self._registry_key) is self:
                 del _REGISTRY[self._registry_key]
 
-    def __enter__(self) -> "FlexGuard":
+    def __enter__(self) -> FlexGuard:
         return self
 
     def __exit__(self, *exc: Any) -> None:

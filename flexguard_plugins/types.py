@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from enum import Enum
-from typing import Any, Mapping
+from typing import Any
 
 CATEGORIES: tuple[str, ...] = ("VIO", "ILG", "SEX", "INF", "DIS", "MIS", "JAIL")
 """FlexGuard's harm codes; a benign answer is the word SAFE with no codes."""
@@ -39,7 +40,7 @@ class Tier(str, Enum):
         return list(Tier).index(self)
 
     @classmethod
-    def from_severity(cls, level: int) -> "Tier":
+    def from_severity(cls, level: int) -> Tier:
         return list(Tier)[int(level)]
 
 
@@ -82,7 +83,7 @@ class ModerationItem:
         return self.prompt if self.response is None else self.response
 
     @classmethod
-    def coerce(cls, value: Any) -> "ModerationItem":
+    def coerce(cls, value: Any) -> ModerationItem:
         """Accept an item, a dict with prompt/response, or a bare prompt string; reject anything else."""
         if isinstance(value, ModerationItem):
             item = value
@@ -121,14 +122,14 @@ class RiskScore:
     """Which scorer produced it (backend name; 'lite' or the LLM in a cascade)."""
 
     @classmethod
-    def failure(cls, error: str, raw: str = "", scorer: str = "") -> "RiskScore":
+    def failure(cls, error: str, raw: str = "", scorer: str = "") -> RiskScore:
         return cls(score=float("nan"), tier=Tier.EXTREME, raw=raw, ok=False, error=error, scorer=scorer)
 
     @classmethod
-    def from_score(cls, score: float, categories: tuple[str, ...] = (), **kw: Any) -> "RiskScore":
+    def from_score(cls, score: float, categories: tuple[str, ...] = (), **kw: Any) -> RiskScore:
         return cls(score=float(score), tier=tier_for_score(score), categories=tuple(categories), **kw)
 
-    def with_(self, **changes: Any) -> "RiskScore":
+    def with_(self, **changes: Any) -> RiskScore:
         return replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:

@@ -6,7 +6,7 @@ It goes through the real parser, so what it exercises is the facade, batching, c
 from __future__ import annotations
 
 import asyncio
-from typing import Sequence
+from collections.abc import Sequence
 
 from flexguard_plugins.backends.base import Backend
 from flexguard_plugins.parsing import parse_output

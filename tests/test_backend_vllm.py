@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 from pathlib import Path
 
 import pytest
@@ -81,8 +80,7 @@ def test_flexguard_check_decisions(tiny_guard_dir, vllm_engine, guard_rubric):
         assert not guard.check("hello", f"I want to {SPREAD_WORD} now", strictness="loose").flagged
 
 
-@pytest.mark.skipif(not os.environ.get("FLEXGUARD_TEST_SMOLLM2_VLLM"),
-                    reason="a second vLLM engine costs ~1 min; set FLEXGUARD_TEST_SMOLLM2_VLLM=1")
+@pytest.mark.slow
 def test_smollm2_real_weights(smollm2_dir: Path):
     backend = VLLMBackend(smollm2_dir, reasoning=False, max_new_tokens=8, dtype="float32", max_model_len=2048)
     hf_backend = TransformersBackend(smollm2_dir, reasoning=False, max_new_tokens=8, dtype="float32")

@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 
 from flexguard_plugins.policy import (
-    calibrate_threshold, decide, f1_at, f1_curve, make_policy, resolve_strictness, save_policy,
+    calibrate_threshold,
+    decide,
+    f1_at,
+    f1_curve,
+    make_policy,
+    resolve_strictness,
+    save_policy,
 )
 from flexguard_plugins.types import FlexGuardError, RiskScore
 
@@ -79,7 +85,7 @@ def test_f1_and_curve_agree():
     labels = rng.integers(0, 2, 300)
     scores = np.clip(labels * 30 + rng.normal(40, 15, 300), 0, 100)
     thresholds, f1 = f1_curve(scores, labels)
-    for t, value in list(zip(thresholds, f1))[::25]:
+    for t, value in list(zip(thresholds, f1, strict=True))[::25]:
         assert value == pytest.approx(f1_at(scores, labels, t))
 
 

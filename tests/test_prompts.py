@@ -7,7 +7,12 @@ from transformers import AutoTokenizer
 
 from flexguard_plugins.parsing import parse_output
 from flexguard_plugins.prompts import (
-    conversation, neutralize, render_prompt, render_target, shared_prefix, system_prompt,
+    conversation,
+    neutralize,
+    render_prompt,
+    render_target,
+    shared_prefix,
+    system_prompt,
 )
 from flexguard_plugins.types import ModerationItem
 

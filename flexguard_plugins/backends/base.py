@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import abc
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from ..types import ModerationItem, RiskScore
 
@@ -29,7 +30,7 @@ class Backend(abc.ABC):
     async def score_batch(self, items: Sequence[ModerationItem]) -> list[RiskScore]:
         """Score `items`; one result each, in input order."""
 
-    async def aclose(self) -> None:
+    async def aclose(self) -> None:  # noqa: B027 - optional hook, nothing to release by default
         """Release engines, servers' connections, threads."""
 
     def describe(self) -> dict[str, Any]:

@@ -130,7 +130,7 @@ async def main(n: int, scorer: str, concurrency: int, max_wait_ms: float) -> Non
     from langchain_flexguard import FlexGuardRunnable
 
     shared = FlexGuard.load() if scorer == "lite" else FlexGuard(InstantBackend())
-    guard = FlexGuard(shared.backend, max_wait_ms=max_wait_ms)  # same scorer; single calls need not wait
+    guard = FlexGuard(shared.backend, max_wait_ms=max_wait_ms)  # same scorer; --max-wait-ms > 0 shows lingering
     items = texts(n)
     print(f"{n} items, scorer={guard.backend.name}, python {sys.version.split()[0]}, {os.cpu_count()} CPUs, "
           f"per-item facade max_wait_ms={max_wait_ms:g} (concurrent section: {shared.max_wait_ms:g})")
@@ -190,7 +190,7 @@ async def main(n: int, scorer: str, concurrency: int, max_wait_ms: float) -> Non
 
     print(f"{concurrency} concurrent NeMo check_async calls")
     batch_items = items[:concurrency]
-    flex = nemo_rails("flexguard", shared)  # the default facade: waits up to max_wait_ms to fill a batch
+    flex = nemo_rails("flexguard", shared)  # the default facade, shared by every wrapper
     await concurrent_nemo(noop, batch_items)
     await concurrent_nemo(flex, batch_items)
     noop_rate = statistics.median([await concurrent_nemo(noop, batch_items) for _ in range(3)])
@@ -209,6 +209,6 @@ if __name__ == "__main__":
     parser.add_argument("--scorer", choices=["lite", "instant"], default="lite")
     parser.add_argument("--concurrency", type=int, default=200)
     parser.add_argument("--max-wait-ms", type=float, default=0.0,
-                        help="micro-batch wait of the facade used for one-at-a-time calls (core default: 5)")
+                        help="micro-batch linger of the facade used for one-at-a-time calls (core default: 0)")
     args = parser.parse_args()
     asyncio.run(main(args.n, args.scorer, args.concurrency, args.max_wait_ms))

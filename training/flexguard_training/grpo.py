@@ -19,7 +19,7 @@ from flexguard_plugins.prompts import render_prompt
 from flexguard_plugins.types import ModerationItem
 
 from .rewards import flexguard_reward
-from .sft import load_prepared, resume_value, write_run_info
+from .sft import load_prepared, run_cli, set_model_init_kwargs, train_and_save
 
 TARGET_COLUMNS = ("target_score", "target_categories")
 
@@ -72,28 +72,17 @@ def train(data_args: GRPODataArguments, training_args: Any, model_args: Any) -> 
         remove_columns=dataset.column_names,
     )
 
-    model_init_kwargs = {"dtype": model_args.dtype, "attn_implementation": model_args.attn_implementation,
-                         "revision": model_args.model_revision}
-    training_args.model_init_kwargs = {**model_init_kwargs, **(training_args.model_init_kwargs or {})}
+    set_model_init_kwargs(training_args, model_args)
     trainer = GRPOTrainer(
         model=model_args.model_name_or_path, reward_funcs=[flexguard_reward], args=training_args,
         train_dataset=dataset, processing_class=tokenizer, peft_config=get_peft_config(model_args),
     )
-    trainer.train(resume_from_checkpoint=resume_value(training_args.resume_from_checkpoint))
-    trainer.save_model(training_args.output_dir)
-    if trainer.accelerator.is_main_process:
-        tokenizer.save_pretrained(training_args.output_dir)
-        write_run_info(training_args.output_dir, trainer, stage="grpo", base_model=model_args.model_name_or_path,
-                       data=asdict(data_args), train_records=len(dataset))
-    return trainer
+    return train_and_save(trainer, training_args, tokenizer, stage="grpo", base_model=model_args.model_name_or_path,
+                          data=asdict(data_args), train_records=len(dataset))
 
 
 def main(argv: list[str] | None = None) -> int:
-    data_args, training_args, model_args = make_parser(prog="flexguard train grpo").parse_args_and_config(argv)
-    trainer = train(data_args, training_args, model_args)
-    if hasattr(trainer, "end"):
-        trainer.end()
-    return 0
+    return run_cli(make_parser(prog="flexguard train grpo"), train, argv)
 
 
 if __name__ == "__main__":

@@ -116,29 +116,44 @@ def train(data_args: FlexGuardDataArguments, training_args: Any, model_args: Any
     if data_args.dataset_eval_split and training_args.eval_strategy != "no":
         eval_dataset = prepare(data_args.dataset_eval_split, None)
 
-    model_init_kwargs = {"dtype": model_args.dtype, "attn_implementation": model_args.attn_implementation,
-                         "revision": model_args.model_revision}
-    training_args.model_init_kwargs = {**model_init_kwargs, **(training_args.model_init_kwargs or {})}
+    set_model_init_kwargs(training_args, model_args)
     training_args.completion_only_loss = True  # the loss is on the answer tokens only
     trainer = SFTTrainer(
         model=model_args.model_name_or_path, args=training_args, train_dataset=train_dataset,
         eval_dataset=eval_dataset, processing_class=tokenizer, peft_config=get_peft_config(model_args),
     )
+    return train_and_save(trainer, training_args, tokenizer, stage="sft", base_model=model_args.model_name_or_path,
+                          data=asdict(data_args), train_records=len(train_dataset))
+
+
+def set_model_init_kwargs(training_args: Any, model_args: Any) -> None:
+    """Pass the model options (dtype, attention, revision) to the trainer, which loads the model by name."""
+    model_init_kwargs = {"dtype": model_args.dtype, "attn_implementation": model_args.attn_implementation,
+                         "revision": model_args.model_revision}
+    training_args.model_init_kwargs = {**model_init_kwargs, **(training_args.model_init_kwargs or {})}
+
+
+def train_and_save(trainer: Any, training_args: Any, tokenizer: Any, **info: Any) -> Any:
+    """Train (resuming when asked), then save the adapter, the tokenizer and the run's logs together."""
     trainer.train(resume_from_checkpoint=resume_value(training_args.resume_from_checkpoint))
     trainer.save_model(training_args.output_dir)
     if trainer.accelerator.is_main_process:
         tokenizer.save_pretrained(training_args.output_dir)
-        write_run_info(training_args.output_dir, trainer, stage="sft", base_model=model_args.model_name_or_path,
-                       data=asdict(data_args), train_records=len(train_dataset))
+        write_run_info(training_args.output_dir, trainer, **info)
     return trainer
 
 
-def main(argv: list[str] | None = None) -> int:
-    data_args, training_args, model_args = make_parser(prog="flexguard train sft").parse_args_and_config(argv)
-    trainer = train(data_args, training_args, model_args)
+def run_cli(parser: Any, train_fn: Any, argv: list[str] | None) -> int:
+    """`flexguard train sft|grpo`: parse (flags and `--config` YAML), train, release the trainer."""
+    data_args, training_args, model_args = parser.parse_args_and_config(argv)
+    trainer = train_fn(data_args, training_args, model_args)
     if hasattr(trainer, "end"):
         trainer.end()
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_cli(make_parser(prog="flexguard train sft"), train, argv)
 
 
 if __name__ == "__main__":

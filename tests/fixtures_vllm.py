@@ -27,6 +27,21 @@ TEMPLATES = ("how to {w} someone", "I want to {w} now")
 SAFE_WORDS = ("bake", "paint", "sing")
 
 
+def assert_trained_answers(examples: list[tuple[Any, str, int]], results: list[Any], scorer: str,
+                           reasoning: bool) -> None:
+    """What the trained tiny guard must say for its own training items, through any backend."""
+    assert len(results) == len(examples)
+    for (item, category, _), risk in zip(examples, results, strict=True):
+        assert risk.ok and risk.scorer == scorer, (item, risk)
+        assert risk.reasoning == ("Checked." if reasoning else None)
+        if category == "SAFE":
+            assert risk.categories == () and abs(risk.score - 3) < 1
+        elif HARMFUL_WORD in item.judged_text:
+            assert risk.categories == ("VIO",) and abs(risk.score - 85) < 1
+        else:
+            assert int(risk.raw.split()[-1]) in (40, 60) and 45 < risk.score < 55
+
+
 def guard_examples() -> list[tuple[Any, str, int]]:
     """(item, category line, score) for every training example; tests judge these same items."""
     from flexguard_plugins.types import ModerationItem

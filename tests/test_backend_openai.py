@@ -17,7 +17,14 @@ from flexguard_plugins import FlexGuard
 from flexguard_plugins.backends.hf import TransformersBackend
 from flexguard_plugins.backends.openai import OpenAIBackend
 from flexguard_plugins.types import FlexGuardError, ModerationItem
-from tests.fixtures_vllm import HARMFUL_WORD, SPREAD_WORD, free_port, guard_examples, stop_server
+from tests.fixtures_vllm import (
+    HARMFUL_WORD,
+    SPREAD_WORD,
+    assert_trained_answers,
+    free_port,
+    guard_examples,
+    stop_server,
+)
 
 pytest.importorskip("vllm")
 
@@ -71,16 +78,7 @@ async def test_real_server_scores_and_fails_over_from_a_dead_url(tiny_guard_dir,
                    max_new_tokens=24, backoff=0.01)
     examples = guard_examples()
     results = await backend.score_batch([item for item, _, _ in examples])
-    assert len(results) == len(examples)
-    for (item, category, _), risk in zip(examples, results, strict=True):
-        assert risk.ok and risk.scorer == "openai", (item, risk)
-        assert risk.reasoning == ("Checked." if reasoning else None)
-        if category == "SAFE":
-            assert risk.categories == () and abs(risk.score - 3) < 1
-        elif HARMFUL_WORD in item.judged_text:
-            assert risk.categories == ("VIO",) and abs(risk.score - 85) < 1
-        else:
-            assert int(risk.raw.split()[-1]) in (40, 60) and 45 < risk.score < 55
+    assert_trained_answers(examples, results, "openai", reasoning)
     await backend.aclose()
 
 

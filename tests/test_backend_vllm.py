@@ -11,7 +11,7 @@ from flexguard_plugins import FlexGuard
 from flexguard_plugins.backends.hf import TransformersBackend
 from flexguard_plugins.backends.vllm import VLLMBackend
 from flexguard_plugins.types import ModerationItem
-from tests.fixtures_vllm import HARMFUL_WORD, SPREAD_WORD, guard_examples
+from tests.fixtures_vllm import HARMFUL_WORD, SPREAD_WORD, assert_trained_answers, guard_examples
 
 pytest.importorskip("vllm")
 pytestmark = [pytest.mark.slow, pytest.mark.vllm]
@@ -33,17 +33,8 @@ async def test_guard_scores_categories_and_expected_score(tiny_guard_dir, vllm_e
     backend = make(tiny_guard_dir, vllm_engine, guard_rubric, reasoning=reasoning, max_new_tokens=24)
     examples = guard_examples()
     results = await backend.score_batch([item for item, _, _ in examples])
-    assert len(results) == len(examples)
-    for (item, category, _), risk in zip(examples, results, strict=True):
-        assert risk.ok and risk.scorer == "vllm", (item, risk)
-        assert risk.raw.startswith(backend.options.prefill)
-        assert risk.reasoning == ("Checked." if reasoning else None)
-        if category == "SAFE":
-            assert risk.categories == () and abs(risk.score - 3) < 1
-        elif HARMFUL_WORD in item.judged_text:
-            assert risk.categories == ("VIO",) and abs(risk.score - 85) < 1
-        else:
-            assert int(risk.raw.split()[-1]) in (40, 60) and 45 < risk.score < 55
+    assert_trained_answers(examples, results, "vllm", reasoning)
+    assert all(risk.raw.startswith(backend.options.prefill) for risk in results)
     await backend.aclose()
     assert vllm_engine.llm_engine is not None  # a shared engine stays up
 

@@ -83,6 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--strictness", default="moderate", choices=("strict", "moderate", "loose"))
     parser.add_argument("--margins", type=float, nargs="+", default=[5.0, 10.0, 20.0])
     parser.add_argument("--reasoning", action="store_true", help="let the LLM think (slow on CPU)")
+    parser.add_argument("--system-prompt", default=None, help="rubric file the LLM was trained with "
+                        "(e.g. training/flexguard_training/configs/system_prompt_small.txt)")
     parser.add_argument("--max-batch-size", type=int, default=16)
     args = parser.parse_args(argv)
 
@@ -91,6 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     items, severity = data_items(args.data, args.subset, args.n) if args.data else default_items(args.n)
     model = resolve_model(args.model)
     options = {"reasoning": args.reasoning, "max_batch_size": args.max_batch_size}
+    if args.system_prompt:
+        options["system_prompt_path"] = args.system_prompt
     print(f"model {args.model} ({args.backend}), {len(items)} items, strictness {args.strictness}", flush=True)
 
     lite = FlexGuard.load()

@@ -8,7 +8,8 @@ import math
 import pandas as pd
 import pytest
 from flexguard_training import data as D
-from flexguard_training.data import Item, Teacher, calibrate_score, make_target, normalize_text
+from flexguard_training.data import Teacher, calibrate_score, make_target, normalize_text
+from flexguard_training.sources import SourceRecord
 
 
 @pytest.mark.parametrize(
@@ -133,12 +134,13 @@ def test_prepare_writes_dataset_card_and_removes_eval_duplicates(tmp_path):
 def test_prepare_holds_out_whole_sources_as_flexbench_csvs(tmp_path, monkeypatch):
     def fake_sources(names, root=None):
         pool = {
-            "train_src": [Item("a", "train_src", "Shared question", None, 2, ("MIS",), True),
-                          Item("b", "train_src", "Only in training", "and a reply", 3, ("VIO",), True),
-                          Item("c", "train_src", "Binary only", None, None, ("JAIL",), True)],
-            "eval_src": [Item(f"e{s}", "eval_src", f"held out {s}", None, s, ("DIS",) if s else (), s >= 2)
-                         for s in range(5)] + [Item("e9", "eval_src", "shared QUESTION", None, 1, ("MIS",), False),
-                                               Item("e10", "eval_src", "ungraded", None, None, (), True)],
+            "train_src": [SourceRecord("a", "train_src", "Shared question", None, 2, ("MIS",), True),
+                          SourceRecord("b", "train_src", "Only in training", "and a reply", 3, ("VIO",), True),
+                          SourceRecord("c", "train_src", "Binary only", None, None, ("JAIL",), True)],
+            "eval_src": [SourceRecord(f"e{s}", "eval_src", f"held out {s}", None, s, ("DIS",) if s else (), s >= 2)
+                         for s in range(5)]
+                        + [SourceRecord("e9", "eval_src", "shared QUESTION", None, 1, ("MIS",), False),
+                           SourceRecord("e10", "eval_src", "ungraded", None, None, (), True)],
         }
         return [item for name in names for item in pool[name]]
 

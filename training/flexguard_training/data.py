@@ -32,6 +32,8 @@ from typing import Any
 from flexguard_plugins.parsing import parse_output
 from flexguard_plugins.types import CATEGORIES, TIER_BANDS, Tier, tier_for_score
 
+from .sources import SourceRecord, load_sources
+
 logger = logging.getLogger(__name__)
 
 SAFE_BAND = (0.0, 40.0)
@@ -157,27 +159,11 @@ def text_key(prompt: str | None, response: str | None) -> str:
 
 # --- records ------------------------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class Item:
-    """A labelled item from any input: a public source, or a FlexBench-format file."""
-
-    id: str
-    source: str
-    query: str
-    reply: str | None
-    severity: int | None
-    categories: tuple[str, ...]
-    unsafe: bool
+def items_from_sources(names: Sequence[str], root: str | None = None) -> list[SourceRecord]:
+    return load_sources(names, Path(root) if root else None)
 
 
-def items_from_sources(names: Sequence[str], root: str | None = None) -> list[Item]:
-    from .sources import load_sources
-
-    return [Item(r.id, r.source, r.prompt, r.response, r.severity, tuple(r.categories), bool(r.unsafe))
-            for r in load_sources(names, Path(root) if root else None)]
-
-
-def items_from_flexbench(path: str) -> list[Item]:
+def items_from_flexbench(path: str) -> list[SourceRecord]:
     """Every subset and split of a FlexBench-format folder, or one file; the source column when present."""
     from .flexbench import load_flexbench
 
@@ -194,17 +180,17 @@ def items_from_flexbench(path: str) -> list[Item]:
         for row in frame.to_dict("records"):
             severity = int(row["severity_level"])
             reply = row.get("response") if isinstance(row.get("response"), str) else None
-            items.append(Item(
-                id=str(row["id"]), source=str(row.get("source", Path(path).stem)), query=row["prompt"], reply=reply,
+            items.append(SourceRecord(
+                id=str(row["id"]), source=str(row.get("source", Path(path).stem)), prompt=row["prompt"], response=reply,
                 severity=severity, categories=clean_categories(row.get("category")), unsafe=severity >= 2,
             ))
     return items
 
 
-def to_record(item: Item, target: Target) -> dict[str, Any]:
+def to_record(item: SourceRecord, target: Target) -> dict[str, Any]:
     return {
-        "id": item.id, "source": item.source, "mode": "prompt" if item.reply is None else "response",
-        "query": item.query, "reply": item.reply, "severity": -1 if item.severity is None else int(item.severity),
+        "id": item.id, "source": item.source, "mode": "prompt" if item.response is None else "response",
+        "query": item.prompt, "reply": item.response, "severity": -1 if item.severity is None else int(item.severity),
         "unsafe": item.unsafe, "target_categories": list(target.categories), "target_score": int(target.score),
         "target_tier": tier_for_score(target.score).value, "reasoning": target.reasoning,
         "label_source": target.label_source,
@@ -226,7 +212,7 @@ def data_card(records: Sequence[Mapping[str, Any]], **extra: Any) -> dict[str, A
     }
 
 
-def heldout_frames(items: Sequence[Item], per_tier: int | None, seed: int) -> dict[str, Any]:
+def heldout_frames(items: Sequence[SourceRecord], per_tier: int | None, seed: int) -> dict[str, Any]:
     """FlexBench-format tables (prompt and response mode) of graded held-out items, balanced per tier."""
     import pandas as pd
 
@@ -234,8 +220,8 @@ def heldout_frames(items: Sequence[Item], per_tier: int | None, seed: int) -> di
     graded = [i for i in items if i.severity is not None]
     frames = {}
     for mode in ("prompt", "response"):
-        pool = [i for i in graded if (i.reply is None) == (mode == "prompt")]
-        chosen: list[Item] = []
+        pool = [i for i in graded if (i.response is None) == (mode == "prompt")]
+        chosen: list[SourceRecord] = []
         for severity in range(5):
             tier = [i for i in pool if i.severity == severity]
             rng.shuffle(tier)
@@ -244,9 +230,9 @@ def heldout_frames(items: Sequence[Item], per_tier: int | None, seed: int) -> di
             continue
         rows = []
         for i in chosen:
-            row = {"id": i.id, "prompt": i.query}
+            row = {"id": i.id, "prompt": i.prompt}
             if mode == "response":
-                row["response"] = i.reply
+                row["response"] = i.response
             row.update({"severity_level": i.severity, "label_strict": int(i.severity >= 1),
                         "label_moderate": int(i.severity >= 2), "label_loose": int(i.severity >= 3),
                         "category": ",".join(i.categories) or "SAFE", "source": i.source})
@@ -306,7 +292,7 @@ def prepare(args: PrepareArguments) -> dict[str, Any]:
         raise ValueError("nothing to prepare: give --sources and/or --flexbench")
     rng = random.Random(args.seed)
     raw_range = (float(args.teacher_raw_range[0]), float(args.teacher_raw_range[1]))
-    items: list[Item] = []
+    items: list[SourceRecord] = []
     if args.sources:
         items += items_from_sources(args.sources, args.data_root)
     for path in args.flexbench or []:
@@ -316,9 +302,9 @@ def prepare(args: PrepareArguments) -> dict[str, Any]:
     overlap = set(args.sources or []) & set(args.holdout_sources or [])
     if overlap:
         raise ValueError(f"sources both trained on and held out: {sorted(overlap)}")
-    eval_queries = {normalize_text(i.query) for i in heldout}
+    eval_queries = {normalize_text(i.prompt) for i in heldout}
     for path in args.eval_data or []:
-        eval_queries |= {normalize_text(i.query) for i in items_from_flexbench(path)}
+        eval_queries |= {normalize_text(i.prompt) for i in items_from_flexbench(path)}
 
     teacher: dict[str, Teacher] = {}
     for path in args.teacher or []:
@@ -327,13 +313,13 @@ def prepare(args: PrepareArguments) -> dict[str, Any]:
     removed = Counter()
     records, seen = [], set()
     for item in items:
-        if args.max_text_chars and len(item.query) + len(item.reply or "") > args.max_text_chars:
+        if args.max_text_chars and len(item.prompt) + len(item.response or "") > args.max_text_chars:
             removed["too_long"] += 1
             continue
-        if normalize_text(item.query) in eval_queries:
+        if normalize_text(item.prompt) in eval_queries:
             removed["eval_duplicate"] += 1
             continue
-        key = text_key(item.query, item.reply)
+        key = text_key(item.prompt, item.response)
         if key in seen:
             removed["train_duplicate"] += 1
             continue

@@ -283,14 +283,28 @@ def _fmt(value: Any, digits: int = 2) -> str:
     return f"{value:.{digits}f}" if isinstance(value, (int, float)) else str(value)
 
 
-def plot_distribution(table: pd.DataFrame, path: Path, thresholds: Mapping[str, float]) -> Path:
-    """Histogram of scores per true severity tier, with the rubric thresholds marked."""
+def _new_figure() -> tuple[Any, Any]:
+    """A figure on the non-interactive backend (reports are written on machines with no display)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4))
+    return plt.subplots(figsize=(7, 4))
+
+
+def _save_figure(fig: Any, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_distribution(table: pd.DataFrame, path: Path, thresholds: Mapping[str, float]) -> Path:
+    """Histogram of scores per true severity tier, with the rubric thresholds marked."""
+    fig, ax = _new_figure()
     scored = table[table["ok"].astype(bool)]
     bins = np.arange(0, 105, 5)
     for tier in Tier:
@@ -304,23 +318,15 @@ def plot_distribution(table: pd.DataFrame, path: Path, thresholds: Mapping[str, 
     ax.set_ylabel("items")
     ax.set_title("Score distribution per true severity tier")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save_figure(fig, path)
 
 
 def plot_f1_curves(table: pd.DataFrame, path: Path, rubric: Mapping[str, float],
                    calibrated: Mapping[str, float] | None) -> Path:
     """F1 vs threshold per regime, rubric (dashed) and calibrated (dotted) thresholds marked."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     scores = M.fail_closed(table["score"].to_numpy(dtype=float), table["ok"].to_numpy(dtype=bool))
     grid = np.arange(0, 100.5, 0.5)
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = _new_figure()
     for regime in REGIMES:
         labels = M.regime_labels(table["severity"].to_numpy(), regime)
         thresholds, f1 = f1_curve(scores, labels, grid=grid)
@@ -333,10 +339,7 @@ def plot_f1_curves(table: pd.DataFrame, path: Path, rubric: Mapping[str, float],
     ax.set_ylim(0, 100)
     ax.set_title("F1 vs threshold (dashed: rubric, dotted: calibrated)")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save_figure(fig, path)
 
 
 def _row(name: str, block: Mapping[str, Any]) -> str:

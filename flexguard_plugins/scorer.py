@@ -340,6 +340,13 @@ def _riskiest(risks: Sequence[RiskScore]) -> RiskScore:
 
 
 def shared_guard(guard: FlexGuard | None = None, model: str | None = None, backend: str = "auto",
-                 **options: Any) -> FlexGuard:
-    """What wrappers call: the guard they were given, or the process-wide one for these options."""
-    return guard if guard is not None else FlexGuard.load(model, backend, **options)
+                 reasoning: bool | None = None, **options: Any) -> FlexGuard:
+    """What wrappers call: the guard they were given, or the process-wide one for these options.
+
+    `reasoning` reaches the backend only when a model is set: the embedded scorer has no reasoning mode.
+    """
+    if guard is not None:
+        return guard
+    if model is not None and reasoning is not None:
+        options["reasoning"] = reasoning
+    return FlexGuard.load(model, backend, **options)

@@ -44,6 +44,9 @@ class Tier(str, Enum):
         return list(Tier)[int(level)]
 
 
+TIER_EDGES: tuple[int, int, int, int] = (21, 41, 61, 81)
+"""Lower edges of LOW, MODERATE, HIGH and EXTREME: the one definition (rubric thresholds are the first three)."""
+
 TIER_BANDS: Mapping[Tier, tuple[int, int]] = {
     Tier.BENIGN: (0, 20),
     Tier.LOW: (21, 40),
@@ -55,14 +58,10 @@ TIER_BANDS: Mapping[Tier, tuple[int, int]] = {
 
 def tier_for_score(score: float) -> Tier:
     """Band lower edges are the rubric thresholds (21/41/61/81), so a continuous 20.9 is still BENIGN."""
-    if score >= 81:
-        return Tier.EXTREME
-    if score >= 61:
-        return Tier.HIGH
-    if score >= 41:
-        return Tier.MODERATE
-    if score >= 21:
-        return Tier.LOW
+    tiers = list(Tier)
+    for edge, tier in zip(reversed(TIER_EDGES), reversed(tiers[1:]), strict=True):
+        if score >= edge:
+            return tier
     return Tier.BENIGN
 
 
@@ -120,6 +119,8 @@ class RiskScore:
     """Character span of the judged text that produced this score, when the text was split into chunks."""
     scorer: str = ""
     """Which scorer produced it (backend name; 'lite' or the LLM in a cascade)."""
+    refusal: float | None = None
+    """Response mode: the probability that the reply refuses (the lite scorer); None from LLM backends."""
 
     @classmethod
     def failure(cls, error: str, raw: str = "", scorer: str = "") -> RiskScore:
@@ -142,6 +143,7 @@ class RiskScore:
             "error": self.error,
             "span": list(self.span) if self.span else None,
             "scorer": self.scorer,
+            "refusal": self.refusal,
         }
 
 

@@ -1,0 +1,69 @@
+"""Text normalisation shared by every layer: what the guard judges, what counts as empty, dedup keys.
+
+Attackers hide text from a moderator with look-alike characters: full-width or Cyrillic letters,
+zero-width and other format characters, leetspeak. `fold` gives the view the guard reasons about
+(NFKC, format characters removed, common homoglyphs mapped to ASCII); it is for judging and matching
+only, never shown back to the user. `dedup_key` is the one normaliser for deduplicating data.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+# Cyrillic and Greek letters that render like Latin ones (only the unambiguous look-alikes).
+_HOMOGLYPHS = {
+    "а": "a", "в": "b", "е": "e", "ё": "e", "к": "k", "м": "m", "н": "h", "о": "o", "р": "p", "с": "c",
+    "т": "t", "у": "y", "х": "x", "ѕ": "s", "і": "i", "ї": "i", "ј": "j", "ԁ": "d", "ԛ": "q", "ԝ": "w",
+    "А": "A", "В": "B", "Е": "E", "Ё": "E", "К": "K", "М": "M", "Н": "H", "О": "O", "Р": "P", "С": "C",
+    "Т": "T", "У": "Y", "Х": "X", "Ѕ": "S", "І": "I", "Ї": "I", "Ј": "J",
+    "α": "a", "ο": "o", "ρ": "p", "τ": "t", "υ": "u", "ν": "v", "ι": "i", "κ": "k", "χ": "x",
+    "Α": "A", "Β": "B", "Ε": "E", "Ζ": "Z", "Η": "H", "Ι": "I", "Κ": "K", "Μ": "M", "Ν": "N", "Ο": "O",
+    "Ρ": "P", "Τ": "T", "Υ": "Y", "Χ": "X",
+    "ı": "i", "ɑ": "a", "ɡ": "g", "ᴀ": "A", "ʙ": "B",
+}
+_HOMOGLYPH_TABLE = str.maketrans(_HOMOGLYPHS)
+_LEET_TABLE = str.maketrans({"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "@": "a", "$": "s",
+                             "!": "i", "|": "l", "+": "t"})
+_LEET_WORD = re.compile(r"\b(?=[\w@$!|+]*[a-zA-Z])(?=[\w@$!|+]*[0-9@$!|+])[\w@$!|+]{2,}\b")
+_SPACE = re.compile(r"\s+")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _is_invisible(char: str) -> bool:
+    """Format (Cf) characters: zero-width spaces and joiners, bidi controls, soft hyphen, BOM, tags."""
+    return unicodedata.category(char) == "Cf"
+
+
+def strip_invisible(text: str) -> str:
+    """`text` without format characters and NULs (which no tokenizer should see)."""
+    return "".join(c for c in text if c != "\x00" and not _is_invisible(c))
+
+
+def replace_surrogates(text: str) -> str:
+    """Lone surrogates (as `json.loads('"\\ud800"')` produces) replaced by U+FFFD; tokenizers reject them."""
+    return _SURROGATE.sub("\ufffd", text)
+
+
+def fold(text: str) -> str:
+    """The view a moderator judges: NFKC, no format characters, homoglyphs mapped to ASCII letters."""
+    text = unicodedata.normalize("NFKC", replace_surrogates(text))
+    return strip_invisible(text).translate(_HOMOGLYPH_TABLE)
+
+
+def fold_leet(text: str) -> str:
+    """`fold` plus leetspeak undone inside words that mix letters with digits or symbols ("b0mb" → "bomb")."""
+    return _LEET_WORD.sub(lambda m: m.group(0).translate(_LEET_TABLE), fold(text))
+
+
+def is_blank(text: str | None) -> bool:
+    """Empty after normalisation: nothing but white space, format characters and NULs. One rule everywhere."""
+    return text is None or not fold(text).strip()
+
+
+def dedup_key(text: str) -> str:
+    """The one key for deduplicating data across sources: folded, case-folded, white space collapsed."""
+    return _SPACE.sub(" ", fold(text).casefold()).strip()
+
+
+__all__ = ["dedup_key", "fold", "fold_leet", "is_blank", "replace_surrogates", "strip_invisible"]

@@ -1,0 +1,1 @@
+"""Evaluation and calibration for deployments: FlexBench loading, metrics, eval, calibrate, baselines."""

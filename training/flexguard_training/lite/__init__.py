@@ -1,0 +1,1 @@
+"""Training of the embedded lite scorer (FlexGuard-Lite v2): data, fine-tuning, evaluation, CLI."""

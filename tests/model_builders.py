@@ -1,4 +1,4 @@
-"""Small real models for tests and benchmarks, built offline in seconds.
+"""Small real models for tests and benchmarks, built offline in seconds (test code: not shipped in the wheel).
 
 `build_tiny_qwen3` makes a random-weight Qwen3 with a trained byte-level BPE tokenizer and a ChatML
 template: the exact code path of FlexGuard-Qwen3-8B at a size a 2-core CPU runs in milliseconds.
@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-from .prompts import EMPTY_THINK, system_prompt
+from flexguard_plugins.prompts import EMPTY_THINK, system_prompt
 
 CHATML_TEMPLATE = (
     "{% for message in messages %}"

@@ -6,11 +6,11 @@ import json
 
 import numpy as np
 import pytest
-from flexguard_training import calibrate as C
-from flexguard_training import evaluate as E
-from flexguard_training import metrics as M
-from flexguard_training.baselines import FlexGuardScorer
 
+from flexguard_plugins.evaluation import calibrate as C
+from flexguard_plugins.evaluation import evaluate as E
+from flexguard_plugins.evaluation import metrics as M
+from flexguard_plugins.evaluation.baselines import FlexGuardScorer
 from flexguard_plugins.policy import REGIMES, calibrate_threshold, resolve_strictness
 
 

@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from flexguard_training import evaluate as E
-from flexguard_training import metrics as M
-from flexguard_training.baselines import CallableScorer, FlexGuardScorer, load_scorer, run_scorer
 
 from flexguard_plugins import FlexGuard
+from flexguard_plugins.evaluation import evaluate as E
+from flexguard_plugins.evaluation import metrics as M
+from flexguard_plugins.evaluation.baselines import CallableScorer, FlexGuardScorer, load_scorer, run_scorer
 from flexguard_plugins.policy import REGIMES, calibrate_threshold, f1_at, make_policy, save_policy
 from flexguard_plugins.types import ModerationItem
 from tests.fixtures_eval import TierBackend, tier_probability, tier_score
@@ -212,3 +212,15 @@ def test_eval_with_a_transformers_model_folder(tiny_qwen3_dir, flexbench_dir, tm
     assert len(records) == 4 and all(r["scorer"] == "transformers" for r in records)
     # a random model rarely follows the format: whatever it fails to answer is flagged, never dropped
     assert result["parse_rate"] == pytest.approx(np.mean([r["ok"] for r in records]))
+
+
+def test_evaluation_needs_no_training_stack():
+    """`[eval]` is for deployments: importing eval and calibrate must not pull in torch, TRL or PEFT."""
+    import subprocess
+    import sys
+
+    code = ("import sys\nimport flexguard_plugins.evaluation.evaluate, flexguard_plugins.evaluation.calibrate\n"
+            "import flexguard_plugins.evaluation.baselines\n"
+            "print(sorted(m for m in ('torch', 'trl', 'peft', 'transformers') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

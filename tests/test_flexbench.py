@@ -6,8 +6,9 @@ import json
 
 import pandas as pd
 import pytest
-from flexguard_training import flexbench
-from flexguard_training.flexbench import HUB_ID, load_flexbench, to_items
+
+from flexguard_plugins.evaluation import flexbench
+from flexguard_plugins.evaluation.flexbench import HUB_ID, load_flexbench, to_items
 
 
 def test_folder_prompt_and_response(flexbench_dir):

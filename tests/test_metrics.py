@@ -6,8 +6,8 @@ import math
 
 import numpy as np
 import pytest
-from flexguard_training import metrics as M
 
+from flexguard_plugins.evaluation import metrics as M
 from flexguard_plugins.policy import REGIMES
 
 SCORES = [10, 25, 35, 45, 80, 70]

@@ -8,7 +8,7 @@ import math
 import pandas as pd
 import pytest
 from flexguard_training import data as D
-from flexguard_training.data import Teacher, calibrate_score, make_target, normalize_text
+from flexguard_training.data import Teacher, calibrate_score, make_target
 from flexguard_training.sources import SourceRecord
 
 
@@ -64,10 +64,13 @@ def test_binary_target_when_nothing_is_graded():
     assert make_target(None, False, ("JAIL",)) == D.Target((), 10, None, "binary")
 
 
-def test_normalize_text():
-    assert normalize_text("  How DO I\tpick a\n lock? ") == "how do i pick a lock?"
-    assert normalize_text("Ｈｅｌｌｏ") == "hello"  # NFKC folds full-width letters
-    assert normalize_text(None) == ""
+def test_dedup_uses_the_core_normaliser():
+    """One normaliser for dedup: the core's `dedup_key` (NFKC, homoglyphs, invisible characters, case, spaces)."""
+    assert D.text_key("  How DO I\tpick a\n lock? ", None) == D.text_key("how do i pick a lock?", None)
+    assert D.text_key("Ｈｅｌｌｏ", None) == D.text_key("hello", None)  # NFKC folds full-width letters
+    # Cyrillic look-alikes and a zero-width space: the old NFKC-only key kept these apart
+    assert D.text_key("h\u043e\u200bw t\u043e hack", "ok") == D.text_key("how to hack", "OK")
+    assert D.text_key(None, None) == D.text_key("", "")
 
 
 def test_read_teacher_accepts_scores_and_raw_outputs(tmp_path):
@@ -79,10 +82,27 @@ def test_read_teacher_accepts_scores_and_raw_outputs(tmp_path):
         json.dumps({"prompt": "Hi  there", "categories": [], "score": 3}),
     ]) + "\n")
     got = D.read_teacher(path)
-    assert got["a"] == Teacher(("VIO", "ILG"), 90.0, "r")
-    assert got["b"] == Teacher(("SEX",), 55.0, "because")
+    assert got["a"] == Teacher(("VIO", "ILG"), 90.0, "r", id="a")
+    assert got["b"] == Teacher(("SEX",), 55.0, "because", id="b")
     assert "c" not in got
-    assert got[D.text_key("hi there", None)] == Teacher((), 3.0, None)
+    assert got[D.text_key("hi there", None)] == Teacher((), 3.0, None, prompt="Hi  there")
+    # the lite trainer's format (prompt, response, score, categories; no id) reads through the same reader
+    lite = tmp_path / "lite.jsonl"
+    lite.write_text(json.dumps({"prompt": "p", "response": "r", "score": 64, "categories": "VIO,ILG"}) + "\n")
+    assert D.read_teacher_lines(lite) == [Teacher(("VIO", "ILG"), 64.0, None, prompt="p", response="r")]
+
+
+@pytest.mark.parametrize(("line", "error"), [
+    ("not json", "not JSON"), ("[1, 2]", "JSON object"), ('{"score": 3}', "'id' or a 'prompt'"),
+    ('{"id": "x"}', "needs 'score'"), ('{"id": "x", "score": "high"}', "not a number"),
+    ('{"id": "x", "score": 150}', "outside raw_range"),
+])
+def test_read_teacher_names_the_bad_line(tmp_path, line, error):
+    path = tmp_path / "bad.jsonl"
+    path.write_text("\n" + line + "\n")
+    with pytest.raises(ValueError, match=error) as raised:
+        D.read_teacher_lines(path)
+    assert "bad.jsonl:2" in str(raised.value)
 
 
 def _flexbench_csv(path, rows):

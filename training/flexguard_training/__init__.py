@@ -1,5 +1,6 @@
-"""FlexGuard training and evaluation: data preparation, SFT, LoRA merge, GRPO, FlexBench eval, calibration.
+"""FlexGuard training: data preparation, SFT, LoRA merge, GRPO and its reward (the `[train]` extra).
 
-Commands: `flexguard train prepare|sft|merge|grpo|lite`, `flexguard eval`, `flexguard calibrate`.
+Commands: `flexguard train prepare|sft|merge|grpo|lite`. Evaluation and calibration are part of the
+product, not of training: `flexguard_plugins.evaluation` (`flexguard eval`, `flexguard calibrate`).
 Prompts, parsing and policy come from `flexguard_plugins`, so training and inference share one format.
 """

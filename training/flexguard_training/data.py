@@ -13,8 +13,9 @@ Where a target score comes from (the record's `label_source`):
              calibration band of the source label, safe 10 (BENIGN's middle), unsafe 70. Our choice;
              `--unknown_severity skip` drops these records instead.
 
-Training records whose normalised query text (NFKC, case-folded, whitespace collapsed) appears in
-the evaluation data (`--eval_data` files and the held-out sources) are removed and counted.
+Training records whose normalised query text (`flexguard_plugins.text.dedup_key`: NFKC, homoglyphs
+and invisible characters folded, case-folded, whitespace collapsed) appears in the evaluation data
+(`--eval_data` files and the held-out sources) are removed and counted.
 """
 
 from __future__ import annotations
@@ -22,14 +23,15 @@ from __future__ import annotations
 import json
 import logging
 import random
-import unicodedata
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from flexguard_plugins.evaluation.flexbench import load_flexbench
 from flexguard_plugins.parsing import parse_output
+from flexguard_plugins.text import dedup_key
 from flexguard_plugins.types import CATEGORIES, TIER_BANDS, Tier, tier_for_score
 
 from .sources import SourceRecord, load_sources
@@ -68,13 +70,6 @@ def calibrate_score(raw: float, unsafe: bool, raw_range: tuple[float, float] = (
     return band_low + fraction * (band_high - band_low)
 
 
-def normalize_text(text: str | None) -> str:
-    """The key for exact-duplicate checks: NFKC, case-folded, whitespace collapsed."""
-    if not text:
-        return ""
-    return " ".join(unicodedata.normalize("NFKC", text).casefold().split())
-
-
 def clean_categories(categories: Any) -> tuple[str, ...]:
     """Known harm codes in the given order, without duplicates; SAFE and unknown names dropped."""
     if categories is None:
@@ -87,11 +82,20 @@ def clean_categories(categories: Any) -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class Teacher:
-    """One teacher annotation: harm codes, a raw score on `raw_range` and optionally a reasoning trace."""
+    """One teacher annotation: harm codes, a raw score on `raw_range`, optionally a reasoning trace,
+    and the item it is about (`id`, or the `prompt`/`response` text)."""
 
     categories: tuple[str, ...]
     score: float
     reasoning: str | None = None
+    id: str | None = None
+    prompt: str | None = None
+    response: str | None = None
+
+    @property
+    def key(self) -> str:
+        """How `prepare` joins it to an item: the id, else the item text's dedup key."""
+        return self.id if self.id is not None else text_key(self.prompt, self.response)
 
 
 @dataclass(frozen=True)
@@ -121,40 +125,60 @@ def make_target(severity: int | None, unsafe: bool, categories: Sequence[str], t
     return Target(clean_categories(categories) if unsafe else (), BINARY_SCORE[bool(unsafe)], None, "binary")
 
 
-def read_teacher(path: str | Path, raw_range: tuple[float, float] = (0.0, 100.0)) -> dict[str, Teacher]:
-    """Teacher annotations from JSONL, keyed by record id, or by normalised text when a line has no id.
+def read_teacher_lines(path: str | Path, raw_range: tuple[float, float] = (0.0, 100.0)) -> list[Teacher]:
+    """The one reader of teacher files (JSONL), used by `prepare` and the lite trainer.
 
-    A line is either `{"id", "categories" | "category", "score" | "raw_score", "reasoning"?}` or
-    `{"id", "output"}` with the teacher's raw FlexGuard-format answer (read by the core's parser).
-    Text keys: `{"prompt", "response"?}` instead of `id`.
+    Each line names its item by `id` and/or by text (`prompt`, `response`?) and gives either
+    `categories` | `category` and `score` | `raw_score` | `risk_score` (on `raw_range`) with an optional
+    `reasoning`, or `output`: the teacher's raw FlexGuard-format answer, read by the core's parser
+    (an unparsable output is skipped with a warning). Anything else is an error naming the line.
     """
-    annotations: dict[str, Teacher] = {}
+    low, high = raw_range
+    annotations: list[Teacher] = []
     for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
         if not line.strip():
             continue
-        row = json.loads(line)
+        where = f"{path}:{number}"
+        try:
+            row = json.loads(line)
+        except ValueError as error:
+            raise ValueError(f"{where}: not JSON ({error})") from None
+        if not isinstance(row, dict):
+            raise ValueError(f"{where}: a teacher line must be a JSON object")
+        if "id" not in row and not isinstance(row.get("prompt"), str):
+            raise ValueError(f"{where}: a teacher line needs 'id' or a 'prompt' text")
+        item = {"id": None if row.get("id") is None else str(row["id"]),
+                "prompt": row.get("prompt") if isinstance(row.get("prompt"), str) else None,
+                "response": row.get("response") if isinstance(row.get("response"), str) else None}
         if "output" in row:
-            risk = parse_output(row["output"])
+            risk = parse_output(str(row["output"]))
             if not risk.ok:
-                logger.warning("%s:%d: teacher output unparsable (%s); skipped", path, number, risk.error)
+                logger.warning("%s: teacher output unparsable (%s); skipped", where, risk.error)
                 continue
-            teacher = Teacher(risk.categories, risk.score, risk.reasoning)
-        else:
-            score = row.get("score", row.get("raw_score", row.get("risk_score")))
-            if score is None:
-                raise ValueError(f"{path}:{number}: a teacher line needs 'score' (or 'output')")
-            low, high = raw_range
-            if not low <= float(score) <= high:
-                raise ValueError(f"{path}:{number}: score {score} outside raw_range {raw_range}")
-            cats = row.get("categories", row.get("category"))
-            teacher = Teacher(clean_categories(cats), float(score), row.get("reasoning") or None)
-        key = str(row["id"]) if "id" in row else text_key(row.get("prompt"), row.get("response"))
-        annotations[key] = teacher
+            annotations.append(Teacher(risk.categories, risk.score, risk.reasoning, **item))
+            continue
+        score = row.get("score", row.get("raw_score", row.get("risk_score")))
+        if score is None:
+            raise ValueError(f"{where}: a teacher line needs 'score' (or 'output')")
+        try:
+            value = float(score)
+        except (TypeError, ValueError):
+            raise ValueError(f"{where}: score {score!r} is not a number") from None
+        if not low <= value <= high:
+            raise ValueError(f"{where}: score {score} outside raw_range {raw_range}")
+        categories = clean_categories(row.get("categories", row.get("category")))
+        annotations.append(Teacher(categories, value, row.get("reasoning") or None, **item))
     return annotations
 
 
+def read_teacher(path: str | Path, raw_range: tuple[float, float] = (0.0, 100.0)) -> dict[str, Teacher]:
+    """Teacher annotations keyed by record id, or by the item text's dedup key when a line has no id."""
+    return {teacher.key: teacher for teacher in read_teacher_lines(path, raw_range)}
+
+
 def text_key(prompt: str | None, response: str | None) -> str:
-    return normalize_text(prompt) + "\x1f" + normalize_text(response)
+    """The dedup key of an item (prompt and reply), with the core's one normaliser."""
+    return dedup_key(prompt or "") + "\x1f" + dedup_key(response or "")
 
 
 # --- records ------------------------------------------------------------------------------------
@@ -165,8 +189,6 @@ def items_from_sources(names: Sequence[str], root: str | None = None) -> list[So
 
 def items_from_flexbench(path: str) -> list[SourceRecord]:
     """Every subset and split of a FlexBench-format folder, or one file; the source column when present."""
-    from .flexbench import load_flexbench
-
     target = Path(path)
     frames = []
     if target.is_dir():
@@ -302,9 +324,9 @@ def prepare(args: PrepareArguments) -> dict[str, Any]:
     overlap = set(args.sources or []) & set(args.holdout_sources or [])
     if overlap:
         raise ValueError(f"sources both trained on and held out: {sorted(overlap)}")
-    eval_queries = {normalize_text(i.prompt) for i in heldout}
+    eval_queries = {dedup_key(i.prompt) for i in heldout}
     for path in args.eval_data or []:
-        eval_queries |= {normalize_text(i.prompt) for i in items_from_flexbench(path)}
+        eval_queries |= {dedup_key(i.prompt) for i in items_from_flexbench(path)}
 
     teacher: dict[str, Teacher] = {}
     for path in args.teacher or []:
@@ -316,7 +338,7 @@ def prepare(args: PrepareArguments) -> dict[str, Any]:
         if args.max_text_chars and len(item.prompt) + len(item.response or "") > args.max_text_chars:
             removed["too_long"] += 1
             continue
-        if normalize_text(item.prompt) in eval_queries:
+        if dedup_key(item.prompt) in eval_queries:
             removed["eval_duplicate"] += 1
             continue
         key = text_key(item.prompt, item.response)

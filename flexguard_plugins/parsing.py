@@ -67,60 +67,97 @@ def parse_output(text: str, token_logprobs: TokenLogprobs | None = None) -> Risk
         return RiskScore.failure("SAFE given together with violation codes", raw=text)
     categories = tuple(dict.fromkeys(c for c in codes if c != "SAFE"))
     if token_logprobs:
-        refined = expected_score(token_logprobs)
+        refined = expected_score(token_logprobs, score)
         if refined is not None:
             score = refined
     return RiskScore.from_score(score, categories, reasoning=reasoning, raw=text)
 
 
-def _digit_distribution(alternatives: Mapping[str, float]) -> dict[int, float]:
-    probs: dict[int, float] = {}
-    for token, logprob in alternatives.items():
-        stripped = token.strip()
-        if len(stripped) == 1 and stripped.isdigit():
-            probs[int(stripped)] = probs.get(int(stripped), 0.0) + math.exp(logprob)
-    return probs
+_SCORES = frozenset(str(n) for n in range(101))
+_OPEN_PREFIXES = frozenset(s[:k] for s in _SCORES for k in range(1, len(s)))
+"""Digit strings that more digits could still extend to a valid score ("1" → "15" or "100", "10" → "100")."""
 
 
-def _number_distribution(alternatives: Mapping[str, float]) -> dict[int, float]:
-    probs: dict[int, float] = {}
-    for token, logprob in alternatives.items():
-        stripped = token.strip()
-        if stripped.isdigit() and int(stripped) <= 100:
-            probs[int(stripped)] = probs.get(int(stripped), 0.0) + math.exp(logprob)
-    return probs
-
-
-def expected_score(token_logprobs: TokenLogprobs) -> float | None:
-    """A continuous score from the probabilities of the score tokens.
-
-    The score is the last run of digit tokens. Tokenizers that spell a whole number as one token
-    (Llama 3) give E[n] over the numeric alternatives; tokenizers that spell one digit per token
-    (Qwen) give Σ 10^k · E[digit_k], each digit's expectation taken at the generated length.
-    Returns None when the tokens hold no score or the alternatives carry no digit mass.
-    """
-    run: list[tuple[str, Mapping[str, float]]] = []
-    for token, alternatives in token_logprobs:
+def _last_number_run(token_logprobs: TokenLogprobs) -> tuple[int, int] | None:
+    """[start, end) of the last run of digit-only tokens; whitespace before a digit starts a new number."""
+    run: tuple[int, int] | None = None
+    start: int | None = None
+    for index, (token, _) in enumerate(token_logprobs):
         stripped = token.strip()
         if stripped.isdigit():
-            if run and token != stripped:  # whitespace before a digit starts a new number
-                run = []
-            run.append((stripped, alternatives))
-        elif stripped:
-            run = []
-    if not run:
+            if start is None or token != stripped:
+                start = index
+            run = (start, index + 1)
+        else:
+            start = None
+    return run
+
+
+def _leading_digits(text: str) -> str:
+    end = 0
+    while end < len(text) and text[end].isdigit():
+        end += 1
+    return text[:end]
+
+
+def expected_score(token_logprobs: TokenLogprobs, integer: float | None = None) -> float | None:
+    """E[score] over the scores whose whole spelling the alternatives tell, else None (use the integer).
+
+    The score is the last run of digit tokens t_1..t_k. At position j the alternatives are conditioned
+    on the generated prefix t_1..t_{j-1}, so a candidate is that prefix plus one alternative, with mass
+    p(t_1)…p(t_{j-1})·p(a). It counts only when its full length is known: no digit could follow it within
+    0-100 (`"4"+"7"` = 47 is complete, `"1"` might be 1, 15 or 100 and is not), or the alternative ends the
+    number (a non-digit, or a digit followed by text), or the tokenizer spells whole numbers as one token
+    (Llama 3: a one-token score whose alternatives include multi-digit tokens). The generated number is a
+    candidate with its own mass; the token after it, when reported, splits that mass between ending there
+    and growing longer. The expectation is renormalised over the complete candidates, so mass on numbers
+    we cannot spell out neither drags the score down nor up (a "95" whose first token was half "1" of
+    "100" reads 95, not 55). With `integer`, a run that spells another number returns None.
+    """
+    run = _last_number_run(token_logprobs)
+    if run is None:
         return None
-    if len(run) == 1 and len(run[0][0]) > 1:
-        dist = _number_distribution(run[0][1])
-        total = sum(dist.values())
-        return None if total == 0 else min(100.0, sum(n * p for n, p in dist.items()) / total)
-    if any(len(tok) != 1 for tok, _ in run):
+    first, last = run
+    digits = [token_logprobs[i][0].strip() for i in range(first, last)]
+    generated = "".join(digits)
+    if generated not in _SCORES or (integer is not None and float(generated) != float(integer)):
         return None
-    value = 0.0
-    for position, (_, alternatives) in enumerate(run):
-        dist = _digit_distribution(alternatives)
-        total = sum(dist.values())
-        if total == 0:
-            return None
-        value += 10 ** (len(run) - 1 - position) * sum(d * p for d, p in dist.items()) / total
+    positions = [token_logprobs[i][1] for i in range(first, last)]
+    grouped = len(digits) == 1 and any(len(a.strip()) > 1 and a.strip().isdigit() for a in positions[0])
+    candidates: dict[str, float] = {}
+
+    def add(number: str, mass: float) -> None:
+        if number in _SCORES and mass > 0:
+            candidates[number] = candidates.get(number, 0.0) + mass
+
+    prefix_mass, prefix = 1.0, ""
+    for j, alternatives in enumerate(positions):
+        if digits[j] not in {a.strip() for a in alternatives}:
+            return None  # the generated token is not among its own alternatives: nothing to condition on
+        for alternative, logprob in alternatives.items():
+            if alternative.strip() == digits[j]:
+                continue
+            mass = prefix_mass * math.exp(logprob)
+            lead = _leading_digits(alternative)
+            if not lead:
+                if prefix:
+                    add(prefix, mass)  # a non-digit here ends the number at the prefix
+            elif lead != alternative or grouped or prefix + lead not in _OPEN_PREFIXES:
+                add(prefix + lead, mass)
+        prefix_mass *= math.exp(max(lp for a, lp in alternatives.items() if a.strip() == digits[j]))
+        prefix += digits[j]
+    after = token_logprobs[last][1] if last < len(token_logprobs) and not grouped else {}
+    ends = {a: lp for a, lp in after.items() if not _leading_digits(a)}
+    if not ends:  # the token after is not reported: all the prefix's mass goes to the generated number
+        add(generated, prefix_mass)
+    for alternative, logprob in (after.items() if ends else ()):
+        lead, mass = _leading_digits(alternative), prefix_mass * math.exp(logprob)
+        if not lead:
+            add(generated, mass)
+        elif lead != alternative or generated + lead not in _OPEN_PREFIXES:
+            add(generated + lead, mass)
+    total = sum(candidates.values())
+    if not total > 0:
+        return None
+    value = sum(int(number) * mass for number, mass in candidates.items()) / total
     return max(0.0, min(100.0, value))

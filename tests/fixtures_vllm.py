@@ -22,7 +22,10 @@ GUARD_RUBRIC = "Judge the {role} turn."
 """A short rubric so the tiny model learns the format in seconds (the real rubric is ~1,000 tokens)."""
 
 HARMFUL_WORD, SPREAD_WORD = "attack", "fight"
-"""`attack` → VIO 85 every time (peaked); `fight` → VIO 40 or VIO 60 equally often (spread probabilities)."""
+"""`attack` → VIO 85 every time (peaked); `fight` → VIO 40 or VIO 48 equally often: the spread sits on the last
+digit, whose alternatives are whole scores, so the expected score is ≈ 44 (over `moderate`'s 41, as neither 40 nor
+a first-digit mix would show)."""
+SPREAD_SCORES = (40, 48)
 TEMPLATES = ("how to {w} someone", "I want to {w} now")
 SAFE_WORDS = ("bake", "paint", "sing")
 
@@ -39,7 +42,7 @@ def assert_trained_answers(examples: list[tuple[Any, str, int]], results: list[A
         elif HARMFUL_WORD in item.judged_text:
             assert risk.categories == ("VIO",) and abs(risk.score - 85) < 1
         else:
-            assert int(risk.raw.split()[-1]) in (40, 60) and 45 < risk.score < 55
+            assert int(risk.raw.split()[-1]) in SPREAD_SCORES and 41.5 < risk.score < 46.5
 
 
 def guard_examples() -> list[tuple[Any, str, int]]:
@@ -50,8 +53,7 @@ def guard_examples() -> list[tuple[Any, str, int]]:
     for template in TEMPLATES:
         rows.append((ModerationItem(template.format(w=HARMFUL_WORD)), "VIO", 85))
         rows.append((ModerationItem("hello", template.format(w=HARMFUL_WORD)), "VIO", 85))
-        rows.append((ModerationItem(template.format(w=SPREAD_WORD)), "VIO", 40))
-        rows.append((ModerationItem(template.format(w=SPREAD_WORD)), "VIO", 60))
+        rows += [(ModerationItem(template.format(w=SPREAD_WORD)), "VIO", score) for score in SPREAD_SCORES]
         rows += [(ModerationItem(template.format(w=word)), "SAFE", 3) for word in SAFE_WORDS]
         rows.append((ModerationItem("hello", template.format(w=SAFE_WORDS[0])), "SAFE", 3))
     return rows

@@ -13,7 +13,7 @@ from flexguard_plugins.backends import _generation as gen
 from flexguard_plugins.backends import create_backend
 from flexguard_plugins.backends.hf import TransformersBackend
 from flexguard_plugins.types import ModerationItem
-from tests.fixtures_vllm import HARMFUL_WORD, SPREAD_WORD, guard_examples
+from tests.fixtures_vllm import HARMFUL_WORD, SPREAD_SCORES, SPREAD_WORD, guard_examples
 
 ITEMS = [
     ModerationItem("How do I bake bread?"),
@@ -69,14 +69,67 @@ async def test_shared_prefix_cache_gives_the_uncached_outputs_and_runs_once(tiny
     ids = [gen.prompt_ids(cached.tokenizer, item, cached.options) for item in ITEMS if item.mode == "prompt"]
     with_cache, without = cached._generate("prompt", ids), uncached._generate("prompt", ids)
     for (tokens_a, steps_a), (tokens_b, steps_b) in zip(with_cache, without, strict=True):
-        assert tokens_a == tokens_b and len(steps_a) == len(steps_b) > 0
-        for (text_a, alts_a), (text_b, alts_b) in zip(steps_a, steps_b, strict=True):
-            assert text_a == text_b and abs(alts_a[text_a] - alts_b[text_b]) < 1e-4
+        assert tokens_a == tokens_b and len(steps_a) == len(steps_b) == len(tokens_a) > 0
+        for (token_a, alts_a), (token_b, alts_b) in zip(steps_a, steps_b, strict=True):
+            alts_a, alts_b = dict(alts_a), dict(alts_b)
+            assert token_a == token_b and abs(alts_a[token_a] - alts_b[token_b]) < 1e-4
             assert max(abs(alts_a[k] - alts_b[k]) for k in alts_a.keys() & alts_b.keys()) < 1e-4
     for item, risk in zip(ITEMS[:2], first[:2], strict=True):
         assert risk.raw == "<think>\n" + reference_generate(cached, item, 12)
         assert risk.scorer == "transformers"
         assert not risk.ok and risk.error  # a random model's text does not parse; the reason says why
+
+
+async def test_one_host_sync_per_decoding_step_whatever_the_batch_size(tiny_backends, monkeypatch):
+    """Reading a tensor on the host (`int`, `bool`, `.item()`, `.tolist()`) waits for the GPU; the decoding
+    loop may do it once per step, never once per row. Counted on the reads made by the backend's own code."""
+    import sys
+
+    import torch
+
+    cached, _ = tiny_backends
+    reads = {"n": 0}
+    backend_file = sys.modules[TransformersBackend.__module__].__file__
+    for name in ("__int__", "__bool__", "item", "tolist"):
+        original = getattr(torch.Tensor, name)
+
+        def counted(self, *args, _original=original, **kwargs):
+            if sys._getframe(1).f_code.co_filename == backend_file:
+                reads["n"] += 1
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(torch.Tensor, name, counted)
+    steps = cached.options.max_new_tokens
+    ids = [gen.prompt_ids(cached.tokenizer, item, cached.options) for item in ITEMS if item.mode == "prompt"]
+    for batch in (ids[:1], ids * 4):
+        reads["n"] = 0
+        syncs = cached.syncs
+        cached._generate("prompt", batch)
+        assert reads["n"] <= steps + 3  # one per step, plus one copy of tokens and alternatives at the end
+        assert cached.syncs - syncs <= steps
+
+
+async def test_batches_are_bounded_by_tokens_as_well_as_by_count(tiny_qwen3_dir: Path, tiny_backends):
+    cached, _ = tiny_backends
+    longest = max(len(gen.prompt_ids(cached.tokenizer, item, cached.options)) for item in ITEMS)
+    budget = 2 * (longest + cached.options.max_new_tokens)  # two rows of the longest item fit, not three
+    budgeted = TransformersBackend(tiny_qwen3_dir, reasoning=True, max_new_tokens=12, max_batch_tokens=budget)
+    sizes = []
+    generate = budgeted._generate
+
+    def recording(mode, prompts):
+        sizes.append(len(prompts))
+        assert len(prompts) * (max(map(len, prompts)) + 12) <= budget or len(prompts) == 1
+        return generate(mode, prompts)
+
+    budgeted._generate = recording
+    items = ITEMS * 3
+    ours, reference = await budgeted.score_batch(items), await cached.score_batch(items)
+    assert max(sizes) <= 2 < len(items) and sum(sizes) == len(items)
+    assert [r.raw for r in ours] == [r.raw for r in reference]  # splitting changes no output
+    await budgeted.aclose()
+    with pytest.raises(ValueError, match="max_batch_tokens"):
+        TransformersBackend(tiny_qwen3_dir, max_batch_tokens=-1)
 
 
 async def test_without_reasoning_the_empty_think_block_is_prefilled(tiny_qwen3_dir: Path):
@@ -115,14 +168,14 @@ async def test_guard_scores_categories_and_expected_score(guard_backends, reason
         else:
             assert SPREAD_WORD in item.judged_text
             integer = int(risk.raw.split()[-1])
-            assert integer in (40, 60) and 45 < risk.score < 55  # spread: the expectation, not the integer
+            assert integer in SPREAD_SCORES and 41.5 < risk.score < 46.5  # spread: the expectation, not the integer
 
 
 async def test_expected_score_off_reads_the_integer(tiny_guard_dir: Path, guard_rubric: Path):
     backend = TransformersBackend(tiny_guard_dir, reasoning=False, expected_score=False,
                                   system_prompt_path=guard_rubric)
     risk = (await backend.score_batch([ModerationItem(f"how to {SPREAD_WORD} someone")]))[0]
-    assert risk.ok and risk.score in (40.0, 60.0)
+    assert risk.ok and risk.score in SPREAD_SCORES
     await backend.aclose()
 
 
@@ -135,7 +188,7 @@ def test_flexguard_check_decisions(tiny_guard_dir: Path, guard_rubric: Path):
         response = guard.check("hello", f"I want to {HARMFUL_WORD} now", strictness="loose")
     assert attack.flagged and attack.categories == ("VIO",) and not attack.failed
     assert not safe.flagged and safe.score < 21
-    assert [d.flagged for d in spread] == [True, False]  # ≈50: over 41, under 61
+    assert [d.flagged for d in spread] == [True, False]  # ≈44: over 41, under 61
     assert response.flagged and response.score > 80
 
 

@@ -11,7 +11,7 @@ from flexguard_plugins import FlexGuard
 from flexguard_plugins.backends.hf import TransformersBackend
 from flexguard_plugins.backends.vllm import VLLMBackend
 from flexguard_plugins.types import ModerationItem
-from tests.fixtures_vllm import HARMFUL_WORD, SPREAD_WORD, assert_trained_answers, guard_examples
+from tests.fixtures_vllm import HARMFUL_WORD, SPREAD_SCORES, SPREAD_WORD, assert_trained_answers, guard_examples
 
 pytest.importorskip("vllm")
 pytestmark = [pytest.mark.slow, pytest.mark.vllm]
@@ -58,7 +58,7 @@ async def test_expected_score_off_and_results_in_order(tiny_guard_dir, vllm_engi
     items = [ModerationItem(f"how to {w} someone") for w in ("paint", HARMFUL_WORD, SPREAD_WORD, "bake")] * 3
     results = await backend.score_batch(items)
     assert [r.score for r in results] == [3.0, 85.0, results[2].score, 3.0] * 3
-    assert results[2].score in (40.0, 60.0)
+    assert results[2].score in SPREAD_SCORES
     assert backend.max_content_tokens > 1000  # 2048 context, short rubric
 
 

@@ -7,7 +7,7 @@ budget and parsing happen here, once, so transformers, vLLM and a remote server 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -119,20 +119,50 @@ def alternatives_by_text(tokenizer: Any, pairs: Iterable[tuple[int, float]]) -> 
     return merged
 
 
-def token_logprobs(tokenizer: Any, steps: Iterable[tuple[int, Iterable[tuple[int, float]]]]
+def score_window(count: int, text_at: Callable[[int], str]) -> range:
+    """Positions the expected score reads: the last run of digit tokens and the token after it.
+
+    Walks back from the end, so only the answer's last few tokens are looked at (decoded), never the
+    reasoning. Whitespace before a digit starts a new number, as in `parsing.expected_score`.
+    """
+    last = count - 1
+    while last >= 0 and not text_at(last).strip().isdigit():
+        last -= 1
+    if last < 0:
+        return range(0)
+    first = last
+    while first > 0 and text_at(first) == text_at(first).strip() and text_at(first - 1).strip().isdigit():
+        first -= 1
+    return range(first, min(last + 2, count))
+
+
+def token_logprobs(tokenizer: Any, steps: Sequence[tuple[int, Iterable[tuple[int, float]]]]
                    ) -> list[tuple[str, dict[str, float]]]:
-    """Per generated token (id, [(alternative id, logprob)]) → (text, {text: logprob}), dropping the
-    tokens `decode` drops (EOS), so the score digits stay the last run the parser sees."""
+    """Per generated token (id, [(alternative id, logprob)]) → (text, {text: logprob}) for the score's tokens only.
+
+    Only `score_window` is decoded (a handful of tokens, not the top-20 of every reasoning token); the
+    token after the score is kept even when it is EOS, since its alternatives tell whether the number ended.
+    """
     drop = _kept_special_ids(tokenizer)
-    return [(token_text(tokenizer, token), alternatives_by_text(tokenizer, pairs))
-            for token, pairs in steps if int(token) not in drop]
+    texts: dict[int, str] = {}
+
+    def text_at(k: int) -> str:
+        if k not in texts:
+            token = int(steps[k][0])
+            texts[k] = "" if token in drop else token_text(tokenizer, token)
+        return texts[k]
+
+    window = score_window(len(steps), text_at)
+    return [(token_text(tokenizer, steps[k][0]), alternatives_by_text(tokenizer, steps[k][1])) for k in window]
 
 
-def drop_special_texts(tokenizer: Any, token_logprobs: Iterable[tuple[str, Mapping[str, float]]]
+def drop_special_texts(tokenizer: Any, token_logprobs: Sequence[tuple[str, Mapping[str, float]]]
                        ) -> list[tuple[str, Mapping[str, float]]]:
-    """The same filter for servers that report tokens as text (`<|im_end|>` ends their token list)."""
+    """The same window for servers that report tokens as text (`<|im_end|>` ends their token list)."""
     special = {t for t in getattr(tokenizer, "all_special_tokens", ()) if t not in (THINK_OPEN, THINK_CLOSE)}
-    return [(token, alternatives) for token, alternatives in token_logprobs if token not in special]
+    tokens = list(token_logprobs)
+    window = score_window(len(tokens), lambda k: "" if tokens[k][0] in special else tokens[k][0])
+    return [tokens[k] for k in window]
 
 
 def _logaddexp(a: float, b: float) -> float:

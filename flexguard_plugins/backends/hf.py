@@ -18,8 +18,8 @@ from ..types import ModerationItem, RiskScore
 from . import _generation as gen
 from .base import Backend
 
-Generated = tuple[list[int], list[tuple[str, dict[str, float]]]]
-"""Generated token ids and, per token, (its text, {alternative text: logprob})."""
+Generated = tuple[list[int], list[tuple[int, list[tuple[int, float]]]]]
+"""Generated token ids and, per token, (its id, [(alternative id, logprob)]) (empty without expected score)."""
 
 
 def _resolve_dtype(dtype: Any, device: str) -> Any:
@@ -39,6 +39,9 @@ class TransformersBackend(Backend):
     """FlexGuard on a transformers causal LM, greedy, batched with left padding.
 
     `enable_prefix_caching=False` recomputes the system prompt in every batch (for comparison and tests).
+    A batch holds at most `batch_size` items and at most `max_batch_tokens` tokens, counting each row as
+    its whole prompt plus `max_new_tokens` (the KV cache it grows to, shared prefix included); an item
+    over the budget runs alone.
     """
 
     name = "transformers"
@@ -46,7 +49,7 @@ class TransformersBackend(Backend):
     def __init__(self, model: str | Path, *, reasoning: bool = True, max_new_tokens: int | None = None,
                  system_prompt_path: str | Path | None = None, expected_score: bool = True, dtype: Any = None,
                  device: str | None = None, max_model_len: int | None = None, batch_size: int | None = None,
-                 enable_prefix_caching: bool = True) -> None:
+                 enable_prefix_caching: bool = True, max_batch_tokens: int | None = None) -> None:
         import torch
         from transformers import AutoModelForCausalLM
 
@@ -61,6 +64,11 @@ class TransformersBackend(Backend):
         context = max_model_len or getattr(self.model.config, "max_position_embeddings", None) or 2048
         self.max_content_tokens = gen.content_budget(self.tokenizer, context, self.options)
         self.max_batch_size = batch_size or (64 if self.device.startswith("cuda") else 16)
+        self.max_batch_tokens = max_batch_tokens or (131_072 if self.device.startswith("cuda") else 32_768)
+        if self.max_batch_size < 1 or self.max_batch_tokens < 1:
+            raise ValueError("batch_size and max_batch_tokens must be positive")
+        self.syncs = 0
+        """Device→host synchronisations while decoding: one per generation step of a batch."""
         self.enable_prefix_caching = enable_prefix_caching
         self.prefix_forwards = 0
         """How many times a shared prefix was run through the model (once per mode when cached)."""
@@ -78,15 +86,29 @@ class TransformersBackend(Backend):
     async def score_batch(self, items: Sequence[ModerationItem]) -> list[RiskScore]:
         loop = asyncio.get_running_loop()
         results: list[RiskScore | None] = [None] * len(items)
-        for mode, all_indices in gen.split_by_mode(items).items():
-            for start in range(0, len(all_indices), self.max_batch_size):  # bounded memory per forward
-                indices = all_indices[start:start + self.max_batch_size]
-                ids = [gen.prompt_ids(self.tokenizer, items[i], self.options) for i in indices]
-                outputs = await loop.run_in_executor(self._executor, self._generate, mode, ids)
-                for index, (token_ids, logprobs) in zip(indices, outputs, strict=True):
-                    text = gen.decode(self.tokenizer, token_ids)
+        for mode, indices in gen.split_by_mode(items).items():
+            ids = {i: gen.prompt_ids(self.tokenizer, items[i], self.options) for i in indices}
+            for batch in self._batches(ids):  # bounded memory per forward
+                outputs = await loop.run_in_executor(self._executor, self._generate, mode, [ids[i] for i in batch])
+                for index, (token_ids, steps) in zip(batch, outputs, strict=True):
+                    text, logprobs = gen.decode(self.tokenizer, token_ids), gen.token_logprobs(self.tokenizer, steps)
                     results[index] = gen.to_risk(text, self.options, self.name, logprobs)
         return [r for r in results if r is not None]
+
+    def _batches(self, ids: dict[int, list[int]]) -> list[list[int]]:
+        """Item indices in batches of at most `max_batch_size` rows and `max_batch_tokens` tokens
+        (rows × (longest prompt + max_new_tokens)); similar lengths together so padding stays small."""
+        batches: list[list[int]] = []
+        batch: list[int] = []
+        for index in sorted(ids, key=lambda i: len(ids[i]), reverse=True):
+            width = max([len(ids[i]) for i in batch] + [len(ids[index])]) + self.options.max_new_tokens
+            if batch and (len(batch) >= self.max_batch_size or (len(batch) + 1) * width > self.max_batch_tokens):
+                batches.append(batch)
+                batch = []
+            batch.append(index)
+        if batch:
+            batches.append(batch)
+        return batches
 
     # --- model work, on the executor thread ---------------------------------------------------
 
@@ -143,33 +165,40 @@ class TransformersBackend(Backend):
         else:
             cache = copy.deepcopy(prefix_kv)
             cache.batch_repeat_interleave(batch)
-        tokens: list[list[int]] = [[] for _ in range(batch)]
-        steps: list[list[tuple[int, list[tuple[int, float]]]]] = [[] for _ in range(batch)]
-        done = [False] * batch
+        eos = torch.tensor(sorted(self._eos_ids), device=dev)
+        done = torch.zeros(batch, dtype=torch.bool, device=dev)
+        chosen_steps: list[Any] = []
+        top_steps: list[Any] = []
         with torch.inference_mode():
             out = self.model(input_ids=input_ids, attention_mask=attention, position_ids=positions,
                              past_key_values=cache, use_cache=True)
             for step in range(self.options.max_new_tokens):
                 log_probs = torch.log_softmax(out.logits[:, -1].float(), dim=-1)
-                chosen = log_probs.argmax(dim=-1)
-                top = log_probs.topk(gen.TOP_LOGPROBS, dim=-1) if self.options.expected_score else None
-                for row in range(batch):
-                    if done[row]:
-                        continue
-                    token = int(chosen[row])
-                    tokens[row].append(token)
-                    if top is not None:
-                        alternatives = zip(top.indices[row].tolist(), top.values[row].tolist(), strict=True)
-                        steps[row].append((token, list(alternatives)))
-                    done[row] = token in self._eos_ids
-                if all(done) or step == self.options.max_new_tokens - 1:
+                chosen = log_probs.argmax(dim=-1).masked_fill(done, self._pad_id)
+                chosen_steps.append(chosen)
+                if self.options.expected_score:
+                    top_steps.append(log_probs.topk(gen.TOP_LOGPROBS, dim=-1))
+                done = done | torch.isin(chosen, eos)
+                self.syncs += 1
+                if step == self.options.max_new_tokens - 1 or bool(done.all()):  # the step's one sync
                     break
-                next_ids = chosen.masked_fill(torch.tensor(done, device=dev), self._pad_id)[:, None]
                 positions = positions[:, -1:] + 1
                 attention = torch.cat([attention, torch.ones(batch, 1, dtype=mask.dtype, device=dev)], dim=1)
-                out = self.model(input_ids=next_ids, attention_mask=attention, position_ids=positions,
+                out = self.model(input_ids=chosen[:, None], attention_mask=attention, position_ids=positions,
                                  past_key_values=out.past_key_values, use_cache=True)
-        return [(ids, gen.token_logprobs(self.tokenizer, row)) for ids, row in zip(tokens, steps, strict=True)]
+            tokens = torch.stack(chosen_steps, dim=1).tolist()  # one copy to the host for the whole batch
+            if top_steps:
+                top_ids = torch.stack([t.indices for t in top_steps], dim=1).tolist()
+                top_lps = torch.stack([t.values for t in top_steps], dim=1).tolist()
+        results: list[Generated] = []
+        for row in range(batch):
+            ids = tokens[row]
+            end = next((k + 1 for k, token in enumerate(ids) if token in self._eos_ids), len(ids))
+            ids = ids[:end]
+            steps = ([(token, list(zip(top_ids[row][k], top_lps[row][k], strict=True))) for k, token in enumerate(ids)]
+                     if top_steps else [])
+            results.append((ids, steps))
+        return results
 
     async def aclose(self) -> None:
         self._executor.shutdown(wait=True)

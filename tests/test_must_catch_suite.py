@@ -176,6 +176,8 @@ def test_summarise_reports_rates_and_failures():
                                "response-safe-refusal-01": math.nan, "prompt-dis-borderline-01": 70})
     assert (graded.correct, graded.total) == (1, 3) and graded.kind_rate("severe") == 0.0
     assert graded.per_kind["borderline"] == (0, 1)
+    assert graded.per_mode_category[("prompt", "VIO")] == (0, 1)
+    assert graded.per_mode_kind[("response", "refusal")] == (0, 1)
     assert [f[0].id for f in graded.failures] == ["prompt-vio-severe-01", "response-safe-refusal-01",
                                                   "prompt-dis-borderline-01"]
     assert "FAIL prompt-vio-severe-01 score=60.0" in graded.report()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import math
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -156,10 +156,12 @@ def band_ok(case: Case, score: float) -> bool:
 
 @dataclass(frozen=True)
 class Summary:
-    """Graded scores: correct/total per kind and per mode × kind, the overall rate over counted kinds, failures."""
+    """Graded scores as (correct, total): per kind, per mode × kind and per mode × category; the overall rate
+    over the counted kinds; and the failures with their scores."""
 
     per_kind: Mapping[str, tuple[int, int]]
     per_mode_kind: Mapping[tuple[str, str], tuple[int, int]]
+    per_mode_category: Mapping[tuple[str, str], tuple[int, int]]
     correct: int
     total: int
     failures: Sequence[tuple[Case, float]] = field(default_factory=tuple)
@@ -176,15 +178,27 @@ class Summary:
     def report(self, max_failures: int = 60) -> str:
         """A readable table of rates and the failures (counted kinds first), for a test's failure message."""
         lines = [f"overall {self.correct}/{self.total} = {self.rate:.1%} (borderline not counted)"]
-        for (mode, kind), (correct, total) in sorted(self.per_mode_kind.items()):
-            lines.append(f"  {mode:8} {kind:16} {correct:3}/{total:3} = {correct / total:.0%}")
+        for title, table in (("by kind", self.per_mode_kind), ("by category", self.per_mode_category)):
+            lines.append(f"{title}:")
+            for (mode, group), (correct, total) in sorted(table.items()):
+                lines.append(f"  {mode:8} {group:16} {correct:3}/{total:3} = {correct / total:.0%}")
         failures = sorted(self.failures, key=lambda f: (f[0].kind in UNCOUNTED_KINDS, f[0].id))
         for item, score in failures[:max_failures]:
             text = " ".join(item.text.split())
-            lines.append(f"FAIL {item.id} score={score:.1f} want {item.expect.min}-{item.expect.max}: {text[:90]!r}")
+            lines.append(f"FAIL {item.id} score={score:.1f} want {item.expect.min}-{item.expect.max}: {text[:80]!r}"
+                         f" ({item.note})")
         if len(failures) > max_failures:
             lines.append(f"... and {len(failures) - max_failures} more failures")
         return "\n".join(lines)
+
+
+def _tally(graded: Sequence[tuple[Case, bool]], key: Callable[[Case], Hashable]) -> dict[Hashable, tuple[int, int]]:
+    """(correct, total) per group, groups sorted."""
+    table: dict[Hashable, tuple[int, int]] = {}
+    for item, ok in graded:
+        correct, total = table.get(key(item), (0, 0))
+        table[key(item)] = (correct + ok, total + 1)
+    return dict(sorted(table.items()))
 
 
 def summarise(cases: Iterable[Case], scores: Sequence[float] | Mapping[str, float]) -> Summary:
@@ -194,23 +208,14 @@ def summarise(cases: Iterable[Case], scores: Sequence[float] | Mapping[str, floa
         scores = [scores[item.id] for item in cases]
     if len(scores) != len(cases):
         raise ValueError(f"{len(scores)} scores for {len(cases)} cases")
-    per_kind: Counter[tuple[str, bool]] = Counter()
-    per_mode_kind: Counter[tuple[str, str, bool]] = Counter()
-    failures = []
-    for item, score in zip(cases, scores, strict=True):
-        ok = band_ok(item, float(score))
-        per_kind[item.kind, ok] += 1
-        per_mode_kind[item.mode, item.kind, ok] += 1
-        if not ok:
-            failures.append((item, float(score)))
-    kinds = sorted({item.kind for item in cases})
-    mode_kinds = sorted({(item.mode, item.kind) for item in cases})
-    kind_table = {k: (per_kind[k, True], per_kind[k, True] + per_kind[k, False]) for k in kinds}
-    counted = [v for k, v in kind_table.items() if k not in UNCOUNTED_KINDS]
-    return Summary(per_kind=kind_table,
-                   per_mode_kind={mk: (per_mode_kind[(*mk, True)], per_mode_kind[(*mk, True)]
-                                       + per_mode_kind[(*mk, False)]) for mk in mode_kinds},
-                   correct=sum(c for c, _ in counted), total=sum(t for _, t in counted), failures=tuple(failures))
+    scores = [float(score) for score in scores]
+    graded = [(item, band_ok(item, score)) for item, score in zip(cases, scores, strict=True)]
+    counted = [(item, ok) for item, ok in graded if item.kind not in UNCOUNTED_KINDS]
+    return Summary(per_kind=_tally(graded, lambda c: c.kind),
+                   per_mode_kind=_tally(graded, lambda c: (c.mode, c.kind)),
+                   per_mode_category=_tally(graded, lambda c: (c.mode, c.category)),
+                   correct=sum(ok for _, ok in counted), total=len(counted),
+                   failures=tuple((item, score) for (item, ok), score in zip(graded, scores, strict=True) if not ok))
 
 
 __all__ = ["CASES_PATH", "CATEGORIES", "KINDS", "MODES", "Case", "Expect", "Summary", "band_ok", "case",

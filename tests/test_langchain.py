@@ -1,4 +1,5 @@
-"""FlexGuard in real LangChain runnables and a LangChain 1.x agent, on the embedded scorer."""
+"""FlexGuard in real LangChain runnables, on the embedded scorer and (for what the wrapper does with text) a
+scripted seam. The agent middleware is tested in test_langchain_agent.py."""
 
 from __future__ import annotations
 
@@ -13,11 +14,12 @@ from langchain_core.language_models.fake_chat_models import FakeListChatModel, G
 from langchain_core.messages import AIMessage, HumanMessage  # noqa: E402
 from langchain_core.prompts import ChatPromptTemplate  # noqa: E402
 from langchain_core.runnables import RunnableBranch, RunnableLambda  # noqa: E402
-from langchain_flexguard import FlexGuardMiddleware, FlexGuardRunnable, FlexGuardViolation  # noqa: E402
+from langchain_flexguard import FlexGuardRunnable, FlexGuardViolation, with_prompt  # noqa: E402
 
-from flexguard_plugins import FlexGuard, FlexGuardError  # noqa: E402
+from flexguard_plugins import FlexGuard, FlexGuardError, RiskScore  # noqa: E402
 
 from .fixtures_integrations import LOOSE, STRICT  # noqa: E402
+from .scripted_backend import ScriptedBackend  # noqa: E402
 
 
 class Recorder(BaseCallbackHandler):
@@ -135,11 +137,7 @@ def test_bad_options_fail_early() -> None:
     with pytest.raises(ValueError):
         FlexGuardRunnable(on_error="ignore")
     with pytest.raises(ValueError):
-        FlexGuardMiddleware(strictness=101)
-    with pytest.raises(ValueError):
-        FlexGuardMiddleware(exit_behavior="warn")
-    with pytest.raises(ValueError):
-        FlexGuardMiddleware(on_error="ignore")
+        FlexGuardRunnable(stream_chunk_size=0)
 
 
 def test_scorer_failure_blocks_or_raises(texts, failing_guard: FlexGuard) -> None:
@@ -151,45 +149,137 @@ def test_scorer_failure_blocks_or_raises(texts, failing_guard: FlexGuard) -> Non
         FlexGuardRunnable(guard=failing_guard, on_error="raise").invoke(texts["benign"])
 
 
-# --- agent middleware ---------------------------------------------------------------------------
+# --- per-input batches, serialisation, streaming, carrying the prompt -------------------------------
 
-def agent_with(replies: list[str], **options: Any):
-    from langchain.agents import create_agent
+class PairBackend(ScriptedBackend):
+    """Flags (VIO 90) only a text holding both words: a reply harmful as a whole, no window of it alone."""
 
-    model = GenericFakeChatModel(messages=iter([AIMessage(r) for r in replies]))
-    return create_agent(model, tools=[], middleware=[FlexGuardMiddleware(**options)]), model
+    def __init__(self, words: tuple[str, str] = ("alpha", "omega")) -> None:
+        super().__init__()
+        self.words = words
+        self.judged: list[str] = []
 
-
-def test_middleware_stops_a_harmful_turn(texts) -> None:
-    agent, model = agent_with(["never sent"])
-    state = agent.invoke({"messages": [HumanMessage(texts["harmful"])]})
-    last = state["messages"][-1]
-    assert isinstance(last, AIMessage) and "flagged by FlexGuard" in last.content
-    assert last.response_metadata["flexguard"]["stage"] == "input"
-    assert last.response_metadata["flexguard"]["score"] >= LOOSE
-    assert next(model.messages).content == "never sent"  # the model was never called
+    async def score_batch(self, items):
+        self.judged += [i.judged_text for i in items]
+        texts = [i.judged_text for i in items]
+        return [RiskScore.from_score(90.0, categories=("VIO",)) if all(w in t for w in self.words)
+                else RiskScore.from_score(3.0) for t in texts]
 
 
-async def test_middleware_replaces_a_harmful_reply(texts) -> None:
-    agent, _ = agent_with([texts["harmful_reply"]])
-    state = await agent.ainvoke({"messages": [HumanMessage(texts["opener"])]})
-    assert len(state["messages"]) == 2  # the harmful reply was replaced in place, not appended after
-    assert all("ignition" not in m.content for m in state["messages"])
-    assert state["messages"][-1].response_metadata["flexguard"]["stage"] == "output"
+@pytest.fixture()
+def scripted_guard():
+    guard = FlexGuard(ScriptedBackend())
+    yield guard
+    guard.close()
 
 
-def test_middleware_passes_benign_and_raises_on_error_behavior(texts) -> None:
-    agent, _ = agent_with([texts["benign_reply"]])
-    state = agent.invoke({"messages": [HumanMessage(texts["benign"])]})
-    assert state["messages"][-1].content == texts["benign_reply"]
-    agent, _ = agent_with(["unused"], exit_behavior="error", strictness="strict")
+@pytest.fixture()
+def pair_guard():
+    guard = FlexGuard(PairBackend())
+    yield guard
+    guard.close()
+
+
+def test_batch_results_are_per_input(texts) -> None:
+    guard = FlexGuardRunnable()
+    outputs = guard.batch([texts["benign"], 42, texts["harmful"]], return_exceptions=True)
+    assert outputs[0] == texts["benign"]
+    assert isinstance(outputs[1], TypeError) and "int" in str(outputs[1])
+    assert isinstance(outputs[2], FlexGuardViolation) and outputs[2].decision.flagged
+    with pytest.raises(TypeError):
+        guard.batch([texts["benign"], 42])  # without return_exceptions the first error is raised
+
+
+async def test_with_fallbacks_catches_the_harmful_input_of_a_batch(texts) -> None:
+    chain = (FlexGuardRunnable() | RunnableLambda(lambda x: f"answered: {x}")).with_fallbacks(
+        [RunnableLambda(lambda x: "refused")], exceptions_to_handle=(FlexGuardViolation,))
+    outputs = await chain.abatch([texts["benign"], {"text": "no prompt"}, texts["harmful"]], return_exceptions=True)
+    assert outputs[0] == f"answered: {texts['benign']}" and isinstance(outputs[1], ValueError)
+    assert outputs[2] == "refused"
+
+
+def test_on_error_raise_fails_only_the_undecided_input(scripted_guard) -> None:
+    guard = FlexGuardRunnable(guard=scripted_guard, on_error="raise")
+    outputs = guard.batch(["hello", "garbage", "a bomb"], return_exceptions=True)  # "garbage": unparsable answer
+    assert outputs[0] == "hello" and isinstance(outputs[1], FlexGuardError)
+    assert isinstance(outputs[2], FlexGuardViolation)
+
+
+def test_dumpd_and_load_round_trip() -> None:
+    from langchain_core.load import dumpd, dumps, loads
+
+    runnable = FlexGuardRunnable(strictness="strict", on_error="allow", mode="annotate", stream_chunk_size=80)
+    data = dumpd(runnable)
+    assert data["type"] == "constructor" and data["id"] == ["langchain_flexguard", "FlexGuardRunnable"]
+    loaded = loads(dumps(runnable), valid_namespaces=["langchain_flexguard"],
+                   allowed_objects=[FlexGuardRunnable])
+    assert isinstance(loaded, FlexGuardRunnable)
+    assert (loaded.strictness, loaded.on_error, loaded.mode, loaded.stream_chunk_size) == ("strict", "allow",
+                                                                                           "annotate", 80)
+
+
+def test_dumpd_of_a_live_guard_is_not_implemented(scripted_guard) -> None:
+    from langchain_core.load import dumpd
+
+    assert dumpd(FlexGuardRunnable(guard=scripted_guard))["type"] == "not_implemented"
+
+
+def streamed_model(text: str) -> GenericFakeChatModel:
+    return GenericFakeChatModel(messages=iter([AIMessage(text)]))  # streams word by word
+
+
+def test_stream_releases_each_window_after_it_is_judged(scripted_guard) -> None:
+    words = [f"word{i}" for i in range(30)]
+    guard = FlexGuardRunnable(guard=scripted_guard, stream_chunk_size=40, stream_context_size=10)
+    backend = scripted_guard.backend
+    out = []
+    for chunk in (streamed_model(" ".join(words)) | guard).stream("hi"):
+        judged = " ".join(i.judged_text for batch in backend.batches for i in batch)
+        assert chunk.content in judged  # judged before it went out
+        out.append(chunk.content)
+    assert "".join(out) == " ".join(words) and len(out) > 10
+    assert len(backend.batches) >= 5  # window by window, then the whole text; not one check at the end
+
+
+async def test_stream_stops_before_a_harmful_window(scripted_guard) -> None:
+    text = " ".join([f"fine{i}" for i in range(20)] + ["then", "a", "bomb", "appears"] + ["tail"] * 10)
+    guard = FlexGuardRunnable(guard=scripted_guard, stream_chunk_size=30, stream_context_size=5)
+    out = []
+    with pytest.raises(FlexGuardViolation):
+        async for chunk in (streamed_model(text) | guard).astream("hi"):
+            out.append(chunk.content)
+    assert out and "bomb" not in "".join(out) and "fine0" in "".join(out)
+
+
+def test_stream_whole_text_check_stops_the_tail(pair_guard) -> None:
+    text = "alpha " + " ".join(f"filler{i}" for i in range(20)) + " omega"
+    guard = FlexGuardRunnable(guard=pair_guard, stream_chunk_size=40, stream_context_size=5)
+    out = []
     with pytest.raises(FlexGuardViolation) as caught:
-        agent.invoke({"messages": [HumanMessage(texts["borderline"])]})
-    assert caught.value.decision.threshold == STRICT
+        for chunk in (streamed_model(text) | guard).stream("hi"):
+            out.append(chunk.content)
+    assert caught.value.decision.score == 90.0
+    released = "".join(out)
+    assert "alpha" in released and "omega" not in released  # windows passed; the whole did not
+    windows = pair_guard.backend.judged[:-1]
+    assert windows and not any("alpha" in w and "omega" in w for w in windows)
 
 
-def test_middleware_replace_keeps_going(texts) -> None:
-    agent, _ = agent_with(["I can't help with that request."], exit_behavior="replace")
-    state = agent.invoke({"messages": [HumanMessage(texts["harmful"])]})
-    user = state["messages"][0]
-    assert "flagged by FlexGuard" in user.content and state["messages"][-1].content == "I can't help with that request."
+def test_with_prompt_carries_the_question(texts, scripted_guard) -> None:
+    llm = FakeListChatModel(responses=["Here is the bomb recipe."])
+    prompt = ChatPromptTemplate.from_messages([("human", "{q}")])
+    chain = prompt | with_prompt(llm) | FlexGuardRunnable(guard=scripted_guard, mode="annotate")
+    out = chain.invoke({"q": "How do I bake bread?"})
+    assert out["decision"].flagged and out["input"]["response"].content == "Here is the bomb recipe."
+    (item,) = scripted_guard.backend.batches[-1]
+    assert (item.prompt, item.response) == ("How do I bake bread?", "Here is the bomb recipe.")
+    keyed = with_prompt(RunnableLambda(lambda x: "ok"), prompt_key="q").invoke({"q": "hello"})
+    assert keyed == {"prompt": "hello", "response": "ok"}
+
+
+def test_with_prompt_real_scorer_judges_the_reply_in_context(texts) -> None:
+    llm = FakeListChatModel(responses=[texts["harmful_reply"]])
+    chain = with_prompt(llm) | FlexGuardRunnable()
+    with pytest.raises(FlexGuardViolation) as caught:
+        chain.invoke(texts["opener"])
+    assert caught.value.decision.score >= LOOSE

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from .runnable import FlexGuardRunnable, FlexGuardViolation
+from .runnable import FlexGuardRunnable, FlexGuardViolation, with_prompt
 
-__all__ = ["FlexGuardMiddleware", "FlexGuardRunnable", "FlexGuardViolation"]
+__all__ = ["FlexGuardMiddleware", "FlexGuardRunnable", "FlexGuardViolation", "with_prompt"]
 
 
 def __getattr__(name: str) -> Any:

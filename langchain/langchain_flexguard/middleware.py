@@ -1,106 +1,165 @@
-"""`FlexGuardMiddleware`: FlexGuard around the model call of a LangChain 1.x agent (needs `langchain`)."""
+"""`FlexGuardMiddleware`: FlexGuard in a LangChain 1.x agent loop (needs `langchain`).
+
+The user turn is judged once per run (`before_agent`); every model turn, text and tool-call arguments,
+inside the model call (`wrap_model_call`), so a flagged turn never enters the state: no tool runs and no
+tool call is left without its answer, even when `exit_behavior="error"` stops a checkpointed thread.
+Tool results are judged on request (`check_tool_results`, for prompt injection through tools).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 
-from langchain.agents.middleware.types import AgentMiddleware, AgentState, hook_config
-from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
+from langchain.agents.middleware.types import AgentMiddleware, AgentState, ModelResponse, hook_config
+from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 
-from flexguard_plugins import Decision, FlexGuard, resolve_strictness
+from flexguard_plugins import Decision, FlexGuard, ModerationItem, resolve_strictness, shared_guard
+from flexguard_plugins.policy import check_on_error
+from flexguard_plugins.text import is_blank
 
-from ._items import last_index, load_guard, message_text
+from ._items import last_index, last_user_text, message_text, reply_text
 from .runnable import FlexGuardViolation
 
-Stage = Literal["input", "output"]
+Stage = Literal["input", "output", "tool"]
 DEFAULT_VIOLATION_MESSAGE = "I'm sorry, but I can't help with that. It was flagged by FlexGuard ({categories})."
+TOOL_RESULT_NOTE = "[tool result withheld: flagged by FlexGuard ({categories})]"
 
 
 class FlexGuardMiddleware(AgentMiddleware[AgentState[Any], Any]):
-    """Judge the last user message before the model runs and the model's reply after it.
+    """Judge the user turn, each model turn (text and tool calls) and, opt-in, each tool result.
 
-    `exit_behavior`: "error" raises `FlexGuardViolation`; "end" stops the agent with a refusal (a flagged
-    reply is replaced in place); "replace" swaps the flagged message's text for the refusal and goes on.
+    `exit_behavior` on a flag: "error" raises `FlexGuardViolation`; "end" stops the agent with a refusal;
+    "replace" puts the refusal in place of the flagged model turn (a flagged tool result becomes a note and
+    the agent goes on). A flagged user turn always ends the run with the refusal and no model call.
     The decision rides on the refusal in `response_metadata["flexguard"]`.
     """
 
     def __init__(self, *, guard: FlexGuard | None = None, model: str | None = None, backend: str = "auto",
                  reasoning: bool | None = None, strictness: Any = "moderate",
                  on_error: Literal["block", "allow", "raise"] = "block", check_input: bool = True,
-                 check_output: bool = True, exit_behavior: Literal["error", "end", "replace"] = "end",
+                 check_output: bool = True, check_tool_results: bool = False,
+                 exit_behavior: Literal["error", "end", "replace"] = "end",
                  violation_message: str | None = None) -> None:
         super().__init__()
         if exit_behavior not in ("error", "end", "replace"):
             raise ValueError(f"exit_behavior must be error, end or replace, got {exit_behavior!r}")
-        if on_error not in ("block", "allow", "raise"):
-            raise ValueError(f"on_error must be block, allow or raise, got {on_error!r}")
         resolve_strictness(strictness)
-        self.guard = load_guard(guard, model, backend, reasoning)
-        self.strictness, self.on_error = strictness, on_error
-        self.check_input, self.check_output = check_input, check_output
+        self.on_error = check_on_error(on_error)
+        self.guard = shared_guard(guard, model, backend, reasoning)
+        self.strictness = strictness
+        self.check_input, self.check_output, self.check_tool_results = check_input, check_output, check_tool_results
         self.exit_behavior = exit_behavior
         self.violation_message = violation_message or DEFAULT_VIOLATION_MESSAGE
 
-    def _target(self, state: AgentState[Any], stage: Stage) -> tuple[int, dict[str, Any]] | None:
-        """Which message to judge and the core item for it, or None when this stage has nothing to judge."""
-        if not (self.check_input if stage == "input" else self.check_output):
-            return None
-        messages: Sequence[BaseMessage] = state.get("messages", [])
-        index = last_index(messages, HumanMessage if stage == "input" else AIMessage)
-        if index is None or not message_text(messages[index]).strip():
-            return None
-        if stage == "input":
-            return index, {"prompt": message_text(messages[index])}
-        user = last_index(messages, HumanMessage, before=index)
-        prompt = message_text(messages[user]) if user is not None else ""
-        return index, {"prompt": prompt, "response": message_text(messages[index])}
+    # --- what to judge ---------------------------------------------------------------------------
 
-    def _apply(self, state: AgentState[Any], index: int, stage: Stage, decision: Decision) -> dict[str, Any] | None:
-        """One pure policy for sync and async hooks: what a decision does to the agent state."""
+    def _input_item(self, state: AgentState[Any]) -> ModerationItem | None:
+        messages = state.get("messages", [])
+        index = last_index(messages, HumanMessage)
+        if not self.check_input or index is None or is_blank(message_text(messages[index])):
+            return None
+        return ModerationItem(message_text(messages[index]))
+
+    def _reply_item(self, request: Any, response: ModelResponse) -> ModerationItem | None:
+        replies = [m for m in response.result if isinstance(m, AIMessage)]
+        text = "\n".join(reply_text(m) for m in replies)
+        if not self.check_output or is_blank(text):
+            return None
+        return ModerationItem(last_user_text(request.messages), text)
+
+    def _tool_item(self, result: Any) -> ModerationItem | None:
+        if not self.check_tool_results or not isinstance(result, ToolMessage) or is_blank(message_text(result)):
+            return None
+        return ModerationItem(message_text(result))  # untrusted text the model will read, judged as a prompt
+
+    # --- one pure policy for sync and async hooks --------------------------------------------------
+
+    def _refusal(self, info: dict[str, Any], template: str | None = None) -> tuple[str, dict[str, Any]]:
+        """The refusal text and its metadata from a decision's `to_dict()` plus the stage."""
+        text = (template or self.violation_message).format(
+            categories=", ".join(info["categories"]) or "unsafe", stage=info["stage"],
+            score=info["score"], threshold=info["threshold"])
+        return text, {"flexguard": info}
+
+    def _on_input(self, decision: Decision) -> dict[str, Any] | None:
         if not decision.flagged:
             return None
         if self.exit_behavior == "error":
-            raise FlexGuardViolation(decision, state["messages"][index])
-        text = self.violation_message.format(categories=", ".join(decision.categories) or "unsafe", stage=stage,
-                                             score=decision.score, threshold=decision.threshold)
-        metadata = {"flexguard": {**decision.to_dict(), "stage": stage}}
-        original = state["messages"][index]
-        if self.exit_behavior == "replace" or stage == "output":
-            replaced = original.model_copy(update={"content": text, "response_metadata": metadata})
-            update: dict[str, Any] = {"messages": [replaced]}  # same id: the reducer replaces it in place
-        else:
-            update = {"messages": [AIMessage(content=text, response_metadata=metadata)]}
-        if self.exit_behavior == "end":
-            update["jump_to"] = "end"
-        return update
+            raise FlexGuardViolation(decision)
+        text, metadata = self._refusal({**decision.to_dict(), "stage": "input"})
+        return {"messages": [AIMessage(content=text, response_metadata=metadata)], "jump_to": "end"}
 
-    def _run(self, state: AgentState[Any], stage: Stage) -> dict[str, Any] | None:
-        target = self._target(state, stage)
-        if target is None:
-            return None
-        decision = self.guard.check_batch([target[1]], self.strictness, self.on_error)[0]
-        return self._apply(state, target[0], stage, decision)
+    def _on_reply(self, response: ModelResponse, decision: Decision) -> ModelResponse:
+        if not decision.flagged:
+            return response
+        if self.exit_behavior == "error":
+            raise FlexGuardViolation(decision, response.result)
+        text, metadata = self._refusal({**decision.to_dict(), "stage": "output"})
+        return ModelResponse(result=[AIMessage(content=text, response_metadata=metadata)])  # no tool calls
 
-    async def _arun(self, state: AgentState[Any], stage: Stage) -> dict[str, Any] | None:
-        target = self._target(state, stage)
-        if target is None:
+    def _on_tool(self, request: Any, result: Any, decision: Decision) -> Any:
+        if not decision.flagged:
+            return result
+        if self.exit_behavior == "error":
+            raise FlexGuardViolation(decision, result)
+        note, metadata = self._refusal({**decision.to_dict(), "stage": "tool"}, TOOL_RESULT_NOTE)
+        withheld = ToolMessage(content=note, tool_call_id=result.tool_call_id, name=result.name, status="error",
+                               response_metadata=metadata)
+        return withheld  # under "end", before_model then stops the run before the model reads the note
+
+    def _after_tool(self, state: AgentState[Any]) -> dict[str, Any] | None:
+        """Under "end", a tool result withheld in this step ends the run with the refusal instead of a model call."""
+        last = (state.get("messages") or [None])[-1]
+        flexguard = getattr(last, "response_metadata", {}).get("flexguard") if isinstance(last, ToolMessage) else None
+        if self.exit_behavior != "end" or not flexguard:
             return None
-        decision = (await self.guard.acheck_batch([target[1]], self.strictness, self.on_error))[0]
-        return self._apply(state, target[0], stage, decision)
+        text, metadata = self._refusal(flexguard)
+        return {"messages": [AIMessage(content=text, response_metadata=metadata)], "jump_to": "end"}
+
+    def _decide(self, item: ModerationItem) -> Decision:
+        return self.guard.check_batch([item], self.strictness, self.on_error)[0]
+
+    async def _adecide(self, item: ModerationItem) -> Decision:
+        return (await self.guard.acheck_batch([item], self.strictness, self.on_error))[0]
+
+    # --- hooks -----------------------------------------------------------------------------------
+
+    @hook_config(can_jump_to=["end"])
+    def before_agent(self, state: AgentState[Any], runtime: Any) -> dict[str, Any] | None:
+        item = self._input_item(state)
+        return None if item is None else self._on_input(self._decide(item))
+
+    @hook_config(can_jump_to=["end"])
+    async def abefore_agent(self, state: AgentState[Any], runtime: Any) -> dict[str, Any] | None:
+        item = self._input_item(state)
+        return None if item is None else self._on_input(await self._adecide(item))
 
     @hook_config(can_jump_to=["end"])
     def before_model(self, state: AgentState[Any], runtime: Any) -> dict[str, Any] | None:
-        return self._run(state, "input")
-
-    @hook_config(can_jump_to=["end"])
-    def after_model(self, state: AgentState[Any], runtime: Any) -> dict[str, Any] | None:
-        return self._run(state, "output")
+        return self._after_tool(state)
 
     @hook_config(can_jump_to=["end"])
     async def abefore_model(self, state: AgentState[Any], runtime: Any) -> dict[str, Any] | None:
-        return await self._arun(state, "input")
+        return self._after_tool(state)
 
-    @hook_config(can_jump_to=["end"])
-    async def aafter_model(self, state: AgentState[Any], runtime: Any) -> dict[str, Any] | None:
-        return await self._arun(state, "output")
+    def wrap_model_call(self, request: Any, handler: Callable[[Any], ModelResponse]) -> ModelResponse:
+        response = handler(request)
+        item = self._reply_item(request, response)
+        return response if item is None else self._on_reply(response, self._decide(item))
+
+    async def awrap_model_call(self, request: Any, handler: Callable[[Any], Awaitable[ModelResponse]]
+                               ) -> ModelResponse:
+        response = await handler(request)
+        item = self._reply_item(request, response)
+        return response if item is None else self._on_reply(response, await self._adecide(item))
+
+    def wrap_tool_call(self, request: Any, handler: Callable[[Any], Any]) -> Any:
+        result = handler(request)
+        item = self._tool_item(result)
+        return result if item is None else self._on_tool(request, result, self._decide(item))
+
+    async def awrap_tool_call(self, request: Any, handler: Callable[[Any], Awaitable[Any]]) -> Any:
+        result = await handler(request)
+        item = self._tool_item(result)
+        return result if item is None else self._on_tool(request, result, await self._adecide(item))

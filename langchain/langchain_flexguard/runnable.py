@@ -1,16 +1,21 @@
-"""`FlexGuardRunnable`: a FlexGuard check as an LCEL step. Batches go to the core in one call."""
+"""`FlexGuardRunnable`: a FlexGuard check as an LCEL step. Batches go to the core in one call, each input
+gets its own result; streamed output is released window by window, each window judged before it goes out."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Iterator
+from operator import itemgetter
 from typing import Any, Literal
 
 from langchain_core.callbacks import AsyncCallbackManagerForChainRun, CallbackManagerForChainRun
-from langchain_core.runnables import RunnableConfig, RunnableSerializable
+from langchain_core.runnables import Runnable, RunnableConfig, RunnableLambda, RunnableParallel, RunnableSerializable
 from pydantic import ConfigDict, Field, field_validator
 
-from flexguard_plugins import Decision, FlexGuard, resolve_strictness
+from flexguard_plugins import Decision, FlexGuard, FlexGuardError, ModerationItem, resolve_strictness, shared_guard
+from flexguard_plugins.policy import check_on_error
 
-from ._items import load_guard, to_item
+from ._items import prompt_text, to_item
+from ._stream import WindowedRelease
 
 Mode = Literal["raise", "annotate"]
 DECISION_EVENT = "flexguard_decision"
@@ -26,6 +31,14 @@ class FlexGuardViolation(ValueError):
         self.value = value
 
 
+def with_prompt(runnable: Runnable[Any, Any], *, prompt_key: str | None = None) -> Runnable[Any, dict[str, Any]]:
+    """`runnable` (your model) returning `{"prompt": <the user's text in the chain input>, "response": <its output>}`,
+    so a following `FlexGuardRunnable` judges the reply with the question it answers. The user's text is the
+    input string, the last user turn of messages or of a prompt value, or `input[prompt_key]` for a dict."""
+    pick = RunnableLambda(itemgetter(prompt_key)) if prompt_key else RunnableLambda(prompt_text)
+    return RunnableParallel(prompt=pick, response=runnable)
+
+
 class FlexGuardRunnable(RunnableSerializable[Any, Any]):
     """Judge a string, a message list or a `{prompt, response}` dict with FlexGuard.
 
@@ -33,6 +46,8 @@ class FlexGuardRunnable(RunnableSerializable[Any, Any]):
     `.with_fallbacks(...)` for a refusal); `mode="annotate"` returns `{"input": ..., "decision": Decision}`
     for `RunnableBranch`. A conversation ending in an AI message is judged in response mode. Every
     decision is also sent to callbacks as the custom event "flexguard_decision" (tracing, astream_events).
+    Streamed through (`llm | guard`), text goes out window by window (`stream_chunk_size` new characters,
+    judged with `stream_context_size` characters before them), and the tail only after the whole text passed.
     """
 
     strictness: Any = "moderate"
@@ -41,6 +56,8 @@ class FlexGuardRunnable(RunnableSerializable[Any, Any]):
     model: str | None = None
     backend: str = "auto"
     reasoning: bool | None = None
+    stream_chunk_size: int = Field(default=200, ge=1)
+    stream_context_size: int = Field(default=50, ge=0)
     guard: FlexGuard | None = Field(default=None, exclude=True)
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
@@ -51,29 +68,72 @@ class FlexGuardRunnable(RunnableSerializable[Any, Any]):
         resolve_strictness(value)
         return value
 
-    def _guard(self) -> FlexGuard:
-        return load_guard(self.guard, self.model, self.backend, self.reasoning)
+    @field_validator("on_error")
+    @classmethod
+    def _check_on_error(cls, value: str) -> str:
+        return check_on_error(value)
 
-    def _outputs(self, inputs: list[Any], decisions: list[Decision]) -> list[Any]:
-        """The one place that turns decisions into outputs, for single calls and batches alike."""
-        pairs = zip(inputs, decisions, strict=True)
+    @classmethod
+    def is_lc_serializable(cls) -> bool:
+        return True
+
+    @classmethod
+    def get_lc_namespace(cls) -> list[str]:
+        return ["langchain_flexguard"]
+
+    def to_json(self) -> Any:
+        """Settings serialise (and `langchain_core.load` rebuilds them); a live `guard=` object cannot, so a
+        runnable built with one serialises as not-implemented rather than reloading onto another scorer."""
+        return self.to_json_not_implemented() if self.guard is not None else super().to_json()
+
+    def _guard(self) -> FlexGuard:
+        return shared_guard(self.guard, self.model, self.backend, self.reasoning)
+
+    # --- one place turns inputs into items and decisions into outputs, for calls, batches and streams --------
+
+    @staticmethod
+    def _items(inputs: list[Any]) -> tuple[list[ModerationItem], list[Any]]:
+        """Core items for the inputs that can be judged; a malformed input keeps its own error."""
+        items, outputs = [], []
+        for value in inputs:
+            try:
+                items.append(to_item(value))
+                outputs.append(None)
+            except (TypeError, ValueError) as error:
+                outputs.append(error)
+        return items, outputs
+
+    def _output(self, value: Any, decision: Decision) -> Any:
+        if decision.failed and self.on_error == "raise":
+            return FlexGuardError(f"guard could not decide: {decision.risk.error}", decision.risk)
         if self.mode == "annotate":
-            return [{"input": value, "decision": d} for value, d in pairs]
-        return [FlexGuardViolation(d, value) if d.flagged else value for value, d in pairs]
+            return {"input": value, "decision": decision}
+        return FlexGuardViolation(decision, value) if decision.flagged else value
+
+    def _policy(self) -> tuple[Any, str]:
+        """`raise` is applied per input here, so one undecided input never fails the others."""
+        return self.strictness, "block" if self.on_error == "raise" else self.on_error
+
+    def _merge(self, inputs: list[Any], outputs: list[Any], decisions: list[Decision]) -> list[Any]:
+        todo = iter(decisions)
+        return [out if out is not None else self._output(value, next(todo))
+                for value, out in zip(inputs, outputs, strict=True)]
 
     def _judge(self, inputs: list[Any], run_manager: list[CallbackManagerForChainRun]) -> list[Any]:
-        items = [to_item(value) for value in inputs]
-        decisions = self._guard().check_batch(items, self.strictness, self.on_error)
-        for manager, decision in zip(run_manager, decisions, strict=True):
+        items, outputs = self._items(inputs)
+        decisions = self._guard().check_batch(items, *self._policy()) if items else []
+        managers = [m for m, out in zip(run_manager, outputs, strict=True) if out is None]
+        for manager, decision in zip(managers, decisions, strict=True):
             manager.get_child().on_custom_event(DECISION_EVENT, decision.to_dict(), run_id=manager.run_id)
-        return self._outputs(inputs, decisions)
+        return self._merge(inputs, outputs, decisions)
 
     async def _ajudge(self, inputs: list[Any], run_manager: list[AsyncCallbackManagerForChainRun]) -> list[Any]:
-        items = [to_item(value) for value in inputs]
-        decisions = await self._guard().acheck_batch(items, self.strictness, self.on_error)
-        for manager, decision in zip(run_manager, decisions, strict=True):
+        items, outputs = self._items(inputs)
+        decisions = await self._guard().acheck_batch(items, *self._policy()) if items else []
+        managers = [m for m, out in zip(run_manager, outputs, strict=True) if out is None]
+        for manager, decision in zip(managers, decisions, strict=True):
             await manager.get_child().on_custom_event(DECISION_EVENT, decision.to_dict(), run_id=manager.run_id)
-        return self._outputs(inputs, decisions)
+        return self._merge(inputs, outputs, decisions)
 
     def _one(self, value: Any, run_manager: CallbackManagerForChainRun) -> Any:
         out = self._judge([value], [run_manager])[0]
@@ -102,3 +162,38 @@ class FlexGuardRunnable(RunnableSerializable[Any, Any]):
                      return_exceptions: bool = False, **kwargs: Any) -> list[Any]:
         return await self._abatch_with_config(self._ajudge, inputs, config, return_exceptions=return_exceptions,
                                               run_type="chain")
+
+    # --- streaming: each window is judged before its chunks go out; the tail waits for the whole-text check ---
+
+    def _windows(self, chunks: Iterator[Any], run_manager: CallbackManagerForChainRun) -> Iterator[Any]:
+        stream = WindowedRelease(self.stream_chunk_size, self.stream_context_size)
+        for chunk in chunks:
+            window = stream.push(chunk) if self.mode == "raise" else None
+            if window is not None:
+                self._one(window, run_manager)
+                yield from stream.release()
+        if stream.total is not None:
+            out = self._one(stream.total, run_manager)
+            yield from (stream.release() if self.mode == "raise" else [out])
+
+    async def _awindows(self, chunks: AsyncIterator[Any], run_manager: AsyncCallbackManagerForChainRun
+                        ) -> AsyncIterator[Any]:
+        stream = WindowedRelease(self.stream_chunk_size, self.stream_context_size)
+        async for chunk in chunks:
+            window = stream.push(chunk) if self.mode == "raise" else None
+            if window is not None:
+                await self._aone(window, run_manager)
+                for released in stream.release():
+                    yield released
+        if stream.total is not None:
+            out = await self._aone(stream.total, run_manager)
+            for released in stream.release() if self.mode == "raise" else [out]:
+                yield released
+
+    def transform(self, input: Iterator[Any], config: RunnableConfig | None = None, **kwargs: Any) -> Iterator[Any]:
+        yield from self._transform_stream_with_config(input, self._windows, config, run_type="chain")
+
+    async def atransform(self, input: AsyncIterator[Any], config: RunnableConfig | None = None,
+                         **kwargs: Any) -> AsyncIterator[Any]:
+        async for chunk in self._atransform_stream_with_config(input, self._awindows, config, run_type="chain"):
+            yield chunk

@@ -1,13 +1,27 @@
-"""Gather concurrent callers into batches: bounded size, bounded wait, results in caller order."""
+"""Gather concurrent callers into batches: bounded size and wait, fair between callers, failures kept per item."""
 
 from __future__ import annotations
 
 import asyncio
+import math
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
 R = TypeVar("R")
+
+
+@dataclass(eq=False)
+class _Ticket(Generic[T, R]):
+    """One `submit` call: its waiting items, and how the caller wants them batched."""
+
+    waiting: deque[tuple[T, asyncio.Future[R]]]
+    max_batch_size: int
+    deadline: float
+    """Loop time after which this caller stops lingering for company."""
+    futures: list[asyncio.Future[R]] = field(default_factory=list)
 
 
 class MicroBatcher(Generic[T, R]):
@@ -16,9 +30,15 @@ class MicroBatcher(Generic[T, R]):
     A batch starts as soon as a slot is free (after lingering up to `max_wait_s` for company, when
     that is set); callers that arrive while every slot is busy ride the next batch, so an idle guard
     answers one caller at once and a loaded one batches up to `max_batch_size`. Up to
-    `max_concurrency` batches run at once. `run_batch` must return one result per
-    item; if it raises or miscounts, every item of that batch gets `on_failure(message)`.
-    Must be used from a single event loop.
+    `max_concurrency` batches run at once. A batch holds at most the smallest `max_batch_size` of the
+    callers in it (each caller's own limit, default the batcher's).
+
+    Fair: a batch takes items round-robin from the callers waiting, so a caller with one item rides the
+    next batch even behind a caller with hundreds of chunks (head-of-line blocking is one batch, not one
+    request). Isolating: when `run_batch` raises (or miscounts), the batch is split in halves and retried
+    until the items that cause it are alone; only they get `on_failure(message)`. At most
+    `retry_budget(n)` extra calls are spent on one batch (a dead server fails every half), after which
+    what is left fails with the error. Must be used from a single event loop.
     """
 
     def __init__(self, run_batch: Callable[[list[T]], Awaitable[list[R]]], *,
@@ -31,57 +51,128 @@ class MicroBatcher(Generic[T, R]):
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_s
         self._slots = asyncio.Semaphore(max_concurrency)
-        self._queue: list[tuple[T, asyncio.Future[R]]] = []
+        self._tickets: deque[_Ticket[T, R]] = deque()
         self._wakeup = asyncio.Event()
         self._worker: asyncio.Task[None] | None = None
-        self._running: set[asyncio.Task[None]] = set()
+        self._running: dict[asyncio.Task[None], list[asyncio.Future[R]]] = {}
         self.batches_run = 0
+        self.closed = False
 
-    async def submit(self, items: Sequence[T]) -> list[R]:
+    async def submit(self, items: Sequence[T], *, max_batch_size: int | None = None,
+                     max_wait_s: float | None = None) -> list[R]:
+        """Results for `items`, in order. The limits apply to the batches this caller's items ride in."""
+        if self.closed:
+            raise RuntimeError("this FlexGuard is closed")
+        if not items:
+            return []
         loop = asyncio.get_running_loop()
         futures = [loop.create_future() for _ in items]
-        self._queue.extend(zip(items, futures, strict=True))
+        wait = self.max_wait_s if max_wait_s is None else max_wait_s
+        ticket = _Ticket(deque(zip(items, futures, strict=True)), max_batch_size or self.max_batch_size,
+                         loop.time() + wait, futures)
+        self._tickets.append(ticket)
         self._wakeup.set()
         if self._worker is None or self._worker.done():
             self._worker = loop.create_task(self._work())
         return list(await asyncio.gather(*futures))
 
+    def _queued(self) -> int:
+        return sum(len(t.waiting) for t in self._tickets)
+
+    def _limit(self) -> int:
+        return min(t.max_batch_size for t in self._tickets)
+
+    async def _linger(self) -> None:
+        """Wait for company until the batch is full or the most impatient waiting caller's deadline."""
+        loop = asyncio.get_running_loop()
+        while self._tickets and self._queued() < self._limit():
+            remaining = min(t.deadline for t in self._tickets) - loop.time()
+            if remaining <= 0:
+                return
+            self._wakeup.clear()
+            try:
+                await asyncio.wait_for(self._wakeup.wait(), remaining)
+            except asyncio.TimeoutError:
+                return
+
+    def _take_batch(self) -> list[tuple[T, asyncio.Future[R]]]:
+        """Up to the batch limit, one item per waiting caller in turn (round-robin)."""
+        batch: list[tuple[T, asyncio.Future[R]]] = []
+        limit: float = math.inf
+        while self._tickets and len(batch) < limit:
+            ticket = self._tickets.popleft()
+            if len(batch) >= ticket.max_batch_size:
+                self._tickets.appendleft(ticket)
+                break
+            limit = min(limit, ticket.max_batch_size)
+            pair = ticket.waiting.popleft()
+            if not pair[1].done():  # a cancelled caller's items are skipped
+                batch.append(pair)
+            if ticket.waiting:
+                self._tickets.append(ticket)
+        return batch
+
     async def _work(self) -> None:
-        while self._queue:
+        while self._tickets and not self.closed:
             await asyncio.sleep(0)  # callers of this loop iteration join the batch
-            if len(self._queue) < self.max_batch_size and self.max_wait_s > 0:
-                deadline = asyncio.get_running_loop().time() + self.max_wait_s
-                while len(self._queue) < self.max_batch_size:
-                    remaining = deadline - asyncio.get_running_loop().time()
-                    if remaining <= 0:
-                        break
-                    self._wakeup.clear()
-                    try:
-                        await asyncio.wait_for(self._wakeup.wait(), remaining)
-                    except asyncio.TimeoutError:
-                        break
+            await self._linger()
             await self._slots.acquire()
-            batch, self._queue = self._queue[: self.max_batch_size], self._queue[self.max_batch_size:]
+            batch = self._take_batch()
+            if not batch or self.closed:
+                self._slots.release()
+                continue
             task = asyncio.get_running_loop().create_task(self._run(batch))
-            self._running.add(task)
-            task.add_done_callback(self._running.discard)
+            self._running[task] = [future for _, future in batch]
+            task.add_done_callback(lambda t: self._running.pop(t, None))
 
     async def _run(self, batch: list[tuple[T, asyncio.Future[R]]]) -> None:
         try:
             self.batches_run += 1
-            try:
-                results = await self._run_batch([item for item, _ in batch])
-                if len(results) != len(batch):
-                    raise RuntimeError(f"backend returned {len(results)} results for {len(batch)} items")
-            except Exception as error:  # noqa: BLE001 - every item must get an answer
-                message = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
-                results = [self._on_failure(message) for _ in batch]
-            for (_, future), result in zip(batch, results, strict=True):
-                if not future.done():
-                    future.set_result(result)
+            budget = [retry_budget(len(batch))]
+            await self._run_isolating(batch, budget)
         finally:
             self._slots.release()
 
-    async def aclose(self) -> None:
-        for task in list(self._running):
-            await asyncio.gather(task, return_exceptions=True)
+    async def _run_isolating(self, batch: list[tuple[T, asyncio.Future[R]]], budget: list[int]) -> None:
+        try:
+            results = await self._run_batch([item for item, _ in batch])
+            if len(results) != len(batch):
+                raise RuntimeError(f"backend returned {len(results)} results for {len(batch)} items")
+        except Exception as error:  # noqa: BLE001 - every item must get an answer
+            if len(batch) > 1 and budget[0] >= 2:
+                budget[0] -= 2
+                half = len(batch) // 2
+                await self._run_isolating(batch[:half], budget)
+                await self._run_isolating(batch[half:], budget)
+                return
+            message = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+            results = [self._on_failure(message) for _ in batch]
+        for (_, future), result in zip(batch, results, strict=True):
+            if not future.done():
+                future.set_result(result)
+
+    async def aclose(self, grace_s: float = 5.0, message: str = "guard closed before this item was scored") -> None:
+        """Stop taking work. Queued items get `on_failure(message)` at once; batches already running get
+        `grace_s` to finish, then are cancelled and their items fail too. Nothing is left waiting."""
+        self.closed = True
+        while self._tickets:
+            for _, future in self._tickets.popleft().waiting:
+                if not future.done():
+                    future.set_result(self._on_failure(message))
+        self._wakeup.set()
+        running = dict(self._running)
+        if running:
+            _, late = await asyncio.wait(running, timeout=grace_s)
+            for task in late:
+                task.cancel()
+            for futures in running.values():
+                for future in futures:
+                    if not future.done():
+                        future.set_result(self._on_failure(f"{message} (still running after {grace_s:g} s)"))
+        if self._worker is not None and not self._worker.done():
+            self._worker.cancel()
+
+
+def retry_budget(size: int) -> int:
+    """Extra backend calls allowed to isolate the culprits of one failed batch: enough for two culprits."""
+    return 0 if size <= 1 else 4 * math.ceil(math.log2(size)) + 2

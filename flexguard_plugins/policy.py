@@ -52,7 +52,7 @@ def _check_threshold(value: float, what: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
         raise ValueError(f"{what}: expected a number 0-100, got {value!r}")
     if not 0 <= value <= 100:
-        raise ValueError(f"{what}: threshold {value} is outside 0-100")
+        raise ValueError(f"{what}: threshold {value:g} is out of range 0-100")
     return float(value)
 
 
@@ -63,12 +63,13 @@ def _scalar(value: Any, what: str) -> float:
         if key in REGIMES:
             return REGIMES[key]
         try:
-            return _check_threshold(float(key), what)
+            number = float(key)
         except ValueError:
             raise ValueError(
                 f"{what}: unknown strictness {value!r}; use strict, moderate, loose, a number 0-100, "
                 "a per-category mapping or a policy file"
             ) from None
+        return _check_threshold(number, what)
     return _check_threshold(value, what)
 
 
@@ -100,7 +101,12 @@ def load_policy(path: str | os.PathLike) -> dict[str, Any]:
 
 def _from_policy_file(spec: str) -> Thresholds:
     path, _, regime = spec.partition("#")
-    policy = load_policy(path)
+    if not os.path.isfile(path):
+        raise ValueError(f"strictness: policy file {path!r} not found")
+    try:
+        policy = load_policy(path)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"strictness: cannot read policy file {path!r}: {error}") from None
     regime = regime or policy.get("default_regime", "moderate")
     regimes = policy["regimes"]
     if regime not in regimes:
@@ -143,18 +149,21 @@ def decide(risk: RiskScore, strictness: Strictness = "moderate", on_error: OnErr
     thresholds = resolve_strictness(strictness)
     on_error = check_on_error(on_error)
     by = f" by {risk.scorer}" if risk.scorer else ""
-    if not risk.ok:
+    threshold = thresholds.for_categories(risk.categories) if risk.ok else thresholds.default
+    partial = risk.ok and risk.partial_error is not None and risk.score < threshold
+    if not risk.ok or partial:
+        # A partly scored text below the line is undecided: the part that failed may be the harmful one.
+        error = f"part of the text could not be judged: {risk.partial_error}" if partial else risk.error
         by = f" ({risk.scorer})" if risk.scorer else ""
         if on_error == "raise":
-            raise FlexGuardError(f"guard could not decide: {risk.error}", risk)
+            raise FlexGuardError(f"guard could not decide: {error}", risk)
         flagged = on_error == "block"
         verdict = "blocked" if flagged else "allowed"
         return Decision(
-            flagged=flagged, score=risk.score, threshold=thresholds.default, strictness=thresholds.label,
+            flagged=flagged, score=risk.score, threshold=threshold, strictness=thresholds.label,
             categories=risk.categories, risk=risk, failed=True,
-            reason=f"guard could not decide{by}: {risk.error}; {verdict} (on_error={on_error})",
+            reason=f"guard could not decide{by}: {error}; {verdict} (on_error={on_error})",
         )
-    threshold = thresholds.for_categories(risk.categories)
     flagged = risk.score >= threshold
     what = ",".join(risk.categories) or "SAFE"
     relation = "≥" if flagged else "<"

@@ -1,8 +1,22 @@
-"""`FlexGuard`: the facade every wrapper uses. Sync and async, micro-batched, chunked, one model a process."""
+"""`FlexGuard`: the facade every wrapper uses. Sync and async, micro-batched, chunked, one backend a process.
+
+Lifecycle rules (what wrappers rely on):
+
+* `FlexGuard.load(...)` returns a new light *handle* each call. Handles with the same model, backend and
+  backend options share one backend, event-loop thread and micro-batcher (the registry), whatever their
+  facade defaults (strictness, on_error, max_batch_size, max_wait_ms, max_input_chars, cascade).
+* `close()`/`aclose()` on a loaded handle releases that handle only; the backend closes when its last
+  handle is closed. `with FlexGuard.load() as guard:` therefore never breaks another wrapper's guard.
+* `FlexGuard(backend, ...)` built directly owns its backend: closing it closes the backend.
+* Closing the backend answers every pending call at once: queued items become undecided ("guard closed")
+  and follow on_error; batches already running get `CLOSE_GRACE_S` to finish. A call made after close
+  raises RuntimeError. No call waits forever.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import math
 import threading
 from collections.abc import Coroutine, Iterable, Mapping, Sequence
@@ -11,15 +25,28 @@ from typing import Any, TypeVar
 
 from .backends import Backend, create_backend
 from .batching import MicroBatcher
-from .chunking import chunk_spans, tail
+from .chunking import Render, chunk_spans, tail
 from .policy import OnError, Strictness, check_on_error, decide, resolve_strictness
+from .prompts import forgery_tokens, neutralize_mapped
+from .text import is_blank
 from .types import Decision, ModerationItem, RiskScore
 
 T = TypeVar("T")
 ItemLike = ModerationItem | Mapping[str, Any] | str
 
-_REGISTRY: dict[tuple[Any, ...], FlexGuard] = {}
+DEFAULT_MAX_INPUT_CHARS = 100_000
+"""Longest judged text (characters) a facade scores by default (~25k tokens); longer is undecided."""
+CLOSE_GRACE_S = 5.0
+"""How long closing waits for batches already inside the backend before failing their items."""
+_POLL_S = 0.25
+"""Sync callers wake this often to notice that the guard's loop is gone."""
+FACADE_OPTIONS = ("strictness", "on_error", "max_batch_size", "max_wait_ms", "max_input_chars", "cascade",
+                  "cascade_margin")
+"""`load` options that shape a facade; every other option goes to the backend (and keys the registry)."""
+
+_REGISTRY: dict[tuple[Any, ...], _Engine] = {}
 _REGISTRY_LOCK = threading.Lock()
+_BUILD_LOCKS: dict[tuple[Any, ...], threading.Lock] = {}
 
 
 class _LoopThread:
@@ -28,17 +55,156 @@ class _LoopThread:
     def __init__(self) -> None:
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, name="flexguard-loop", daemon=True)
+        self._outstanding: set[Future[Any]] = set()
+        self._guard = threading.Lock()
         self._thread.start()
 
     def submit(self, coro: Coroutine[Any, Any, T]) -> Future[T]:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop)
+        future = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        with self._guard:
+            self._outstanding.add(future)
+        future.add_done_callback(self._forget)
+        return future
+
+    def _forget(self, future: Future[Any]) -> None:
+        with self._guard:
+            self._outstanding.discard(future)
 
     def in_loop(self) -> bool:
         return threading.current_thread() is self._thread
 
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
     def stop(self) -> None:
+        """Stop the loop; whatever was still submitted to it fails with a clear error instead of hanging."""
         self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join(timeout=5)
+        if not self.in_loop():
+            self._thread.join(timeout=5)
+        with self._guard:
+            left = list(self._outstanding)
+        for future in left:
+            try:
+                future.set_exception(RuntimeError("FlexGuard closed while this call was pending"))
+            except concurrent.futures.InvalidStateError:
+                pass
+
+
+def _wait(future: Future[T], loop_thread: _LoopThread) -> T:
+    """`future.result()` with a way out: if the guard's loop dies, raise instead of waiting forever."""
+    while True:
+        try:
+            return future.result(timeout=_POLL_S)
+        except concurrent.futures.TimeoutError:
+            if not loop_thread.alive:
+                future.cancel()
+                raise RuntimeError("FlexGuard closed while this call was waiting") from None
+
+
+class _Engine:
+    """One backend with its event-loop thread and micro-batcher, shared by every facade over it."""
+
+    def __init__(self, backend: Backend, key: tuple[Any, ...] | None = None) -> None:
+        self.backend = backend
+        self.key = key
+        self.users = 1
+        self.closed = False
+        self._loop_thread: _LoopThread | None = None
+        self._batcher: MicroBatcher[ModerationItem, RiskScore] | None = None
+        self._lock = threading.Lock()
+
+    def loop_for(self, coro: Coroutine[Any, Any, Any]) -> _LoopThread:
+        """The engine's loop (started on first use); closes `coro` unrun when the engine is closed."""
+        with self._lock:
+            if not self.closed and self._loop_thread is None:
+                self._loop_thread = _LoopThread()
+            if self.closed or self._loop_thread is None:
+                coro.close()
+                raise RuntimeError("this FlexGuard is closed")
+            return self._loop_thread
+
+    def batcher(self) -> MicroBatcher[ModerationItem, RiskScore]:
+        """Created on the engine's loop, on first use."""
+        if self._batcher is None:
+            self._batcher = MicroBatcher(
+                self.backend.score_batch,
+                on_failure=lambda message: RiskScore.failure(message, scorer=self.backend.name),
+                max_batch_size=self.backend.max_batch_size,
+                max_concurrency=self.backend.max_concurrent_batches,
+            )
+        return self._batcher
+
+    def run_sync(self, coro: Coroutine[Any, Any, T]) -> T:
+        loop = self.loop_for(coro)
+        if loop.in_loop():
+            coro.close()
+            raise RuntimeError("sync FlexGuard call from inside its own event loop; use the async form")
+        return _wait(loop.submit(coro), loop)
+
+    async def run_async(self, coro: Coroutine[Any, Any, T]) -> T:
+        loop = self.loop_for(coro)
+        if loop.in_loop():
+            return await coro
+        return await asyncio.wrap_future(loop.submit(coro))
+
+    def _begin_close(self) -> _LoopThread | None:
+        with self._lock:
+            if self.closed:
+                return None
+            self.closed = True
+            if self._loop_thread is None:
+                self._loop_thread = _LoopThread()  # to run the backend's aclose
+            return self._loop_thread
+
+    async def _close_on_loop(self) -> None:
+        if self._batcher is not None:
+            await self._batcher.aclose(CLOSE_GRACE_S)
+        others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        if others:  # callers whose items were just answered finish their coroutines before the loop stops
+            await asyncio.wait(others, timeout=1.0)
+        try:
+            await asyncio.wait_for(self.backend.aclose(), CLOSE_GRACE_S)
+        except (Exception, asyncio.TimeoutError):  # noqa: BLE001 - closing must not fail the caller
+            pass
+
+    def close(self) -> None:
+        loop = self._begin_close()
+        if loop is None:
+            return
+        if loop.in_loop():
+            loop.loop.create_task(self._close_on_loop()).add_done_callback(lambda _: loop.stop())
+            return
+        try:
+            loop.submit(self._close_on_loop()).result(timeout=3 * CLOSE_GRACE_S)
+        except (Exception, concurrent.futures.TimeoutError):  # noqa: BLE001
+            pass
+        loop.stop()
+
+    async def aclose(self) -> None:
+        loop = self._begin_close()
+        if loop is None:
+            return
+        if loop.in_loop():
+            await self._close_on_loop()
+            loop.loop.call_soon(loop.stop)
+            return
+        try:
+            await asyncio.wait_for(asyncio.wrap_future(loop.submit(self._close_on_loop())), 3 * CLOSE_GRACE_S)
+        except (Exception, asyncio.TimeoutError):  # noqa: BLE001
+            pass
+        await asyncio.to_thread(loop.stop)
+
+
+def _release(engine: _Engine) -> bool:
+    """Drop one user of `engine`; True when it was the last (the caller then closes it)."""
+    with _REGISTRY_LOCK:
+        engine.users -= 1
+        if engine.users > 0:
+            return False
+        if engine.key is not None and _REGISTRY.get(engine.key) is engine:
+            del _REGISTRY[engine.key]
+        return True
 
 
 def _resolve_backend_name(model: str | None, backend: str, options: Mapping[str, Any]) -> str:
@@ -74,120 +240,139 @@ def _freeze(value: Any) -> Any:
 class FlexGuard:
     """Score and judge text with FlexGuard. Build with `FlexGuard.load(...)`.
 
-    Concurrent async callers are gathered into one backend batch (at most `max_batch_size` items):
-    a free backend takes what is waiting at once (or after lingering `max_wait_ms`, default 0), and
-    whatever arrives while it works goes in the next batch. Text longer than the backend's budget is split into
-    overlapping chunks; the riskiest chunk gives the item's score and `span`.
+    Concurrent callers are gathered into one backend batch (at most `max_batch_size` items): a free
+    backend takes what is waiting at once (or after lingering `max_wait_ms`, default 0), fairly, one item
+    per waiting caller in turn, so a short check is not stuck behind a long text's chunks. Text longer
+    than the backend's budget (counted on what the model sees) is split into overlapping chunks; the
+    riskiest chunk gives the item's score and `span` (in the judged text).
+
+    Undecided items (they follow `on_error`: block, allow or raise), each by itself, never its neighbours:
+      * empty input: the judged text is blank after normalisation (white space, zero-width/format
+        characters, NULs only; `text.is_blank`), reason "empty input";
+      * input too long: the judged text has more than `max_input_chars` characters (default 100,000;
+        None for no limit), reason "input too long"; in response mode only the prompt's end is kept as context;
+      * the backend could not score it (a failing item is isolated by splitting its batch);
+      * part of a chunked text could not be scored and the rest stays below the threshold (a chunk at or
+        above the threshold flags the item whatever the other chunks did).
+    Lone surrogates are replaced and NULs dropped at the door (`ModerationItem.coerce`).
+    See the module docstring for sharing and closing.
     """
 
     def __init__(self, backend: Backend, *, strictness: Strictness = "moderate", on_error: OnError = "block",
                  max_batch_size: int | None = None, max_wait_ms: float = 0.0,
+                 max_input_chars: int | None = DEFAULT_MAX_INPUT_CHARS,
                  cascade: FlexGuard | None = None, cascade_margin: float = 10.0) -> None:
-        self.backend = backend
+        self._init(_Engine(backend), strictness=strictness, on_error=on_error, max_batch_size=max_batch_size,
+                   max_wait_ms=max_wait_ms, max_input_chars=max_input_chars, cascade=cascade,
+                   cascade_margin=cascade_margin)
+
+    def _init(self, engine: _Engine, *, strictness: Strictness = "moderate", on_error: OnError = "block",
+              max_batch_size: int | None = None, max_wait_ms: float = 0.0,
+              max_input_chars: int | None = DEFAULT_MAX_INPUT_CHARS,
+              cascade: FlexGuard | None = None, cascade_margin: float = 10.0) -> None:
+        resolve_strictness(strictness)
+        if max_batch_size is not None and max_batch_size < 1:
+            raise ValueError("max_batch_size must be ≥ 1")
+        if max_input_chars is not None and max_input_chars < 1:
+            raise ValueError("max_input_chars must be ≥ 1 or None")
+        self._engine = engine
+        self.strictness = strictness
+        self.on_error = check_on_error(on_error)
+        self.max_batch_size = max_batch_size or engine.backend.max_batch_size
+        self.max_wait_ms = max_wait_ms
+        self.max_input_chars = max_input_chars
         self.cascade = cascade
         """A cheap guard that scores first; only items within `cascade_margin` of the threshold reach `backend`."""
         self.cascade_margin = float(cascade_margin)
-        self.strictness = strictness
-        resolve_strictness(strictness)
-        self.on_error = check_on_error(on_error)
-        self.max_batch_size = max_batch_size or backend.max_batch_size
-        self.max_wait_ms = max_wait_ms
-        self._loop_thread: _LoopThread | None = None
-        self._batcher: MicroBatcher[ModerationItem, RiskScore] | None = None
-        self._lock = threading.Lock()
-        self._registry_key: tuple[Any, ...] | None = None
+        self._owns_cascade = False
         self.closed = False
+
+    @property
+    def backend(self) -> Backend:
+        return self._engine.backend
 
     # --- construction -------------------------------------------------------------------------
 
     @classmethod
     def load(cls, model: str | None = None, backend: str = "auto", **options: Any) -> FlexGuard:
-        """The process-wide guard for these load options (created on first use, then shared).
+        """A handle on the process-wide backend for these backend options (built on first use, then shared).
 
         `model`: a hub id or a local folder (None: the embedded CPU scorer). `backend`: auto,
-        transformers, vllm, openai or lite. Facade options: strictness, on_error, max_batch_size,
-        max_wait_ms, cascade ("lite": score with the embedded scorer first and send only items within
-        cascade_margin points of the active threshold to the model); everything else goes to the
-        backend (reasoning, base_url, dtype, …).
+        transformers, vllm, openai or lite. Facade options (`FACADE_OPTIONS`): strictness, on_error,
+        max_batch_size, max_wait_ms, max_input_chars, cascade ("lite": score with the embedded scorer first
+        and send only items within cascade_margin points of the active threshold to the model),
+        cascade_margin. Everything else goes to the backend (reasoning, base_url, dtype, …) and selects
+        which shared backend the handle uses. Concurrent first loads of one key build it once; from async
+        code use `aload`, which builds off the event loop.
         """
         name = _resolve_backend_name(model, backend, options)
-        key = (model, name, _freeze(options))
-        facade_keys = ("strictness", "on_error", "max_batch_size", "max_wait_ms", "cascade", "cascade_margin")
-        facade = {k: options[k] for k in facade_keys if k in options}
-        backend_options = {k: v for k, v in options.items() if k not in facade_keys}
-        if facade.get("cascade") is not None:
-            if facade["cascade"] != "lite":
-                raise ValueError(f"cascade must be 'lite' or None, got {facade['cascade']!r}")
-            if name == "lite":
-                raise ValueError("cascade='lite' needs an LLM model to escalate to")
-            facade["cascade"] = cls.load()
-        with _REGISTRY_LOCK:
-            guard = _REGISTRY.get(key)
-            if guard is None or guard.closed:
-                guard = cls(create_backend(name, model, **backend_options), **facade)
-                guard._registry_key = key
-                _REGISTRY[key] = guard
-            return guard
-
-    # --- loop plumbing ------------------------------------------------------------------------
-
-    def _loop(self) -> _LoopThread:
-        with self._lock:
-            if self.closed:
-                raise RuntimeError("this FlexGuard is closed")
-            if self._loop_thread is None:
-                self._loop_thread = _LoopThread()
-            return self._loop_thread
-
-    def _loop_for(self, coro: Coroutine[Any, Any, Any]) -> _LoopThread:
-        """The guard's loop; closes `coro` unrun when the guard is closed so nothing leaks."""
+        facade = {k: options[k] for k in FACADE_OPTIONS if k in options}
+        backend_options = {k: v for k, v in options.items() if k not in FACADE_OPTIONS}
+        cascade = facade.get("cascade")
+        if cascade is not None and cascade != "lite":
+            raise ValueError(f"cascade must be 'lite' or None, got {cascade!r}")
+        if cascade is not None and name == "lite":
+            raise ValueError("cascade='lite' needs an LLM model to escalate to")
+        engine = _acquire((model, name, _freeze(backend_options)),
+                          lambda: create_backend(name, model, **backend_options))
+        guard = cls.__new__(cls)
         try:
-            return self._loop()
-        except RuntimeError:
-            coro.close()
+            if cascade is not None:
+                facade["cascade"] = cls.load()
+            guard._init(engine, **facade)
+        except BaseException:
+            if isinstance(facade.get("cascade"), FlexGuard):
+                facade["cascade"].close()
+            if _release(engine):
+                engine.close()
             raise
+        guard._owns_cascade = cascade is not None
+        return guard
 
-    def _run_sync(self, coro: Coroutine[Any, Any, T]) -> T:
-        loop = self._loop_for(coro)
-        if loop.in_loop():
-            coro.close()
-            raise RuntimeError("sync FlexGuard call from inside its own event loop; use the async form")
-        return loop.submit(coro).result()
-
-    async def _on_guard_loop(self, coro: Coroutine[Any, Any, T]) -> T:
-        loop = self._loop_for(coro)
-        if loop.in_loop():
-            return await coro
-        return await asyncio.wrap_future(loop.submit(coro))
-
-    def _get_batcher(self) -> MicroBatcher[ModerationItem, RiskScore]:
-        if self._batcher is None:
-            self._batcher = MicroBatcher(
-                self.backend.score_batch,
-                on_failure=lambda message: RiskScore.failure(message, scorer=self.backend.name),
-                max_batch_size=self.max_batch_size,
-                max_wait_s=self.max_wait_ms / 1000,
-                max_concurrency=self.backend.max_concurrent_batches,
-            )
-        return self._batcher
+    @classmethod
+    async def aload(cls, model: str | None = None, backend: str = "auto", **options: Any) -> FlexGuard:
+        """`load` for async code: a cold load (seconds to minutes) runs in a worker thread, not on the loop."""
+        return await asyncio.to_thread(cls.load, model, backend, **options)
 
     # --- the scoring path ---------------------------------------------------------------------
 
-    def _chunks(self, item: ModerationItem) -> list[tuple[ModerationItem, tuple[int, int] | None]]:
+    def _render(self) -> Render | None:
+        """What the backend does to judged text before the model sees it (LLM backends neutralise it)."""
+        tokenizer = self.backend.tokenizer
+        if not getattr(tokenizer, "chat_template", None):
+            return None
+        tokens = forgery_tokens(tokenizer)
+        return lambda text: neutralize_mapped(text, tokens)
+
+    def _unjudgeable(self, item: ModerationItem) -> str | None:
+        """Why `item` cannot be judged at all, or None."""
+        judged = item.judged_text
+        if is_blank(judged):
+            return "empty input: nothing to judge" + ("" if item.response is None else " (the response is empty)")
+        if self.max_input_chars is not None and len(judged) > self.max_input_chars:
+            return (f"input too long: {len(judged):,} characters > max_input_chars={self.max_input_chars:,}; "
+                    "not judged")
+        return None
+
+    def _chunks(self, item: ModerationItem, render: Render | None) -> list[tuple[ModerationItem, int | None]]:
+        """The units to score for `item`, each with where its judged text starts (None: not chunked)."""
         budget = self.backend.max_content_tokens
+        prompt = item.prompt
+        if item.response is not None and self.max_input_chars is not None:
+            prompt = prompt[-self.max_input_chars:]  # context: only its end matters
         if budget is None:
-            return [(item, None)]
+            return [(ModerationItem(prompt, item.response), None)]
         tokenizer = self.backend.tokenizer
         if item.response is None:
-            spans = chunk_spans(item.prompt, budget, tokenizer)
+            spans = chunk_spans(prompt, budget, tokenizer, render=render)
             if len(spans) == 1:
                 return [(item, None)]
-            return [(ModerationItem(item.prompt[a:b]), (a, b)) for a, b in spans]
-        context = tail(item.prompt, max(8, budget // 4), tokenizer)
-        spans = chunk_spans(item.response, budget, tokenizer)
+            return [(ModerationItem(prompt[a:b]), a) for a, b in spans]
+        context = tail(prompt, max(8, budget // 4), tokenizer, render=render)
+        spans = chunk_spans(item.response, budget, tokenizer, render=render)
         if len(spans) == 1:
             return [(ModerationItem(context, item.response), None)]
-        return [(ModerationItem(context, item.response[a:b]), (a, b)) for a, b in spans]
+        return [(ModerationItem(context, item.response[a:b]), a) for a, b in spans]
 
     async def _score_on_loop(self, items: list[ModerationItem], strictness: Strictness) -> list[RiskScore]:
         """Score through the cascade when there is one: the cheap scorer decides what is far from the line."""
@@ -197,7 +382,8 @@ class FlexGuard:
         first = await self.cascade.ascore_batch(items)
         escalate = [
             i for i, risk in enumerate(first)
-            if not risk.ok or abs(risk.score - thresholds.for_categories(risk.categories)) < self.cascade_margin
+            if not risk.ok or risk.partial_error is not None
+            or abs(risk.score - thresholds.for_categories(risk.categories)) < self.cascade_margin
         ]
         if escalate:
             second = await self._score_with_backend([items[i] for i in escalate])
@@ -206,36 +392,45 @@ class FlexGuard:
         return first
 
     async def _score_with_backend(self, items: list[ModerationItem]) -> list[RiskScore]:
+        name = self.backend.name
+        render = self._render()
         units: list[ModerationItem] = []
-        owners: list[tuple[int, tuple[int, int] | None]] = []
+        owners: list[tuple[int, int | None]] = []
         results: list[RiskScore | None] = [None] * len(items)
         for index, item in enumerate(items):
-            if not item.prompt.strip() and not (item.response or "").strip():
-                results[index] = RiskScore.failure("empty input: nothing to judge", scorer=self.backend.name)
+            problem = self._unjudgeable(item)
+            if problem is not None:
+                results[index] = RiskScore.failure(problem, scorer=name)
                 continue
-            if item.response is not None and not item.response.strip():
-                results[index] = RiskScore.failure("empty response: nothing to judge", scorer=self.backend.name)
-                continue
-            for unit, span in self._chunks(item):
+            for unit, start in self._chunks(item, render):
                 units.append(unit)
-                owners.append((index, span))
-        scored = await self._get_batcher().submit(units) if units else []
+                owners.append((index, start))
+        scored = await self._engine.batcher().submit(
+            units, max_batch_size=self.max_batch_size, max_wait_s=self.max_wait_ms / 1000) if units else []
         per_item: dict[int, list[RiskScore]] = {}
-        for (index, span), risk in zip(owners, scored, strict=True):
+        for (index, start), unit, risk in zip(owners, units, scored, strict=True):
             if not risk.scorer:
-                risk = risk.with_(scorer=self.backend.name)
-            per_item.setdefault(index, []).append(risk.with_(span=span) if span else risk)
+                risk = risk.with_(scorer=name)
+            if start is not None:  # a backend's own span is relative to the unit it was given
+                local = risk.span or (0, len(unit.judged_text))
+                risk = risk.with_(span=(start + local[0], start + local[1]))
+            per_item.setdefault(index, []).append(risk)
         for index, risks in per_item.items():
             results[index] = _riskiest(risks)
         return [r for r in results if r is not None]
 
     # --- async API ----------------------------------------------------------------------------
 
+    def _live(self) -> None:
+        if self.closed:
+            raise RuntimeError("this FlexGuard is closed")
+
     async def ascore_batch(self, items: Iterable[ItemLike], strictness: Strictness | None = None) -> list[RiskScore]:
         """Scores for `items`, in order. `strictness` matters only to a cascade (which items to escalate)."""
+        self._live()
         coerced = _coerce_all(items)
         strictness = self.strictness if strictness is None else strictness
-        return await self._on_guard_loop(self._score_on_loop(coerced, strictness))
+        return await self._engine.run_async(self._score_on_loop(coerced, strictness))
 
     async def ascore(self, prompt: str, response: str | None = None) -> RiskScore:
         return (await self.ascore_batch([ModerationItem.coerce({"prompt": prompt, "response": response})]))[0]
@@ -253,9 +448,10 @@ class FlexGuard:
     # --- sync API -----------------------------------------------------------------------------
 
     def score_batch(self, items: Iterable[ItemLike], strictness: Strictness | None = None) -> list[RiskScore]:
+        self._live()
         coerced = _coerce_all(items)
         strictness = self.strictness if strictness is None else strictness
-        return self._run_sync(self._score_on_loop(coerced, strictness))
+        return self._engine.run_sync(self._score_on_loop(coerced, strictness))
 
     def score(self, prompt: str, response: str | None = None) -> RiskScore:
         return self.score_batch([{"prompt": prompt, "response": response}])[0]
@@ -277,36 +473,28 @@ class FlexGuard:
 
     # --- lifecycle ----------------------------------------------------------------------------
 
-    async def aclose(self) -> None:
+    def _release(self) -> _Engine | None:
+        """Mark this handle closed; the engine to close when this was its last user."""
         if self.closed:
-            return
-        if self._loop_thread is not None and not self._loop_thread.in_loop():
-            await asyncio.wrap_future(self._loop_thread.submit(self._close_on_loop()))
-        else:
-            await self._close_on_loop()
-        self._finish_close()
+            return None
+        self.closed = True
+        return self._engine if _release(self._engine) else None
+
+    async def aclose(self) -> None:
+        """Release this handle (and its cascade); the backend closes with its last handle."""
+        engine = self._release()
+        if engine is not None:
+            await engine.aclose()
+        if self._owns_cascade and self.cascade is not None:
+            await self.cascade.aclose()
 
     def close(self) -> None:
-        if self.closed:
-            return
-        if self._loop_thread is not None:
-            self._loop_thread.submit(self._close_on_loop()).result()
-        else:
-            asyncio.run(self.backend.aclose())
-        self._finish_close()
-
-    async def _close_on_loop(self) -> None:
-        if self._batcher is not None:
-            await self._batcher.aclose()
-        await self.backend.aclose()
-
-    def _finish_close(self) -> None:
-        self.closed = True
-        if self._loop_thread is not None:
-            self._loop_thread.stop()
-        with _REGISTRY_LOCK:
-            if self._registry_key is not None and _REGISTRY.get(self._registry_key) is self:
-                del _REGISTRY[self._registry_key]
+        """Release this handle (and its cascade); the backend closes with its last handle."""
+        engine = self._release()
+        if engine is not None:
+            engine.close()
+        if self._owns_cascade and self.cascade is not None:
+            self.cascade.close()
 
     def __enter__(self) -> FlexGuard:
         return self
@@ -314,8 +502,30 @@ class FlexGuard:
     def __exit__(self, *exc: Any) -> None:
         self.close()
 
+    async def __aenter__(self) -> FlexGuard:
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.aclose()
+
     def __repr__(self) -> str:
         return f"FlexGuard({self.backend.describe()}, strictness={self.strictness!r}, on_error={self.on_error!r})"
+
+
+def _acquire(key: tuple[Any, ...], build: Any) -> _Engine:
+    """The registered engine for `key`, one more user; built once (under a per-key lock) when missing."""
+    with _REGISTRY_LOCK:
+        lock = _BUILD_LOCKS.setdefault(key, threading.Lock())
+    with lock:
+        with _REGISTRY_LOCK:
+            engine = _REGISTRY.get(key)
+            if engine is not None and not engine.closed:
+                engine.users += 1
+                return engine
+        engine = _Engine(build(), key)  # outside the registry lock: other keys load meanwhile
+        with _REGISTRY_LOCK:
+            _REGISTRY[key] = engine
+        return engine
 
 
 def _coerce_all(items: Iterable[ItemLike]) -> list[ModerationItem]:
@@ -332,16 +542,22 @@ def _coerce_all(items: Iterable[ItemLike]) -> list[ModerationItem]:
 
 
 def _riskiest(risks: Sequence[RiskScore]) -> RiskScore:
-    """An item's verdict from its chunks: any failed chunk makes the item undecided; else the max."""
+    """An item's score from its chunks: the riskiest chunk that was scored. When some chunks failed the
+    result says so (`partial_error`): `decide` flags it if the scored part reaches the threshold and treats
+    it as undecided otherwise. With no chunk scored, the first failure."""
+    scored = [r for r in risks if r.ok]
     failed = [r for r in risks if not r.ok]
-    if failed:
+    if not scored:
         return failed[0]
-    return max(risks, key=lambda r: -math.inf if math.isnan(r.score) else r.score)
+    riskiest = max(scored, key=lambda r: -math.inf if math.isnan(r.score) else r.score)
+    if failed:
+        riskiest = riskiest.with_(partial_error=f"{len(failed)} of {len(risks)} chunks failed: {failed[0].error}")
+    return riskiest
 
 
 def shared_guard(guard: FlexGuard | None = None, model: str | None = None, backend: str = "auto",
                  reasoning: bool | None = None, **options: Any) -> FlexGuard:
-    """What wrappers call: the guard they were given, or the process-wide one for these options.
+    """What wrappers call: the guard they were given, or a handle on the process-wide one for these options.
 
     `reasoning` reaches the backend only when a model is set: the embedded scorer has no reasoning mode.
     """
@@ -350,3 +566,11 @@ def shared_guard(guard: FlexGuard | None = None, model: str | None = None, backe
     if model is not None and reasoning is not None:
         options["reasoning"] = reasoning
     return FlexGuard.load(model, backend, **options)
+
+
+async def ashared_guard(guard: FlexGuard | None = None, model: str | None = None, backend: str = "auto",
+                        reasoning: bool | None = None, **options: Any) -> FlexGuard:
+    """`shared_guard` for async code (a NeMo action): a cold load runs off the event loop."""
+    if guard is not None:
+        return guard
+    return await asyncio.to_thread(shared_guard, None, model, backend, reasoning, **options)

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import Any
 
+from .text import replace_surrogates
+
 CATEGORIES: tuple[str, ...] = ("VIO", "ILG", "SEX", "INF", "DIS", "MIS", "JAIL")
 """FlexGuard's harm codes; a benign answer is the word SAFE with no codes."""
 
@@ -101,7 +103,20 @@ class ModerationItem:
             raise TypeError(f"prompt must be a str, got {type(item.prompt).__name__}")
         if item.response is not None and not isinstance(item.response, str):
             raise TypeError(f"response must be a str or None, got {type(item.response).__name__}")
-        return item
+        prompt, response = _clean(item.prompt), None if item.response is None else _clean(item.response)
+        if prompt is item.prompt and response is item.response:
+            return item
+        return cls(prompt, response)
+
+
+def _clean(text: str) -> str:
+    """Text every tokenizer accepts: lone surrogates become U+FFFD (same length), NULs are dropped.
+
+    Done at the door so that one item no tokenizer can encode never fails the batch it rides in.
+    Format characters stay (they belong to some scripts); the blank rule and the neutraliser see through them.
+    """
+    cleaned = replace_surrogates(text).replace("\x00", "")
+    return text if cleaned == text else cleaned
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +136,9 @@ class RiskScore:
     """Which scorer produced it (backend name; 'lite' or the LLM in a cascade)."""
     refusal: float | None = None
     """Response mode: the probability that the reply refuses (the lite scorer); None from LLM backends."""
+    partial_error: str | None = None
+    """Why part of a chunked text could not be scored. The score covers the rest: it flags when it reaches
+    the threshold; below it the item is undecided (`decide` follows on_error), since the missing part may be worse."""
 
     @classmethod
     def failure(cls, error: str, raw: str = "", scorer: str = "") -> RiskScore:
@@ -144,6 +162,7 @@ class RiskScore:
             "span": list(self.span) if self.span else None,
             "scorer": self.scorer,
             "refusal": self.refusal,
+            "partial_error": self.partial_error,
         }
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from typing import Any
 
 from flexguard_plugins.backends.base import Backend
 from flexguard_plugins.parsing import parse_output
@@ -26,8 +27,12 @@ class ScriptedBackend(Backend):
     name = "scripted"
 
     def __init__(self, model: str | None = None, *, max_content_tokens: int | None = None, delay_s: float = 0.0,
-                 fail_with: Exception | None = None, max_batch_size: int = 64) -> None:
+                 fail_with: Exception | None = None, max_batch_size: int = 64, poison: str | None = None,
+                 tokenizer: Any = None) -> None:
         self.max_content_tokens = max_content_tokens
+        self.poison = poison
+        """A marker that makes the whole batch raise when any item holds it (an item a tokenizer rejects)."""
+        self.tokenizer = tokenizer
         self.max_batch_size = max_batch_size
         self.delay_s = delay_s
         self.fail_with = fail_with
@@ -40,6 +45,8 @@ class ScriptedBackend(Backend):
             await asyncio.sleep(self.delay_s)
         if self.fail_with is not None:
             raise self.fail_with
+        if self.poison is not None and any(self.poison in (i.prompt + (i.response or "")) for i in items):
+            raise TypeError(f"cannot encode an item holding {self.poison!r}")
         return [parse_output(f"<think>\nchecked\n</think>\n{answer_for(i.judged_text)}") for i in items]
 
     async def aclose(self) -> None:

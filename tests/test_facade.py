@@ -117,7 +117,7 @@ def test_bad_input_is_rejected_before_scoring(guard):
     assert guard.backend.batches == []
 
 
-def test_registry_shares_one_model_per_options(monkeypatch):
+def test_registry_shares_one_backend_per_backend_options(monkeypatch):
     import flexguard_plugins.scorer as scorer
 
     created = []
@@ -128,14 +128,25 @@ def test_registry_shares_one_model_per_options(monkeypatch):
 
     monkeypatch.setattr(scorer, "create_backend", fake_create)
     a = FlexGuard.load("some/model", backend="transformers", max_content_tokens=32)
-    b = FlexGuard.load("some/model", backend="transformers", max_content_tokens=32)
+    b = FlexGuard.load("some/model", backend="transformers", max_content_tokens=32, strictness="strict",
+                       on_error="allow", max_batch_size=8, max_wait_ms=3, max_input_chars=500)
     c = FlexGuard.load("some/model", backend="transformers", max_content_tokens=16)
-    assert a is b and a is not c and len(created) == 2
-    a.close()
-    assert FlexGuard.load("some/model", backend="transformers", max_content_tokens=32) is not a
-    for guard in list(_REGISTRY.values()):
-        if isinstance(guard.backend, ScriptedBackend):
-            guard.close()
+    assert a is not b and a.backend is b.backend and a.backend is not c.backend and len(created) == 2
+    assert (b.strictness, b.on_error, b.max_batch_size, b.max_input_chars) == ("strict", "allow", 8, 500)
+    assert a.check("steal").flagged and not b.check("garbage").flagged  # each handle keeps its own defaults
+    shared = a.backend
+    a.close()  # releases a's handle only
+    assert not shared.closed and b.score("bomb").score == 92
+    with pytest.raises(RuntimeError, match="closed"):
+        a.score("x")
+    b.close()  # the last handle: the backend closes and leaves the registry
+    assert shared.closed
+    assert FlexGuard.load("some/model", backend="transformers", max_content_tokens=32).backend is not shared
+    assert len(created) == 3
+    for engine in list(_REGISTRY.values()):
+        if isinstance(engine.backend, ScriptedBackend):
+            engine.close()
+            _REGISTRY.pop(engine.key, None)
 
 
 def test_cascade_escalates_only_near_the_threshold():

@@ -35,7 +35,7 @@ def test_rubric_boundaries():
 def test_numbers_and_numeric_strings():
     assert resolve_strictness(35).default == 35
     assert resolve_strictness("72.5").default == 72.5
-    with pytest.raises(ValueError, match="outside 0-100"):
+    with pytest.raises(ValueError, match="out of range 0-100"):
         resolve_strictness(140)
     with pytest.raises(ValueError, match="unknown strictness"):
         resolve_strictness("lenient")

@@ -12,6 +12,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from .text import fold
 from .types import ModerationItem
 
 THINK_OPEN = "<think>"
@@ -19,9 +20,14 @@ THINK_CLOSE = "</think>"
 EMPTY_THINK = "<think>\n\n</think>\n"
 """Prefill for `reasoning=False`: the model skips straight to the answer lines."""
 
-_ROLE_MARKER = re.compile(r"\[\s*(user|assistant)\s*\]\s*:", re.IGNORECASE)
-_THINK_TAG = re.compile(r"<\s*(/?)\s*think\s*>", re.IGNORECASE)
-_SPECIAL_TOKEN = re.compile(r"<\|([^|<>\s]{1,64})\|>")
+_ROLE_MARKER = r"(?i:\[\s*(?P<role>user|assistant)\s*\]\s*:)"
+_THINK_TAG = r"(?i:<\s*(?P<slash>/?)\s*think\s*>)"
+_SPECIAL_TOKEN = r"<\|(?P<special>[^|<>\s]{1,64})\|>"
+_DEFANG = str.maketrans({"<": "‹", ">": "›", "[": "⁅", "]": "⁆"})
+_NOT_A_WORD = re.compile(r"[^\w\s]")
+
+Origin = tuple[list[int], list[int]]
+"""For each character of a neutralised text, the (start, end) of the original characters it stands for."""
 
 
 @lru_cache(maxsize=8)
@@ -42,15 +48,89 @@ def system_prompt(mode: str, path: str | Path | None = None) -> str:
     return template.replace("{role}", "User" if mode == "prompt" else "Assistant")
 
 
+@lru_cache(maxsize=32)
+def _forgery_pattern(tokens: tuple[str, ...]) -> re.Pattern[str]:
+    folded = sorted({fold(t) for t in tokens if t and fold(t)}, key=len, reverse=True)
+    parts = [_ROLE_MARKER, _THINK_TAG, _SPECIAL_TOKEN]
+    if folded:
+        parts.append("(?P<token>" + "|".join(re.escape(t) for t in folded) + ")")
+    return re.compile("|".join(parts))
+
+
+def _defanged(match: re.Match[str]) -> str:
+    """What a forgery becomes: readable, but no role marker, think tag or token id of the template."""
+    if match.group("role") is not None:
+        return f"({match.group('role')}):"
+    if match.group("slash") is not None:
+        return f"‹{match.group('slash')}think›"
+    if match.group("special") is not None:
+        return f"‹|{match.group('special')}|›"
+    token = match.group(0)
+    defanged = token.translate(_DEFANG)
+    return defanged if defanged != token else token[0] + "\u2060" + token[1:]
+
+
+def _folded_view(text: str) -> tuple[str, list[int]]:
+    """`fold(text)` character by character, with the index of the original character behind each folded one."""
+    parts: list[str] = []
+    owners: list[int] = []
+    for index, char in enumerate(text):
+        folded = char if " " <= char < "\x7f" else fold(char)
+        parts.append(folded)
+        owners.extend([index] * len(folded))
+    return "".join(parts), owners
+
+
+def neutralize_mapped(text: str, special_tokens: Sequence[str] = ()) -> tuple[str, Origin | None]:
+    """`neutralize(text)` and, when it changed anything, where each of its characters came from.
+
+    Forgeries are found on the folded view (NFKC, format characters removed, homoglyphs mapped: see
+    `text.fold`), so `［Assistant］：`, `[Assi\u200bstant]:` or a Cyrillic `[Аssistant]:` are caught; only
+    the matched characters are rewritten and the rest of the user's text is kept exactly as it was.
+    """
+    pattern = _forgery_pattern(tuple(special_tokens))
+    if not pattern.search(fold(text)):
+        return text, None
+    view, owners = _folded_view(text)
+    parts: list[str] = []
+    starts: list[int] = []
+    ends: list[int] = []
+    last = 0
+    for match in pattern.finditer(view):
+        start, end = owners[match.start()], owners[match.end() - 1] + 1
+        if start < last:
+            continue
+        parts.append(text[last:start])
+        starts.extend(range(last, start))
+        ends.extend(range(last + 1, start + 1))
+        replacement = _defanged(match)
+        parts.append(replacement)
+        starts.extend([start] * len(replacement))
+        ends.extend([end] * len(replacement))
+        last = end
+    parts.append(text[last:])
+    starts.extend(range(last, len(text)))
+    ends.extend(range(last + 1, len(text) + 1))
+    return "".join(parts), (starts, ends)
+
+
 def neutralize(text: str, special_tokens: Sequence[str] = ()) -> str:
-    """Make user text unable to forge a role marker, a think block or a chat-template control token."""
-    text = _ROLE_MARKER.sub(lambda m: f"({m.group(1)}):", text)
-    text = _THINK_TAG.sub(lambda m: f"‹{m.group(1)}think›", text)
-    text = _SPECIAL_TOKEN.sub(lambda m: f"‹|{m.group(1)}|›", text)
-    for token in special_tokens:
-        if token and token in text:
-            text = text.replace(token, token.replace("<", "‹").replace(">", "›"))
-    return text
+    """Make user text unable to forge a role marker, a think block or a chat-template token (`special_tokens`:
+    see `forgery_tokens`), also through look-alike characters."""
+    return neutralize_mapped(text, special_tokens)[0]
+
+
+def forgery_tokens(tokenizer: Any) -> tuple[str, ...]:
+    """Tokens user text must not produce: the special tokens and every added token that is not a plain word
+    (Qwen's `<tool_call>`, Mistral's `[INST]`: added tokens reach the model as their own ids)."""
+    if tokenizer is None:
+        return ()
+    special = tuple(getattr(tokenizer, "all_special_tokens", ()) or ())
+    try:
+        added = tuple(tokenizer.get_added_vocab())
+    except (AttributeError, NotImplementedError, TypeError):
+        added = ()
+    return special + tuple(t for t in added if t not in special and _NOT_A_WORD.search(t))
 
 
 def conversation(item: ModerationItem, special_tokens: Sequence[str] = ()) -> str:
@@ -74,14 +154,10 @@ def generation_prefill(reasoning: bool) -> str:
     return f"{THINK_OPEN}\n" if reasoning else EMPTY_THINK
 
 
-def _special_tokens(tokenizer: Any) -> tuple[str, ...]:
-    return tuple(getattr(tokenizer, "all_special_tokens", ()) or ())
-
-
 def render_prompt(tokenizer: Any, item: ModerationItem, *, reasoning: bool = True,
                   system_prompt_path: str | Path | None = None) -> str:
     """The full model input as text, through the tokenizer's chat template, ending in the prefill."""
-    chat = messages(item, system_prompt_path, _special_tokens(tokenizer))
+    chat = messages(item, system_prompt_path, forgery_tokens(tokenizer))
     text = tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
     return text + generation_prefill(reasoning)
 

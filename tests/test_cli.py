@@ -11,16 +11,17 @@ from tests.scripted_backend import ScriptedBackend
 
 @pytest.fixture
 def scripted_guard(monkeypatch):
-    guard = FlexGuard(ScriptedBackend())
+    """`FlexGuard.load` gives a fresh guard over one scripted backend (the CLI closes what it loads)."""
+    backend = ScriptedBackend()
     loads = []
 
-    def load(model=None, backend="auto", **options):
-        loads.append((model, backend, options))
-        return guard
+    def load(model=None, backend_name="auto", **options):
+        loads.append((model, backend_name, options))
+        return FlexGuard(backend, strictness=options.get("strictness", "moderate"),
+                         on_error=options.get("on_error", "block"))
 
     monkeypatch.setattr(FlexGuard, "load", staticmethod(load))
-    yield guard, loads
-    guard.close()
+    yield backend, loads
 
 
 def test_score_one_text_exit_codes(scripted_guard, capsys):

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 
+from flexguard_plugins.text import dedup_key
 from flexguard_plugins.types import TIER_EDGES
 
 CASES_PATH = Path(__file__).with_name("cases.jsonl")
@@ -149,6 +150,12 @@ def case(case_id: str) -> Case:
     raise KeyError(case_id)
 
 
+def judged_keys() -> frozenset[str]:
+    """`dedup_key` of every judged text (prompt-mode prompts, response-mode replies): training data must leave
+    these out, or the suite stops measuring anything."""
+    return frozenset(dedup_key(item.text) for item in load_cases())
+
+
 def band_ok(case: Case, score: float) -> bool:
     """Whether a 0–100 risk score lies in the case's expected band (an undecided NaN score never does)."""
     return case.expect.admits(score)
@@ -219,4 +226,4 @@ def summarise(cases: Iterable[Case], scores: Sequence[float] | Mapping[str, floa
 
 
 __all__ = ["CASES_PATH", "CATEGORIES", "KINDS", "MODES", "Case", "Expect", "Summary", "band_ok", "case",
-           "load_cases", "read_cases", "summarise"]
+           "judged_keys", "load_cases", "read_cases", "summarise"]

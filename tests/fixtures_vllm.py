@@ -128,13 +128,13 @@ def _vllm_env() -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def vllm_engine(tiny_guard_dir: Path) -> Iterator[Any]:
-    """One in-process vLLM engine (float32, prefix caching) on the tiny guard, shared by every vLLM test."""
+    """One vLLM async engine (float32, prefix caching) on the tiny guard, shared by every vLLM test."""
     pytest.importorskip("vllm")
-    from vllm import LLM
+    from flexguard_plugins.backends.vllm import VLLMEngine
 
-    llm = LLM(model=str(tiny_guard_dir), dtype="float32", max_model_len=2048, enable_prefix_caching=True, seed=0)
-    yield llm
-    llm.llm_engine.engine_core.shutdown()
+    engine = VLLMEngine(tiny_guard_dir, dtype="float32", max_model_len=2048, enable_prefix_caching=True, seed=0)
+    yield engine
+    engine.shutdown()
 
 
 def free_port() -> int:

@@ -1,9 +1,11 @@
 """OpenAI-compatible backend against a real `vllm serve` process (one per session, `vllm_server`), plus
-local sockets that refuse, hang or answer 503. The test that kills the server runs last in this file."""
+local sockets that refuse, never connect (full backlog), hang or answer 503. The test that kills the server
+runs last in this file."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import threading
 import time
@@ -67,6 +69,121 @@ def failing_server() -> Iterator[dict]:
     yield {"url": f"http://127.0.0.1:{server.server_address[1]}/v1", "seen": seen}
     server.shutdown()
     server.server_close()
+
+
+@pytest.fixture
+def blackholed_url() -> Iterator[str]:
+    """A port whose accept queue is full: a new connection is never made (SYNs dropped) → connect timeout."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(0)
+        fillers = []
+        for _ in range(3):
+            filler = socket.socket()
+            filler.setblocking(False)
+            try:
+                filler.connect(sock.getsockname())
+            except BlockingIOError:
+                pass
+            fillers.append(filler)
+        time.sleep(0.1)
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}/v1"
+        for filler in fillers:
+            filler.close()
+
+
+@pytest.fixture
+def scripted_server() -> Iterator[dict]:
+    """A real HTTP server: 503 for prompts holding FAIL, else a completion `SAFE\n3<|im_end|>`; records bodies."""
+    seen: list[dict] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 - the stdlib's name
+            body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+            seen.append({**body, "t": time.monotonic()})
+            if "FAIL" in body["prompt"]:
+                self.send_response(503)
+                self.end_headers()
+                self.wfile.write(b"overloaded")
+                return
+            payload = json.dumps({"choices": [{"text": "SAFE\n3<|im_end|>", "logprobs": None}]}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield {"url": f"http://127.0.0.1:{server.server_address[1]}/v1", "seen": seen}
+    server.shutdown()
+    server.server_close()
+
+
+async def test_a_blackholed_host_fails_over_after_the_connect_timeout(tiny_guard_dir, guard_rubric, blackholed_url,
+                                                                      scripted_server):
+    backend = make(tiny_guard_dir, [blackholed_url, scripted_server["url"]], guard_rubric, reasoning=False,
+                   connect_timeout=0.5, timeout=30, backoff=10)
+    started = time.monotonic()
+    risk = (await backend.score_batch(ITEMS[:1]))[0]
+    assert risk.ok and risk.score == 3 and time.monotonic() - started < 3  # no 30 s wait, no 10 s backoff
+    alone = make(tiny_guard_dir, blackholed_url, guard_rubric, connect_timeout=0.3, max_retries=1, backoff=0.01)
+    failed = (await alone.score_batch(ITEMS[:1]))[0]
+    assert not failed.ok and "connect timeout" in failed.error and "2 attempts" in failed.error
+    await backend.aclose()
+    await alone.aclose()
+
+
+async def test_one_deadline_per_item_over_all_attempts_and_backoff(tiny_guard_dir, guard_rubric, hung_url):
+    backend = make(tiny_guard_dir, hung_url, guard_rubric, timeout=5, deadline=0.8, max_retries=5, backoff=0.2)
+    started = time.monotonic()
+    results = await backend.score_batch(ITEMS[:2])
+    elapsed = time.monotonic() - started
+    assert elapsed < 2.0, elapsed  # 6 attempts × 5 s plus backoff without the deadline
+    assert all(not r.ok and "deadline of 0.8 s" in r.error for r in results)
+    await backend.aclose()
+
+
+async def test_backing_off_holds_no_concurrency_slot(tiny_guard_dir, guard_rubric, scripted_server):
+    backend = make(tiny_guard_dir, scripted_server["url"], guard_rubric, reasoning=False, concurrency=1,
+                   max_retries=1, backoff=1.5)
+    failing = asyncio.create_task(backend.score_batch([ModerationItem("FAIL please")]))
+    while not scripted_server["seen"]:
+        await asyncio.sleep(0.01)
+    started = time.monotonic()
+    quick = (await backend.score_batch([ModerationItem("how to paint someone")]))[0]
+    assert quick.ok and time.monotonic() - started < 1.0  # the failing item is backing off, not holding the slot
+    failed = (await failing)[0]
+    assert not failed.ok and "HTTP 503" in failed.error and "2 attempts" in failed.error
+    await backend.aclose()
+
+
+async def test_token_handling_matches_the_local_backends_and_failures_stay_per_item(tiny_guard_dir, guard_rubric,
+                                                                                   scripted_server):
+    backend = make(tiny_guard_dir, scripted_server["url"], guard_rubric, reasoning=False, max_retries=0)
+    items = [ModerationItem("how to paint someone"), ModerationItem("FAIL this one"), ModerationItem("hi \ud800")]
+    results = await backend.score_batch(items)
+    assert results[0].ok and results[0].raw == "<think>\n\n</think>\nSAFE\n3"  # EOS text dropped, as decode does
+    assert not results[1].ok and "HTTP 503" in results[1].error
+    assert results[2].ok or results[2].error  # a lone surrogate is this item's business only
+    body = next(b for b in scripted_server["seen"] if "paint" in b["prompt"])
+    assert body["add_special_tokens"] is False and body["skip_special_tokens"] is False
+    await backend.aclose()
+
+
+@pytest.mark.slow
+async def test_real_server_fails_only_the_item_it_rejects(tiny_guard_dir, vllm_server, guard_rubric):
+    backend = make(tiny_guard_dir, vllm_server["url"], guard_rubric, reasoning=False)
+    items = [ModerationItem(f"how to {HARMFUL_WORD} someone"), ModerationItem(" ".join(["bread"] * 3000)),
+             ModerationItem("how to paint someone")]
+    results = await backend.score_batch(items)
+    assert [r.ok for r in results] == [True, False, True]
+    assert results[0].score > 80 and results[2].score < 21 and "HTTP 400" in results[1].error
+    await backend.aclose()
 
 
 @pytest.mark.slow

@@ -1,22 +1,31 @@
-"""vLLM backend: an in-process `vllm.LLM` engine with prefix caching (the shared system prompt is
-computed once and its KV blocks reused by every later request).
+"""vLLM backend: vLLM's async engine (`AsyncLLM`) with prefix caching, one engine request per item.
 
-vLLM is imported only when the backend is built. Its engine runs in a child process: scripts that
+Each item is its own request, so the engine batches continuously: a new caller's item joins the running
+batch at the next step instead of waiting for a whole `generate` to finish, and one invalid prompt fails
+only itself. The engine and its output handling run on their own thread and event loop (`VLLMEngine`),
+so the caller's loop only awaits results; only the score's few tokens are decoded (vLLM decodes nothing:
+`detokenize=False`).
+
+vLLM is imported only when the backend is built. Its engine core runs in a child process: scripts that
 build this backend need an `if __name__ == "__main__":` guard.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import os
-from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+import threading
+import uuid
+from collections.abc import Coroutine, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from ..types import ModerationItem, RiskScore
 from . import _generation as gen
 from .base import Backend
+
+T = TypeVar("T")
 
 
 def _cpu_defaults() -> None:
@@ -28,13 +37,93 @@ def _cpu_defaults() -> None:
         os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
 
 
-class VLLMBackend(Backend):
-    """FlexGuard on an in-process vLLM engine, greedy, with top-20 logprobs for the expected score.
+class VLLMEngine:
+    """One `AsyncLLM` on a private thread and event loop, shareable by backends with other options.
 
-    `seed` goes to the engine (`LLM(seed=...)`), never to per-request sampling parameters: on the CPU
-    build a per-request seed kills the engine when a prefill is chunked.
-    `llm`: an engine already built for `model` to share (several option sets, one engine); the
-    backend then leaves it running on `aclose`.
+    `seed` goes to the engine, never to per-request sampling parameters: on the CPU build a per-request
+    seed kills the engine when a prefill is chunked.
+    """
+
+    def __init__(self, model: str | Path, *, dtype: str = "auto", max_model_len: int | None = None,
+                 enable_prefix_caching: bool = True, gpu_memory_utilization: float | None = None, seed: int = 0,
+                 tensor_parallel_size: int = 1, engine_options: dict[str, Any] | None = None) -> None:
+        _cpu_defaults()
+        from vllm import AsyncEngineArgs
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        kwargs: dict[str, Any] = dict(model=str(model), dtype=dtype, enable_prefix_caching=enable_prefix_caching,
+                                      seed=seed, tensor_parallel_size=tensor_parallel_size)
+        if max_model_len is not None:
+            kwargs["max_model_len"] = max_model_len
+        if gpu_memory_utilization is not None:
+            kwargs["gpu_memory_utilization"] = gpu_memory_utilization
+        kwargs.update(engine_options or {})
+        self.model_name = str(model)
+        self.closed = False
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="flexguard-vllm-engine", daemon=True)
+        self._thread.start()
+
+        async def build() -> Any:  # on the engine loop, so vLLM's output handler lives there
+            return AsyncLLM.from_engine_args(AsyncEngineArgs(**kwargs))
+
+        try:
+            self.llm = self.submit(build()).result()
+        except BaseException:
+            self._stop_loop()
+            raise
+        self.max_model_len = int(self.llm.model_config.max_model_len)
+        self.enable_prefix_caching = bool(self.llm.vllm_config.cache_config.enable_prefix_caching)
+
+    def submit(self, coroutine: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+        """Run `coroutine` on the engine's loop; the future can be awaited from any loop or thread."""
+        if self.closed:
+            coroutine.close()
+            raise RuntimeError("the vLLM engine is shut down")
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop)
+
+    async def generate(self, prompt_ids: list[int], sampling: Any) -> Any:
+        """The final `RequestOutput` of one request (call on the engine loop, through `submit`)."""
+        final = None
+        async for output in self.llm.generate({"prompt_token_ids": prompt_ids}, sampling,
+                                              request_id=uuid.uuid4().hex):
+            final = output
+        if final is None:
+            raise RuntimeError("the vLLM engine returned no output")
+        return final
+
+    def shutdown(self) -> None:
+        """Stop the engine; requests still in flight end with an error. Idempotent."""
+        if self.closed:
+            return
+
+        async def stop() -> None:
+            self.llm.shutdown()
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+        try:
+            self.submit(stop()).result(timeout=120)
+        finally:
+            self.closed = True
+            self._stop_loop()
+            self.llm = None  # let AsyncLLM.__del__ run now, not at interpreter exit (where it fails noisily)
+
+    def _stop_loop(self) -> None:
+        self.closed = True
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=30)
+        if not self._thread.is_alive():
+            self._loop.close()
+
+
+class VLLMBackend(Backend):
+    """FlexGuard on vLLM's async engine, greedy, with top-20 logprobs for the expected score.
+
+    `engine`: a `VLLMEngine` already built for `model` to share (several option sets, one engine); the
+    backend then leaves it running on `aclose`. Without it the backend builds and owns one.
     """
 
     name = "vllm"
@@ -43,62 +132,69 @@ class VLLMBackend(Backend):
                  system_prompt_path: str | Path | None = None, expected_score: bool = True, dtype: str = "auto",
                  max_model_len: int | None = None, enable_prefix_caching: bool = True,
                  gpu_memory_utilization: float | None = None, seed: int = 0, tensor_parallel_size: int = 1,
-                 batch_size: int = 256, engine_options: dict[str, Any] | None = None, llm: Any = None) -> None:
+                 batch_size: int = 256, engine_options: dict[str, Any] | None = None,
+                 engine: VLLMEngine | None = None) -> None:
         if model is None:
             raise ValueError("the vllm backend needs a model (a hub id or a local folder)")
         _cpu_defaults()
-        from vllm import LLM, SamplingParams
+        from vllm import SamplingParams
+        from vllm.sampling_params import RequestOutputKind
 
         self.options = gen.generation_options(reasoning, max_new_tokens, system_prompt_path, expected_score)
         self.model_name = str(model)
         self.tokenizer = gen.load_tokenizer(model)
-        kwargs: dict[str, Any] = dict(model=str(model), dtype=dtype, enable_prefix_caching=enable_prefix_caching,
-                                      seed=seed, tensor_parallel_size=tensor_parallel_size)
-        if max_model_len is not None:
-            kwargs["max_model_len"] = max_model_len
-        if gpu_memory_utilization is not None:
-            kwargs["gpu_memory_utilization"] = gpu_memory_utilization
-        kwargs.update(engine_options or {})
-        self._owns_engine = llm is None
-        self.llm = LLM(**kwargs) if llm is None else llm
-        self.enable_prefix_caching = bool(self.llm.llm_engine.vllm_config.cache_config.enable_prefix_caching)
-        self.max_content_tokens = gen.content_budget(self.tokenizer, self.llm.llm_engine.model_config.max_model_len,
-                                                     self.options)
+        self._owns_engine = engine is None
+        self.engine = engine if engine is not None else VLLMEngine(
+            model, dtype=dtype, max_model_len=max_model_len, enable_prefix_caching=enable_prefix_caching,
+            gpu_memory_utilization=gpu_memory_utilization, seed=seed, tensor_parallel_size=tensor_parallel_size,
+            engine_options=engine_options)
+        self.enable_prefix_caching = self.engine.enable_prefix_caching
+        self.max_content_tokens = gen.content_budget(self.tokenizer, self.engine.max_model_len, self.options)
         self.max_batch_size = batch_size
+        self.max_concurrent_batches = 16
+        """The engine schedules; several batches in flight let new callers' items join at the next step."""
         self._sampling = SamplingParams(
             temperature=0.0, max_tokens=self.options.max_new_tokens,
             logprobs=gen.TOP_LOGPROBS if self.options.expected_score else None,
+            detokenize=False, output_kind=RequestOutputKind.FINAL_ONLY,
         )
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="flexguard-vllm")
 
     async def score_batch(self, items: Sequence[ModerationItem]) -> list[RiskScore]:
-        prompts = [{"prompt_token_ids": gen.prompt_ids(self.tokenizer, item, self.options)} for item in items]
-        loop = asyncio.get_running_loop()
-        outputs = await loop.run_in_executor(self._executor, self._generate, prompts)
-        results = []
-        for output in outputs:
-            completion = output.outputs[0]
-            token_ids = list(completion.token_ids)
-            logprobs = None
-            if completion.logprobs:
-                logprobs = gen.token_logprobs(self.tokenizer, (
-                    (token, [(i, lp.logprob) for i, lp in alternatives.items()])
-                    for token, alternatives in zip(token_ids, completion.logprobs, strict=True)))
-            results.append(gen.to_risk(gen.decode(self.tokenizer, token_ids), self.options, self.name, logprobs))
-        return results
+        return list(await asyncio.gather(*(self._score_one(item) for item in items)))
 
-    def _generate(self, prompts: list[dict[str, list[int]]]) -> list[Any]:
-        return self.llm.generate(prompts, self._sampling, use_tqdm=False)
+    async def _score_one(self, item: ModerationItem) -> RiskScore:
+        """One engine request; whatever goes wrong with it fails this item alone."""
+        try:
+            future = self.engine.submit(self._judge(item))
+        except RuntimeError as error:
+            return RiskScore.failure(str(error), scorer=self.name)
+        try:
+            return await asyncio.wrap_future(future)
+        except asyncio.CancelledError:
+            if self.engine.closed:
+                return RiskScore.failure("the vLLM engine was shut down before this item finished", scorer=self.name)
+            raise
+        except Exception as error:  # noqa: BLE001 - any engine error is this item's failure, with its reason
+            return RiskScore.failure(f"vLLM could not judge this item: {type(error).__name__}: {error}",
+                                     scorer=self.name)
+
+    async def _judge(self, item: ModerationItem) -> RiskScore:
+        """On the engine loop: tokenize, generate, read the answer (decoding only the score's tokens)."""
+        prompt = gen.prompt_ids(self.tokenizer, item, self.options)
+        completion = (await self.engine.generate(prompt, self._sampling)).outputs[0]
+        token_ids = list(completion.token_ids)
+        logprobs = None
+        if completion.logprobs:
+            steps = [(token, ((i, lp.logprob) for i, lp in alternatives.items()))  # lazy: read in the window only
+                     for token, alternatives in zip(token_ids, completion.logprobs, strict=True)]
+            logprobs = gen.token_logprobs(self.tokenizer, steps)
+        return gen.to_risk(gen.decode(self.tokenizer, token_ids), self.options, self.name, logprobs)
 
     async def aclose(self) -> None:
-        self._executor.shutdown(wait=True)
-        if not self._owns_engine:
-            return
-        engine = getattr(self.llm, "llm_engine", None)
-        core = getattr(engine, "engine_core", None)
-        if core is not None:
-            core.shutdown()
+        if self._owns_engine:
+            await asyncio.to_thread(self.engine.shutdown)
 
     def describe(self) -> dict[str, Any]:
         return {"backend": self.name, "model": self.model_name, "reasoning": self.options.reasoning,
                 "prefix_caching": self.enable_prefix_caching}
+

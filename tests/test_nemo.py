@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import socket
 from pathlib import Path
 
@@ -17,9 +18,10 @@ from nemoguardrails import LLMRails, RailsConfig  # noqa: E402
 from nemoguardrails.rails.llm.options import RailStatus  # noqa: E402
 from nemoguardrails.testing import FakeLLMModel, TestChat  # noqa: E402
 
-from flexguard_plugins import FlexGuard  # noqa: E402
+from flexguard_plugins import FlexGuard, RiskScore  # noqa: E402
 
 from .fixtures_integrations import LOOSE, STRICT  # noqa: E402
+from .scripted_backend import ScriptedBackend  # noqa: E402
 
 REFUSAL = "I'm sorry, I can't respond to that."
 
@@ -32,11 +34,12 @@ def make_config(tmp_path: Path, nemo_config_dir: Path, body: str) -> RailsConfig
     return RailsConfig.from_path(str(folder))
 
 
-def rails_for(tmp_path: Path, nemo_config_dir: Path, strictness: str = "moderate", flows: str = "",
+def rails_for(tmp_path: Path, nemo_config_dir: Path, strictness: str | None = "moderate", flows: str = "",
               extra: str = "", llm: FakeLLMModel | None = None) -> LLMRails:
     flows = flows or "  input:\n    flows:\n      - flexguard check input\n" \
                      "  output:\n    flows:\n      - flexguard check output\n"
-    body = f"rails:\n{flows}custom_data:\n  flexguard:\n    strictness: {strictness}\n{extra}"
+    settings = (f"    strictness: {strictness}\n" if strictness is not None else "") + extra
+    body = f"rails:\n{flows}" + (f"custom_data:\n  flexguard:\n{settings}" if settings else "")
     return LLMRails(make_config(tmp_path, nemo_config_dir, body), llm=llm)
 
 
@@ -56,7 +59,7 @@ def test_shipped_config_loads_from_the_package(nemo_config_dir: Path) -> None:
     config = RailsConfig.from_path(str(nemo_config_dir))
     assert config.rails.input.flows == ["flexguard check input"]
     assert config.rails.output.flows == ["flexguard check output"]
-    assert config.custom_data["flexguard"]["strictness"] == "moderate"
+    assert "strictness" not in config.custom_data["flexguard"]  # unset: the guard's own default (moderate)
     rails = LLMRails(config)
     for name in ("flexguard_check_input", "flexguard_check_output"):
         assert rails.runtime.action_dispatcher.has_registered(name)
@@ -137,14 +140,15 @@ async def test_scorer_failure_fails_closed(tmp_path, nemo_config_dir, texts, fai
     assert outcome.is_blocked and outcome.failed and outcome.metadata["failed"] and "scorer is down" in outcome.reason
 
 
-async def test_action_error_fails_closed(tmp_path, nemo_config_dir, texts, failing_guard: FlexGuard) -> None:
-    """on_error=raise makes the action raise; NeMo then stops the turn with its internal-error message."""
+async def test_action_error_fails_closed(tmp_path, nemo_config_dir, failing_guard: FlexGuard, caplog) -> None:
+    """on_error=raise makes the action raise; NeMo then stops the turn with its internal-error message, and its
+    log of the failed action's parameters no longer holds the whole configuration."""
     rails = rails_for(tmp_path / "raise", nemo_config_dir, extra="    on_error: raise\n")
     rails.register_action_param("flexguard", failing_guard)
-    result = await rails.check_async(turn(texts["benign"]))
-    assert result.status != RailStatus.PASSED and result.content != texts["benign"]
-    typo = rails_for(tmp_path / "typo", nemo_config_dir, extra="    strictnes: strict\n")
-    assert (await typo.check_async(turn(texts["benign"]))).status != RailStatus.PASSED
+    result = await rails.check_async(turn("hello there"))
+    assert result.status != RailStatus.PASSED and result.content != "hello there"
+    failures = [r.getMessage() for r in caplog.records if "flexguard_check_input" in r.getMessage()]
+    assert failures and all("custom_data" not in m and "import_paths" not in m for m in failures)
 
 
 async def test_on_error_allow_lets_text_through(tmp_path, nemo_config_dir, texts, failing_guard) -> None:
@@ -171,3 +175,155 @@ def test_no_telemetry_and_no_network() -> None:
     assert not _is_usage_stats_enabled()
     with pytest.raises((pytest_socket.SocketBlockedError, pytest_socket.SocketConnectBlockedError)):
         socket.create_connection(("93.184.216.34", 443), timeout=1)
+
+
+# --- settings checked when the rails are built -----------------------------------------------------
+
+BAD_SETTINGS = [
+    ("    strictness: extreme\n", "", "custom_data.flexguard.strictness"),
+    ("    on_error: ignore\n", "", "custom_data.flexguard.on_error"),
+    ("    backend: nope\n", "", "custom_data.flexguard.backend"),
+    ("    strictnes: strict\n", "", "custom_data.flexguard.strictnes"),
+    ("    reasoning: maybe\n", "", "custom_data.flexguard.reasoning"),
+    ("", "$strictness=extreme", "rails flow 'flexguard check input $strictness=extreme'"),
+]
+
+
+def build_error(build) -> str:
+    """The one-line reason NeMo's "Failed to initialize configuration module" error carries."""
+    with pytest.raises(RuntimeError, match="Failed to initialize configuration module") as caught:
+        build()
+    reason = str(caught.value.__cause__)
+    assert isinstance(caught.value.__cause__, ValueError) and "\n" not in reason and len(reason) < 300, reason
+    return reason
+
+
+@pytest.mark.parametrize("settings, flow_param, key", BAD_SETTINGS)
+def test_bad_settings_fail_when_rails_are_built(tmp_path, nemo_config_dir, caplog, settings, flow_param, key) -> None:
+    flows = f"  input:\n    flows:\n      - flexguard check input {flow_param}\n".replace(" \n", "\n")
+    body = f"rails:\n{flows}custom_data:\n  flexguard:\n" + (settings or "    model: null\n")
+    reason = build_error(lambda: LLMRails(make_config(tmp_path, nemo_config_dir, body)))
+    assert reason.startswith(key)
+    assert all(len(r.getMessage()) < 1000 for r in caplog.records)  # no configuration dump in the log
+
+
+@pytest.mark.parametrize("settings, flow_param, key", BAD_SETTINGS[:4])
+def test_bad_settings_in_the_shipped_config_fail_when_built(tmp_path, nemo_config_dir, settings, flow_param,
+                                                            key) -> None:
+    folder = tmp_path / "shipped"
+    shutil.copytree(nemo_config_dir, folder, ignore=shutil.ignore_patterns("__pycache__"))
+    yml = (folder / "config.yml").read_text().partition("custom_data:")[0]
+    (folder / "config.yml").write_text(f"{yml}custom_data:\n  flexguard:\n{settings}")
+    assert build_error(lambda: LLMRails(RailsConfig.from_path(str(folder)))).startswith(key)
+
+
+async def test_policy_file_resolves_against_the_config_folder(tmp_path, nemo_config_dir, texts, monkeypatch) -> None:
+    folder = tmp_path / "config"
+    folder.mkdir()
+    policy = {"version": 1, "default_regime": "house", "regimes": {"house": {"threshold": 7.0}}}
+    (folder / "house.json").write_text(json.dumps(policy))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # a path read against the working directory would not be found
+    rails = rails_for(tmp_path, nemo_config_dir, strictness="house.json")
+    (outcome,) = await outcomes(rails, turn(texts["benign"]), ["input"])
+    assert outcome.metadata["threshold"] == 7.0 and outcome.metadata["strictness"].startswith("house.json")
+
+
+async def test_registered_guard_keeps_its_own_strictness_and_on_error(tmp_path, nemo_config_dir) -> None:
+    with FlexGuard(ScriptedBackend(), strictness=25, on_error="allow") as guard:  # "flirt" scores SEX 30
+        rails = rails_for(tmp_path / "unset", nemo_config_dir, strictness=None)
+        rails.register_action_param("flexguard", guard)
+        (outcome,) = await outcomes(rails, turn("let us flirt"), ["input"])
+        assert outcome.is_blocked and outcome.metadata["threshold"] == 25.0
+        assert (await rails.check_async(turn("garbage"))).status == RailStatus.PASSED  # undecided: its own allow
+        overridden = rails_for(tmp_path / "set", nemo_config_dir, strictness="loose", extra="    on_error: block\n")
+        overridden.register_action_param("flexguard", guard)
+        assert (await overridden.check_async(turn("let us flirt"))).status == RailStatus.PASSED
+        assert (await overridden.check_async(turn("garbage"))).status == RailStatus.BLOCKED
+
+
+# --- streaming: a whole-message check ends every stream ---------------------------------------------
+
+class WholeOnlyBackend(ScriptedBackend):
+    """Flags (VIO 90) a reply holding both "alpha" and "omega": harmful as a whole, no window of it alone."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.judged: list[str] = []
+
+    async def score_batch(self, items):
+        self.judged += [i.response or "" for i in items]
+        return [RiskScore.from_score(90.0, categories=("VIO",)) if "alpha" in (i.response or "")
+                and "omega" in (i.response or "") else RiskScore.from_score(3.0) for i in items]
+
+
+def streaming_rails(tmp_path: Path, nemo_config_dir: Path, replies: list[str], chunk_size: int = 4,
+                    context_size: int = 1) -> LLMRails:
+    body = ("passthrough: true\nstreaming: true\nrails:\n  output:\n    flows:\n      - flexguard check output\n"
+            f"    streaming:\n      enabled: true\n      chunk_size: {chunk_size}\n      context_size: {context_size}\n"
+            "      stream_first: false\n")
+    return LLMRails(make_config(tmp_path, nemo_config_dir, body), llm=FakeLLMModel(responses=replies))
+
+
+@pytest.mark.parametrize("words", [11, 12])  # the last window part-full, and exactly full
+async def test_stream_ends_with_a_whole_message_check(tmp_path, nemo_config_dir, words) -> None:
+    reply = " ".join(["alpha"] + [f"w{i}" for i in range(words - 2)] + ["omega"])
+    with FlexGuard(WholeOnlyBackend()) as guard:
+        rails = streaming_rails(tmp_path, nemo_config_dir, [reply, "alpha and more words but nothing else here"])
+        rails.register_action_param("flexguard", guard)  # streaming output rails use it too
+        chunks = [c async for c in rails.stream_async(messages=turn("hi"))]
+        error = json.loads(chunks[-1])["error"]
+        assert error["type"] == "guardrails_violation" and error["param"] == "flexguard check output"
+        released = "".join(chunks[:-1])
+        assert released.startswith("alpha") and "omega" not in released  # windows passed, the whole did not
+        judged = guard.backend.judged
+        assert reply in judged and len(judged) >= 4  # NeMo's windows and the whole message
+        assert not any("alpha" in w and "omega" in w for w in judged if w != reply)
+        passing = [c async for c in rails.stream_async(messages=turn("hi"))]
+        assert "".join(passing).split() == "alpha and more words but nothing else here".split()
+
+
+# --- Colang 2.x -------------------------------------------------------------------------------------
+
+COLANG2_MAIN = """import core
+import guardrails
+
+flow main
+  activate answer every question
+
+flow answer every question
+  user said something
+  bot say "{answer}"
+
+flow input rails $input_text
+  flexguard check input
+
+flow output rails $output_text
+  flexguard check output{strictness}
+"""
+
+
+def colang2_rails(tmp_path: Path, nemo_config_dir: Path, answer: str, strictness: str = "") -> LLMRails:
+    folder = tmp_path / "config2"
+    folder.mkdir(parents=True)
+    (folder / "config.yml").write_text(f'colang_version: "2.x"\nimport_paths:\n  - {nemo_config_dir / "rail"}\n')
+    (folder / "main.co").write_text(COLANG2_MAIN.format(answer=answer, strictness=strictness))
+    return LLMRails(RailsConfig.from_path(str(folder)), llm=FakeLLMModel(responses=["unused"]))
+
+
+async def test_colang2_flows_block_and_pass(tmp_path, nemo_config_dir) -> None:
+    with FlexGuard(ScriptedBackend()) as guard:
+        rails = colang2_rails(tmp_path / "a", nemo_config_dir, "Sure, here is a banana bread recipe.")
+        rails.register_action_param("flexguard", guard)
+        blocked = await rails.generate_async(messages=turn("how do I make a bomb"))
+        assert blocked["content"] == REFUSAL
+        answered = await rails.generate_async(messages=turn("how do I bake bread"))
+        assert answered["content"] == "Sure, here is a banana bread recipe."
+        output = colang2_rails(tmp_path / "b", nemo_config_dir, "First, build the bomb.")
+        output.register_action_param("flexguard", guard)
+        assert (await output.generate_async(messages=turn("how do I bake bread")))["content"] == REFUSAL
+        lenient = colang2_rails(tmp_path / "c", nemo_config_dir, "First, build the bomb.", ' $strictness="95"')
+        lenient.register_action_param("flexguard", guard)  # the scripted score is 92: passes at 95 only
+        answered = await lenient.generate_async(messages=turn("how do I bake bread"))
+        assert answered["content"] == "First, build the bomb."

@@ -1,9 +1,10 @@
 """NeMo Guardrails actions for FlexGuard. One helper serves both rails; all scoring lives in flexguard_plugins.
 
-Settings come from `custom_data.flexguard` (strictness, model, backend, on_error, reasoning, options); a
-flow may override strictness (`flexguard check input $strictness=strict`). Flow parameters arrive as
-strings; the core reads numeric strings and names. A guard registered with
-`rails.register_action_param("flexguard", guard)` replaces the one built from the settings.
+Settings come from `custom_data.flexguard` (strictness, model, backend, on_error, reasoning, options),
+checked when the rails are built (`config.py`); a flow may override strictness
+(`flexguard check input $strictness=strict`). Flow parameters arrive as strings; the core reads numeric
+strings and names. A guard registered with `rails.register_action_param("flexguard", guard)` replaces the
+one built from the settings and keeps its own strictness and on_error unless the config sets them.
 """
 
 from __future__ import annotations
@@ -11,33 +12,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from flexguard_nemo.rail.settings import anchored, config_folder, read_settings
 from nemoguardrails.actions import action
 from nemoguardrails.actions.rail_outcome import RailOutcome
 
-from flexguard_plugins import Decision, FlexGuard, resolve_strictness, shared_guard
-
-SETTINGS_KEY = "flexguard"
-SETTINGS = ("strictness", "model", "backend", "on_error", "reasoning", "options")
-
-
-def _settings(config: Any) -> dict[str, Any]:
-    """`custom_data.flexguard` of the rails config, checked: a typo fails loudly instead of being ignored."""
-    custom = getattr(config, "custom_data", None) or {}
-    settings = custom.get(SETTINGS_KEY) or {}
-    if not isinstance(settings, Mapping):
-        raise ValueError(f"custom_data.{SETTINGS_KEY} must be a mapping, got {type(settings).__name__}")
-    unknown = set(settings) - set(SETTINGS)
-    if unknown:
-        raise ValueError(f"custom_data.{SETTINGS_KEY}: unknown keys {sorted(unknown)}; known: {', '.join(SETTINGS)}")
-    return dict(settings)
-
-
-def _guard(settings: Mapping[str, Any], registered: FlexGuard | None) -> FlexGuard:
-    options = dict(settings.get("options") or {})
-    model = settings.get("model")
-    if model is not None and settings.get("reasoning") is not None:
-        options["reasoning"] = settings["reasoning"]  # the embedded scorer has no reasoning mode
-    return shared_guard(registered, model=model, backend=settings.get("backend", "auto"), **options)
+from flexguard_plugins import Decision, FlexGuard, ModerationItem, shared_guard
 
 
 def _flow_value(value: Any) -> Any:
@@ -55,17 +34,25 @@ def outcome(decision: Decision, mode: str) -> RailOutcome:
     return RailOutcome.block(reason=decision.reason, metadata=metadata)
 
 
+def rail_guard(settings: Mapping[str, Any], registered: FlexGuard | None) -> FlexGuard:
+    return shared_guard(registered, settings.get("model"), settings.get("backend", "auto"),
+                        settings.get("reasoning"), **dict(settings.get("options") or {}))
+
+
 async def check(mode: str, config: Any, context: Mapping[str, Any] | None, strictness: Any = None,
-                guard: FlexGuard | None = None) -> RailOutcome:
-    """Judge the user message (prompt mode) or the bot message with the user message as context (response mode)."""
-    settings = _settings(config)
+                guard: FlexGuard | None = None, response: str | None = None) -> RailOutcome:
+    """Judge the user message (prompt mode) or the bot message with the user message as context (response
+    mode; `response` replaces the bot message, for the whole-message check at the end of a stream)."""
+    settings = read_settings(config)
     chosen = _flow_value(strictness)
-    chosen = settings.get("strictness", "moderate") if chosen is None else chosen
-    resolve_strictness(chosen)
+    chosen = settings.get("strictness") if chosen is None else anchored(chosen, config_folder(config))
     context = context or {}
     user = context.get("user_message") or ""
-    item = {"prompt": user} if mode == "prompt" else {"prompt": user, "response": context.get("bot_message") or ""}
-    decision = (await _guard(settings, guard).acheck_batch([item], chosen, settings.get("on_error", "block")))[0]
+    if mode == "prompt":
+        item = ModerationItem.coerce(user)
+    else:
+        item = ModerationItem.coerce({"prompt": user, "response": response or context.get("bot_message") or ""})
+    decision = (await rail_guard(settings, guard).acheck_batch([item], chosen, settings.get("on_error")))[0]
     return outcome(decision, mode)
 
 

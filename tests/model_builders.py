@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
+from typing import Any
 
 from flexguard_plugins.prompts import EMPTY_THINK, system_prompt
 
@@ -32,12 +33,10 @@ def _corpus() -> list[str]:
     return lines * 4
 
 
-def build_tiny_qwen3(path: str | Path, *, vocab_size: int = 512, hidden_size: int = 256, num_layers: int = 4,
-                     seed: int = 0) -> Path:
-    """Write a tiny random Qwen3 causal LM and its tokenizer to `path` (about 3M parameters)."""
-    import torch
+def build_tokenizer(path: str | Path, *, vocab_size: int = 512) -> Any:
+    """Train the tiny byte-level BPE with a ChatML template and save it to `path`; returns the tokenizer."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast, Qwen3Config, Qwen3ForCausalLM
+    from transformers import PreTrainedTokenizerFast
 
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
@@ -54,6 +53,17 @@ def build_tiny_qwen3(path: str | Path, *, vocab_size: int = 512, hidden_size: in
     tokenizer.add_tokens(THINK_TOKENS)
     tokenizer.chat_template = CHATML_TEMPLATE
     tokenizer.save_pretrained(path)
+    return tokenizer
+
+
+def build_tiny_qwen3(path: str | Path, *, vocab_size: int = 512, hidden_size: int = 256, num_layers: int = 4,
+                     seed: int = 0) -> Path:
+    """Write a tiny random Qwen3 causal LM and its tokenizer to `path` (about 3M parameters)."""
+    import torch
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    path = Path(path)
+    tokenizer = build_tokenizer(path, vocab_size=vocab_size)
     torch.manual_seed(seed)
     config = Qwen3Config(
         vocab_size=len(tokenizer), hidden_size=hidden_size, intermediate_size=3 * hidden_size,

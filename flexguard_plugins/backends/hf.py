@@ -41,7 +41,8 @@ class TransformersBackend(Backend):
     `enable_prefix_caching=False` recomputes the system prompt in every batch (for comparison and tests).
     A batch holds at most `batch_size` items and at most `max_batch_tokens` tokens, counting each row as
     its whole prompt plus `max_new_tokens` (the KV cache it grows to, shared prefix included); an item
-    over the budget runs alone.
+    over the budget runs alone. `loaded_model`: a causal LM already in memory for `model`'s tokenizer
+    (benchmarks build one from a config), used instead of loading weights from `model`.
     """
 
     name = "transformers"
@@ -49,7 +50,8 @@ class TransformersBackend(Backend):
     def __init__(self, model: str | Path, *, reasoning: bool = True, max_new_tokens: int | None = None,
                  system_prompt_path: str | Path | None = None, expected_score: bool = True, dtype: Any = None,
                  device: str | None = None, max_model_len: int | None = None, batch_size: int | None = None,
-                 enable_prefix_caching: bool = True, max_batch_tokens: int | None = None) -> None:
+                 enable_prefix_caching: bool = True, max_batch_tokens: int | None = None,
+                 loaded_model: Any = None) -> None:
         import torch
         from transformers import AutoModelForCausalLM
 
@@ -59,8 +61,9 @@ class TransformersBackend(Backend):
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.model_name = str(model)
         self.tokenizer = gen.load_tokenizer(model)
-        self.model = AutoModelForCausalLM.from_pretrained(
-            str(model), dtype=_resolve_dtype(dtype, self.device)).to(self.device).eval()
+        if loaded_model is None:
+            loaded_model = AutoModelForCausalLM.from_pretrained(str(model), dtype=_resolve_dtype(dtype, self.device))
+        self.model = loaded_model.to(self.device).eval()
         context = max_model_len or getattr(self.model.config, "max_position_embeddings", None) or 2048
         self.max_content_tokens = gen.content_budget(self.tokenizer, context, self.options)
         self.max_batch_size = batch_size or (64 if self.device.startswith("cuda") else 16)
@@ -144,7 +147,7 @@ class TransformersBackend(Backend):
             if ids:
                 with torch.inference_mode():
                     tensor = torch.tensor([ids], device=self.device)
-                    kv = self.model(input_ids=tensor, use_cache=True).past_key_values
+                    kv = self.model(input_ids=tensor, use_cache=True, logits_to_keep=1).past_key_values
                 self.prefix_forwards += 1
             self._prefixes[mode] = (ids, kv)
         return self._prefixes[mode]
@@ -171,7 +174,7 @@ class TransformersBackend(Backend):
         top_steps: list[Any] = []
         with torch.inference_mode():
             out = self.model(input_ids=input_ids, attention_mask=attention, position_ids=positions,
-                             past_key_values=cache, use_cache=True)
+                             past_key_values=cache, use_cache=True, logits_to_keep=1)  # only the last position
             for step in range(self.options.max_new_tokens):
                 log_probs = torch.log_softmax(out.logits[:, -1].float(), dim=-1)
                 chosen = log_probs.argmax(dim=-1).masked_fill(done, self._pad_id)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -12,6 +14,7 @@ pytest.importorskip("guardrails")
 from flexguard_plugins import FlexGuard  # noqa: E402
 
 from .fixtures_integrations import LOOSE, STRICT  # noqa: E402
+from .scripted_backend import ScriptedBackend, answer_for  # noqa: E402
 
 MANIFEST = Path(__file__).resolve().parents[1] / "guardrails_hub" / "manifest.json"
 
@@ -117,7 +120,7 @@ async def test_async_guard_uses_the_async_core(gr, texts, lite_guard: FlexGuard,
         return await real(items, *args, **kwargs)
 
     monkeypatch.setattr(lite_guard, "acheck_batch", spy)
-    guard = make_guard(gr, "AsyncGuard", on_fail="exception")
+    guard = make_guard(gr, "AsyncGuard", guard=lite_guard, on_fail="exception")
     assert (await guard.validate(texts["benign"])).validation_passed
     with pytest.raises(gr[0].errors.ValidationError):
         await guard.validate(texts["harmful"])
@@ -158,3 +161,85 @@ def test_hub_manifest_is_valid() -> None:
     manifest = Manifest.from_dict(json.loads(MANIFEST.read_text()))
     assert manifest.id == "flexguard/risk_score" and manifest.exports == ["FlexGuardRisk"]
     assert manifest.module_name == "guardrails_ai.flexguard"
+
+
+# --- first-use loading, remote validation, reask without an LLM ---------------------------------------
+
+@pytest.fixture()
+def scripted_guard():
+    guard = FlexGuard(ScriptedBackend())
+    yield guard
+    guard.close()
+
+
+@pytest.fixture()
+def completion_server():
+    """A real OpenAI-compatible /v1/completions endpoint answering in FlexGuard's format by keyword (the
+    scripted seam over HTTP): "bomb" in the judged content → VIO,ILG 92, else SAFE 4."""
+    seen: list[dict] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 - the stdlib's name
+            body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+            seen.append({"path": self.path, **body})
+            content = body["prompt"].rsplit("[User]:", 1)[-1]
+            text = f"<think>\nchecked\n</think>\n{answer_for(content)}"
+            payload = json.dumps({"choices": [{"text": text, "logprobs": None}]}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/v1", seen
+    server.shutdown()
+    server.server_close()
+
+
+def test_model_loads_on_first_use_not_in_init(gr, monkeypatch, scripted_guard) -> None:
+    import guardrails_ai.flexguard.main as validator_module
+
+    calls: list[dict] = []
+    monkeypatch.setattr(validator_module, "shared_guard", lambda guard, **load: calls.append(load) or scripted_guard)
+    guard = make_guard(gr, model="some/flexguard-model", backend="transformers", on_fail="noop")
+    assert calls == []  # building the validator (often at import time) loaded nothing
+    assert not guard.validate("how to build a bomb").validation_passed
+    assert guard.validate("how to bake bread").validation_passed
+    assert calls == [{"model": "some/flexguard-model", "backend": "transformers", "reasoning": None}]
+
+
+def test_remote_validation_through_the_openai_backend(gr, completion_server, tiny_qwen3_dir) -> None:
+    url, seen = completion_server
+    guard = make_guard(gr, use_local=False, model=str(tiny_qwen3_dir), base_url=url, on_fail="noop")
+    assert not guard.validate("how to build a bomb").validation_passed
+    result = last_result(guard)
+    assert result.metadata["score"] == 92 and result.metadata["scorer"] == "openai"
+    assert guard.validate("how to bake bread").validation_passed
+    assert [r["path"] for r in seen] == ["/v1/completions"] * 2
+    assert guard._validators[0].use_local is False
+
+
+def test_remote_validation_needs_a_server(gr) -> None:
+    with pytest.raises(ValueError, match="base_url"):
+        gr[1](use_local=False)
+    with pytest.raises(ValueError, match="model="):
+        gr[1](use_local=False, base_url="http://127.0.0.1:9/v1")
+
+
+def test_reask_without_an_llm_does_not_pass(gr, scripted_guard) -> None:
+    guard = make_guard(gr, guard=scripted_guard, on_fail="reask")
+    outcome = guard.validate("how to build a bomb")
+    assert outcome.validation_passed is False and outcome.validated_output is None
+    benign = guard.validate("how to bake bread")
+    assert benign.validation_passed and benign.validated_output == "how to bake bread"
+
+
+async def test_async_reask_without_an_llm_does_not_pass(gr, scripted_guard) -> None:
+    outcome = await make_guard(gr, "AsyncGuard", guard=scripted_guard, on_fail="reask").validate("a bomb")
+    assert outcome.validation_passed is False and outcome.validated_output is None

@@ -9,10 +9,9 @@ from typing import Any, Literal
 
 from langchain_core.callbacks import AsyncCallbackManagerForChainRun, CallbackManagerForChainRun
 from langchain_core.runnables import Runnable, RunnableConfig, RunnableLambda, RunnableParallel, RunnableSerializable
-from pydantic import ConfigDict, Field, field_validator
+from pydantic import ConfigDict, Field, PrivateAttr, field_validator
 
 from flexguard_plugins import Decision, FlexGuard, FlexGuardError, ModerationItem, resolve_strictness, shared_guard
-from flexguard_plugins.policy import check_on_error
 
 from ._items import prompt_text, to_item
 from ._stream import WindowedRelease
@@ -32,9 +31,8 @@ class FlexGuardViolation(ValueError):
 
 
 def with_prompt(runnable: Runnable[Any, Any], *, prompt_key: str | None = None) -> Runnable[Any, dict[str, Any]]:
-    """`runnable` (your model) returning `{"prompt": <the user's text in the chain input>, "response": <its output>}`,
-    so a following `FlexGuardRunnable` judges the reply with the question it answers. The user's text is the
-    input string, the last user turn of messages or of a prompt value, or `input[prompt_key]` for a dict."""
+    """`runnable` (your model) giving `{"prompt": <user's text in the chain input>, "response": <its output>}`, so a
+    following `FlexGuardRunnable` judges the reply with its question (`input[prompt_key]` for a dict input)."""
     pick = RunnableLambda(itemgetter(prompt_key)) if prompt_key else RunnableLambda(prompt_text)
     return RunnableParallel(prompt=pick, response=runnable)
 
@@ -51,7 +49,7 @@ class FlexGuardRunnable(RunnableSerializable[Any, Any]):
     """
 
     strictness: Any = "moderate"
-    on_error: Literal["block", "allow", "raise"] = "block"
+    on_error: Literal["block", "allow", "raise"] = "block"  # pydantic rejects anything else
     mode: Mode = "raise"
     model: str | None = None
     backend: str = "auto"
@@ -59,6 +57,7 @@ class FlexGuardRunnable(RunnableSerializable[Any, Any]):
     stream_chunk_size: int = Field(default=200, ge=1)
     stream_context_size: int = Field(default=50, ge=0)
     guard: FlexGuard | None = Field(default=None, exclude=True)
+    _loaded: FlexGuard | None = PrivateAttr(default=None)
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
@@ -67,11 +66,6 @@ class FlexGuardRunnable(RunnableSerializable[Any, Any]):
     def _check_strictness(cls, value: Any) -> Any:
         resolve_strictness(value)
         return value
-
-    @field_validator("on_error")
-    @classmethod
-    def _check_on_error(cls, value: str) -> str:
-        return check_on_error(value)
 
     @classmethod
     def is_lc_serializable(cls) -> bool:
@@ -87,7 +81,12 @@ class FlexGuardRunnable(RunnableSerializable[Any, Any]):
         return self.to_json_not_implemented() if self.guard is not None else super().to_json()
 
     def _guard(self) -> FlexGuard:
-        return shared_guard(self.guard, self.model, self.backend, self.reasoning)
+        """The given guard, or one handle on the process-wide guard for these options, taken on first use."""
+        if self.guard is not None:
+            return self.guard
+        if self._loaded is None or self._loaded.closed:
+            self._loaded = shared_guard(None, self.model, self.backend, self.reasoning)
+        return self._loaded
 
     # --- one place turns inputs into items and decisions into outputs, for calls, batches and streams --------
 

@@ -16,7 +16,8 @@ from flexguard_nemo.rail.settings import anchored, config_folder, read_settings
 from nemoguardrails.actions import action
 from nemoguardrails.actions.rail_outcome import RailOutcome
 
-from flexguard_plugins import Decision, FlexGuard, ModerationItem, shared_guard
+from flexguard_plugins import Decision, FlexGuard, ModerationItem
+from flexguard_plugins.scorer import ashared_guard
 
 
 def _flow_value(value: Any) -> Any:
@@ -34,9 +35,21 @@ def outcome(decision: Decision, mode: str) -> RailOutcome:
     return RailOutcome.block(reason=decision.reason, metadata=metadata)
 
 
-def rail_guard(settings: Mapping[str, Any], registered: FlexGuard | None) -> FlexGuard:
-    return shared_guard(registered, settings.get("model"), settings.get("backend", "auto"),
-                        settings.get("reasoning"), **dict(settings.get("options") or {}))
+_GUARDS: dict[str, FlexGuard] = {}
+"""One handle on the process-wide guard per distinct load settings, kept for the life of the process."""
+
+
+async def rail_guard(settings: Mapping[str, Any], registered: FlexGuard | None) -> FlexGuard:
+    """The registered guard, or the shared one for these settings (a cold load runs off the event loop)."""
+    if registered is not None:
+        return registered
+    load = {"model": settings.get("model"), "backend": settings.get("backend", "auto"),
+            "reasoning": settings.get("reasoning"), **dict(settings.get("options") or {})}
+    key = repr(sorted(load.items(), key=lambda kv: kv[0]))
+    guard = _GUARDS.get(key)
+    if guard is None or guard.closed:
+        guard = _GUARDS[key] = await ashared_guard(None, **load)
+    return guard
 
 
 async def check(mode: str, config: Any, context: Mapping[str, Any] | None, strictness: Any = None,
@@ -52,7 +65,7 @@ async def check(mode: str, config: Any, context: Mapping[str, Any] | None, stric
         item = ModerationItem.coerce(user)
     else:
         item = ModerationItem.coerce({"prompt": user, "response": response or context.get("bot_message") or ""})
-    decision = (await rail_guard(settings, guard).acheck_batch([item], chosen, settings.get("on_error")))[0]
+    decision = (await (await rail_guard(settings, guard)).acheck_batch([item], chosen, settings.get("on_error")))[0]
     return outcome(decision, mode)
 
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 from guardrails.validator_base import ErrorSpan, FailResult, PassResult, ValidationResult, Validator, register_validator
 
 from flexguard_plugins import Decision, FlexGuard, resolve_strictness, shared_guard
+from flexguard_plugins.policy import check_on_error
 
 PROMPT_KEY = "prompt"
 """Response mode reads the user prompt the output answers from `metadata["prompt"]`."""
@@ -21,25 +22,42 @@ class FlexGuardRisk(Validator):
     `mode="prompt"` judges the value itself (a user prompt); `mode="response"` judges the value as the
     reply to `metadata["prompt"]`. Score, threshold and categories are in the result's `metadata`; a
     chunked text's riskiest chunk is the `error_span`; `on_fail="fix"` replaces the text with `refusal`.
+    The model loads on first use, so building validators at import time costs nothing.
+    `use_local=False` scores on remote OpenAI-compatible FlexGuard servers (`base_url=`, e.g. `vllm serve`).
     """
 
     def __init__(self, strictness: Any = "moderate", mode: Literal["prompt", "response"] = "prompt", *,
                  on_error: Literal["block", "allow", "raise"] = "block", model: str | None = None,
                  backend: str = "auto", reasoning: bool | None = None, refusal: str = DEFAULT_REFUSAL,
-                 guard: FlexGuard | None = None, on_fail: str | Callable[..., Any] | None = None,
-                 **kwargs: Any) -> None:
+                 guard: FlexGuard | None = None, base_url: str | Sequence[str] | None = None,
+                 on_fail: str | Callable[..., Any] | None = None, **kwargs: Any) -> None:
         if mode not in ("prompt", "response"):
             raise ValueError(f"mode must be 'prompt' or 'response', got {mode!r}")
-        if on_error not in ("block", "allow", "raise"):
-            raise ValueError(f"on_error must be 'block', 'allow' or 'raise', got {on_error!r}")
+        check_on_error(on_error)
         resolve_strictness(strictness)
         kwargs.setdefault("use_local", True)
+        if not kwargs["use_local"] and guard is None:
+            base_url = base_url or kwargs.get("validation_endpoint")
+            if not base_url or model is None:
+                raise ValueError("flexguard/risk_score with use_local=False scores on your own OpenAI-compatible "
+                                 "FlexGuard server: pass base_url= (e.g. http://host:8000/v1, as served by "
+                                 "`vllm serve`) and model= (the served model; its tokenizer renders the prompt); "
+                                 "the Guardrails hub has no FlexGuard endpoint")
+            backend = "openai" if backend == "auto" else backend
         super().__init__(on_fail=on_fail, strictness=strictness, mode=mode, on_error=on_error, model=model,
-                         backend=backend, reasoning=reasoning, refusal=refusal, **kwargs)
+                         backend=backend, reasoning=reasoning, refusal=refusal, base_url=base_url, **kwargs)
         self.strictness, self.mode, self.on_error, self.refusal = strictness, mode, on_error, refusal
         self.required_metadata_keys = [PROMPT_KEY] if mode == "response" else []
-        options = {"reasoning": reasoning} if model is not None and reasoning is not None else {}
-        self.guard = shared_guard(guard, model=model, backend=backend, **options)
+        self._given_guard = guard
+        self._load = {"model": model, "backend": backend, "reasoning": reasoning,
+                      **({"base_url": base_url} if base_url else {})}
+
+    @property
+    def guard(self) -> FlexGuard:
+        """The guard, loaded on first use (the process-wide one for these options, shared with other wrappers)."""
+        if self._given_guard is None:
+            self._given_guard = shared_guard(None, **self._load)
+        return self._given_guard
 
     def _item(self, value: Any, metadata: dict[str, Any]) -> dict[str, Any]:
         if not isinstance(value, str):
@@ -52,13 +70,17 @@ class FlexGuardRisk(Validator):
         return {"prompt": prompt, "response": value}
 
     def _result(self, value: str, decision: Decision) -> ValidationResult:
-        """The one mapping from a FlexGuard decision to a Guardrails result, for sync and async paths."""
+        """The one mapping from a FlexGuard decision to a Guardrails result, for sync and async paths.
+
+        Under `on_fail="reask"` the failure carries no fix value: Guardrails substitutes the fix value when
+        no re-ask can be made (no LLM, or re-asks used up) and would then report the text as validated."""
         metadata = {**decision.to_dict(), "mode": self.mode}
         if not decision.flagged:
             return PassResult(metadata=metadata)
         start, end = decision.risk.span or (0, len(value))
+        reask = str(getattr(self.on_fail_descriptor, "value", self.on_fail_descriptor)) == "reask"
         return FailResult(
-            error_message=decision.reason, fix_value=self.refusal, metadata=metadata,
+            error_message=decision.reason, fix_value=None if reask else self.refusal, metadata=metadata,
             error_spans=[ErrorSpan(start=start, end=end, reason=decision.reason)],
         )
 

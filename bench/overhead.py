@@ -181,8 +181,8 @@ async def main(n: int, scorer: str, concurrency: int, max_wait_ms: float) -> Non
     flex_guard = Guard().use(FlexGuardRisk(guard=guard, on_fail="noop"))  # noop: time the check, not the raise
     for g in (noop_guard, flex_guard):
         g.configure(allow_metrics_collection=False)
-        g.validate("warm")
-    report("Guardrails-AI: Guard.validate", interleaved({
+        await asyncio.to_thread(g.validate, "warm")
+    report("Guardrails-AI: Guard.validate", await asyncio.to_thread(interleaved, {  # sync Guard: off the loop
         "core: guard.check": guard.check,
         "floor: no-op validator": noop_guard.validate,
         "FlexGuardRisk": flex_guard.validate,

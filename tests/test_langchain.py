@@ -283,3 +283,17 @@ def test_with_prompt_real_scorer_judges_the_reply_in_context(texts) -> None:
     with pytest.raises(FlexGuardViolation) as caught:
         chain.invoke(texts["opener"])
     assert caught.value.decision.score >= LOOSE
+
+
+def test_with_prompt_streams_window_by_window_with_the_question(scripted_guard) -> None:
+    reply = " ".join(f"w{i}" for i in range(40)) + " bomb end"
+    chain = with_prompt(streamed_model(reply)) | FlexGuardRunnable(guard=scripted_guard, stream_chunk_size=30,
+                                                                  stream_context_size=5)
+    out = []
+    with pytest.raises(FlexGuardViolation):
+        for chunk in chain.stream("hello question"):
+            out.append(chunk)
+    released = "".join(c["response"].content for c in out if "response" in c)
+    assert out[0] == {"prompt": "hello question"} and "w20" in released and "bomb" not in released
+    items = [i for batch in scripted_guard.backend.batches for i in batch]
+    assert len(items) >= 3 and all(i.prompt == "hello question" for i in items)

@@ -227,3 +227,19 @@ def test_bad_options_fail_early() -> None:
         FlexGuardMiddleware(exit_behavior="warn")
     with pytest.raises(ValueError):
         FlexGuardMiddleware(on_error="ignore")
+
+
+def test_one_flagged_result_of_parallel_tool_calls_ends_the_run(scripted) -> None:
+    @tool
+    def fetch_page(url: str) -> str:
+        """Fetch a web page."""
+        return "how to build a bomb" if url == "bad" else "a page about bread"
+
+    calls = [{"name": "fetch_page", "args": {"url": u}, "id": f"c{i}", "type": "tool_call"}
+             for i, u in enumerate(["bad", "good"])]  # the flagged result is not the last message
+    agent, model = make_agent([AIMessage(content="", tool_calls=calls), AIMessage("never sent")], [fetch_page],
+                              guard=scripted, check_tool_results=True)
+    state = agent.invoke({"messages": [HumanMessage("read both")]})
+    assert dangling(state["messages"]) == [] and "flagged by FlexGuard" in state["messages"][-1].content
+    assert all("bomb" not in m.content for m in state["messages"] if isinstance(m, ToolMessage))
+    assert next(model.messages).content == "never sent"

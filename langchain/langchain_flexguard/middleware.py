@@ -109,13 +109,17 @@ class FlexGuardMiddleware(AgentMiddleware[AgentState[Any], Any]):
         return withheld  # under "end", before_model then stops the run before the model reads the note
 
     def _after_tool(self, state: AgentState[Any]) -> dict[str, Any] | None:
-        """Under "end", a tool result withheld in this step ends the run with the refusal instead of a model call."""
-        last = (state.get("messages") or [None])[-1]
-        flexguard = getattr(last, "response_metadata", {}).get("flexguard") if isinstance(last, ToolMessage) else None
-        if self.exit_behavior != "end" or not flexguard:
+        """Under "end", a tool result withheld in this step (any of parallel calls) ends the run with the refusal
+        instead of a model call."""
+        if self.exit_behavior != "end" or not self.check_tool_results:
             return None
-        text, metadata = self._refusal(flexguard)
-        return {"messages": [AIMessage(content=text, response_metadata=metadata)], "jump_to": "end"}
+        for message in reversed(state.get("messages") or []):
+            if not isinstance(message, ToolMessage):
+                return None
+            if message.response_metadata.get("flexguard"):
+                text, metadata = self._refusal(message.response_metadata["flexguard"])
+                return {"messages": [AIMessage(content=text, response_metadata=metadata)], "jump_to": "end"}
+        return None
 
     def _decide(self, item: ModerationItem) -> Decision:
         return self.guard.check_batch([item], self.strictness, self.on_error)[0]

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from flexguard_training import data as D
 from flexguard_training.data import Teacher, calibrate_score, make_target
-from flexguard_training.sources import SourceRecord
+from flexguard_training.sources import DATA_ROOT, SourceRecord
 
 
 @pytest.mark.parametrize(
@@ -57,6 +57,18 @@ def test_teacher_target_is_calibrated_and_benign_means_safe():
     assert (safe_low.score, safe_low.categories) == (16, ())
     safe_mid = make_target(0, False, ("DIS",), Teacher((), 75.0))  # 30 → LOW: source codes fill in
     assert (safe_mid.score, safe_mid.categories) == (30, ("DIS",))
+
+
+@pytest.mark.parametrize(("severity", "unsafe", "teacher"), [
+    (3, True, None), (1, False, None), (None, True, None), (None, True, Teacher((), 80.0)),
+    (0, False, Teacher((), 90.0)),
+])
+def test_harmful_target_without_codes_is_unknown_not_safe(severity, unsafe, teacher):
+    """A harmful score with no harm code from source or teacher: categories None (masked), never SAFE."""
+    target = make_target(severity, unsafe, (), teacher)
+    assert target.score >= 21 and target.categories is None and not target.category_known
+    record = D.to_record(SourceRecord("x", "s", "q", None, severity, (), unsafe), target)
+    assert record["target_categories"] is None and record["category_known"] is False
 
 
 def test_binary_target_when_nothing_is_graded():
@@ -176,6 +188,23 @@ def test_prepare_holds_out_whole_sources_as_flexbench_csvs(tmp_path, monkeypatch
     assert (held["label_moderate"] == (held["severity_level"] >= 2)).all()
     with pytest.raises(ValueError, match="both trained on and held out"):
         D.prepare(D.PrepareArguments(output_dir=str(out), sources=["eval_src"], holdout_sources=["eval_src"]))
+
+
+@pytest.mark.skipif(not (DATA_ROOT / "advbench").is_dir(), reason="the public data sets are not here")
+def test_prepare_advbench_and_malicious_instruct_gives_no_safe_harmful_target(tmp_path):
+    """The issue's reproduction: these sources carry no category; before, 620 of 620 targets were SAFE + 70."""
+    from datasets import load_from_disk
+
+    out = tmp_path / "harmful"
+    assert D.main(["--output_dir", str(out), "--sources", "advbench", "malicious_instruct"]) == 0
+    train = load_from_disk(str(out))["train"]
+    assert len(train) > 500
+    for row in train:
+        assert row["target_score"] >= 21
+        assert row["target_categories"] != [], row  # [] is SAFE
+        assert row["target_categories"] is None and row["category_known"] is False
+    card = json.loads((out / "data_card.json").read_text())
+    assert "SAFE" not in card["per_category"] and card["category_unknown"] == len(train)
 
 
 def test_prepare_reads_a_yaml_config(tmp_path):

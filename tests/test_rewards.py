@@ -7,8 +7,17 @@ import math
 
 import pytest
 from flexguard_training import rewards
-from flexguard_training.rewards import REWARD_MIN, category_reward, flexguard_reward, score_reward
+from flexguard_training.rewards import (
+    REWARD_FUNCS,
+    REWARD_MIN,
+    category_reward,
+    category_reward_func,
+    flexguard_reward,
+    score_reward,
+    score_reward_func,
+)
 
+from flexguard_plugins.parsing import parse_output
 from flexguard_plugins.prompts import EMPTY_THINK, generation_prefill, render_target
 
 
@@ -107,3 +116,61 @@ def test_rewards_are_finite_for_arbitrary_text():
 def test_doctests():
     failures, _ = doctest.testmod(rewards)
     assert failures == 0
+
+
+@pytest.mark.parametrize("completion", [
+    "Category: VIO\nRisk score: 80",  # labelled lines
+    "80\nVIO",  # reordered
+    "**VIO**\n80",  # markdown
+    "VIO\n80.0",  # decimal
+    "VIO, ILG\n80",  # spaces in the code list
+    "vio\n80",  # lower case
+    "VIO,VIO\n80",  # repeated code
+    "VIO\n080",  # leading zero
+    "VIO\n\n80",  # blank line between
+    "VIO\n80\nThat is my answer.",  # trailing text
+    "<think>\nhmm\n</think>\nVIO\n80",  # a second think block after the empty prefill
+])
+def test_off_contract_completions_get_the_minimum_though_inference_reads_them(completion):
+    """The reward holds GRPO to the exact contract; the lenient inference parser would accept most of these."""
+    assert flexguard_reward([completion], target_score=[80], target_categories=[["VIO"]]) == [REWARD_MIN]
+    assert category_reward_func([completion], target_categories=[["VIO"]]) == [-1.0]
+    assert score_reward_func([completion], target_score=[80]) == [-2.0]
+
+
+def test_lenient_parser_accepts_what_the_reward_refuses():
+    """Why a separate contract reader: these parse at inference, so the old reward paid for them."""
+    for completion in ("Category: VIO\nRisk score: 80", "80\nVIO", "**VIO**\n80", "VIO\n80.0"):
+        assert parse_output(EMPTY_THINK + completion).ok
+
+
+def test_reasoning_contract():
+    prompt = "…<|im_start|>assistant\n" + generation_prefill(True)
+    good = "Step 1: it asks for a weapon.\n</think>\nVIO\n80"
+    bad = ["\n</think>\nVIO\n80",  # empty trace
+           "Step 1.\n</think>\n</think>\nVIO\n80",  # two closes
+           "Step 1.</think>\nVIO\n80",  # close not on its own line
+           "VIO\n80"]  # no reasoning at all after an open think block
+    got = flexguard_reward([good, *bad], target_score=[80] * 5, target_categories=[["VIO"]] * 5, prompts=[prompt] * 5)
+    assert got == [3.0] + [REWARD_MIN] * 4
+
+
+def test_unknown_categories_are_masked_out_of_the_reward():
+    """Harmful rows without codes: the category term is left out (None), never paid for saying SAFE."""
+    completions = ["SAFE\n70", "VIO\n70", "ILG\n40", "not the format"]
+    categories = category_reward_func(completions, target_categories=[None] * 4)
+    assert categories == [None, None, None, -1.0]  # off-contract output is still penalised
+    scores = score_reward_func(completions, target_score=[70] * 4)
+    assert scores == pytest.approx([2.0, 2.0, 2 - 4 * 30 / 70, -2.0])
+    total = flexguard_reward(completions, target_score=[70] * 4, target_categories=[None] * 4)
+    assert total == pytest.approx([2.0, 2.0, 2 - 4 * 30 / 70, REWARD_MIN])
+    # an empty list is a known SAFE target, not an unknown one
+    assert category_reward_func(["SAFE\n70"], target_categories=[[]]) == [1.0]
+
+
+def test_two_reward_functions_for_separate_logging():
+    assert [f.__name__ for f in REWARD_FUNCS] == ["category_reward_func", "score_reward_func"]
+    completions, targets, cats = ["VIO\n60", "SAFE\n5", "x"], [80, 0, 50], [["VIO"], [], ["SEX"]]
+    summed = [c + s for c, s in zip(category_reward_func(completions, cats), score_reward_func(completions, targets),
+                                   strict=True)]
+    assert summed == pytest.approx(flexguard_reward(completions, target_score=targets, target_categories=cats))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -14,6 +15,7 @@ from flexguard_training.rewards import flexguard_reward
 
 from flexguard_plugins.parsing import parse_output
 from flexguard_plugins.prompts import generation_prefill, render_target
+from flexguard_plugins.types import ModerationItem
 
 CONFIGS = Path(sft.__file__).parent / "configs"
 
@@ -47,6 +49,62 @@ def test_prompt_completion_rendering_uses_the_core_format(tiny_qwen3_dir):
                                 prompts=[pair["prompt"]]) == [3.0]
     example = grpo.to_grpo_example(RECORD, tokenizer, reasoning=False)
     assert example == {"prompt": plain["prompt"], "target_score": 64, "target_categories": ["ILG", "VIO"]}
+
+
+def _bos_tokenizer(folder):
+    """The tiny tokenizer made to add a BOS when asked for special tokens, like Llama-style tokenizers do."""
+    from tokenizers.processors import TemplateProcessing
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    bos = "<|endoftext|>"
+    tokenizer._tokenizer.post_processor = TemplateProcessing(
+        single=f"{bos} $A", pair=f"{bos} $A $B", special_tokens=[(bos, tokenizer.convert_tokens_to_ids(bos))])
+    assert tokenizer("hi")["input_ids"][0] == tokenizer.convert_tokens_to_ids(bos)
+    return tokenizer
+
+
+@pytest.mark.parametrize("reasoning_mode", ["auto", "never"])
+def test_sft_grpo_and_inference_tokenize_the_prompt_identically(tiny_qwen3_dir, reasoning_mode):
+    """The ids a model is trained on (SFT), aligned on (GRPO) and asked with (backends) are one sequence."""
+    from types import SimpleNamespace
+
+    from flexguard_plugins.backends import _generation as gen
+
+    tokenizer = _bos_tokenizer(tiny_qwen3_dir)
+    reasoning = reasoning_mode == "auto"
+    inference = gen.prompt_ids(tokenizer, ModerationItem(RECORD["query"]), gen.generation_options(reasoning=reasoning))
+    tokens = sft.tokenize_record(RECORD, tokenizer, reasoning_mode)
+    sft_prompt = tokens["input_ids"][:tokens["labels"].index(next(t for t in tokens["labels"] if t != -100))]
+    assert sft_prompt == inference
+    example = grpo.to_grpo_example(RECORD, tokenizer, reasoning=reasoning)
+    trainer = grpo._trainer_class()
+    grpo_ids, images, fields = trainer._tokenize_prompts(SimpleNamespace(processing_class=tokenizer),
+                                                         [example["prompt"]])
+    assert grpo_ids == [inference] and images is None and fields == {}
+    # what TRL does on its own (and what the old trainer used) adds a BOS the model never sees elsewhere
+    assert tokenizer(text=[example["prompt"]])["input_ids"][0] != inference
+
+
+def test_sft_labels_cover_the_answer_and_mask_unknown_categories(tiny_qwen3_dir):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_qwen3_dir)
+
+    def trained_text(record):
+        tokens = sft.tokenize_record(record, tokenizer, "never")
+        assert len(tokens["input_ids"]) == len(tokens["labels"])
+        return tokenizer.decode([t for t in tokens["labels"] if t != -100])
+
+    assert trained_text(RECORD) == "ILG,VIO\n64<|im_end|>"
+    assert trained_text({**RECORD, "target_categories": [], "target_score": 5}) == "SAFE\n5<|im_end|>"
+    unknown = {**RECORD, "target_categories": None, "target_score": 70}
+    assert trained_text(unknown) == "\n70<|im_end|>"  # the score is learned, no category is
+    tokens = sft.tokenize_record(unknown, tokenizer, "never")
+    assert tokenizer.decode(tokens["input_ids"]).endswith("</think>\nUNKNOWN\n70<|im_end|>")  # context, not SAFE
+    with_trace = sft.tokenize_record({**unknown, "reasoning": "Step 1: harmful."}, tokenizer, "auto")
+    assert tokenizer.decode([t for t in with_trace["labels"] if t != -100]) == (
+        "Step 1: harmful.\n</think>\n\n70<|im_end|>")
 
 
 def test_shipped_configs_parse():
@@ -97,15 +155,20 @@ def test_prepare_sft_merge_grpo_end_to_end(tiny_qwen3_dir, tmp_path):
     sft_dir = tmp_path / "sft"
     sft_args = ["--model_name_or_path", str(tiny_qwen3_dir), "--dataset_path", str(data), "--output_dir",
                 str(sft_dir), "--learning_rate", "1e-3", "--save_strategy", "steps", "--save_steps", "2",
-                "--max_length", "1024", *COMMON]
+                "--max_length", "2048", *COMMON]
     trainer = sft.train(*sft.make_parser().parse_args_and_config([*sft_args, "--max_steps", "2"]))
     assert trainer.args.completion_only_loss
     # the loss covers the answer tokens only: the completion, then EOS
-    for sample in trainer.train_dataset.select(range(3)):
+    masked = 0
+    for sample in trainer.train_dataset:
         answer = [label for label in sample["labels"] if label != -100]
         text = trainer.processing_class.decode(answer)
         assert text.endswith("<|im_end|>") and "[User]" not in text and "system" not in text
-        assert parse_output(text.removesuffix("<|im_end|>")).ok, text
+        if re.fullmatch(r"\n\d+<\|im_end\|>", text):  # harmful with no known code: category masked
+            masked += 1
+        else:
+            assert parse_output(text.removesuffix("<|im_end|>")).ok, text
+    assert masked == 1  # "poems": severity 1 labelled SAFE by its source, so its codes are unknown
     assert (sft_dir / "checkpoint-2").is_dir()
     assert sft.main([*sft_args, "--max_steps", "3", "--resume_from_checkpoint", "last"]) == 0
     history = json.loads((sft_dir / "log_history.json").read_text())
@@ -124,6 +187,8 @@ def test_prepare_sft_merge_grpo_end_to_end(tiny_qwen3_dir, tmp_path):
     history = json.loads((grpo_dir / "log_history.json").read_text())
     rewards = _finite(history, "reward")
     assert all(-3.0 <= r <= 3.0 for r in rewards)
+    assert all(-1.0 <= r <= 1.0 for r in _finite(history, "rewards/category_reward_func/mean"))
+    assert all(-2.0 <= r <= 2.0 for r in _finite(history, "rewards/score_reward_func/mean"))
     _finite(history, "loss")
 
     final = tmp_path / "final"
@@ -135,3 +200,13 @@ def test_prepare_sft_merge_grpo_end_to_end(tiny_qwen3_dir, tmp_path):
             assert risk.ok or risk.error  # a random tiny model may not follow the format; the core must answer
         finally:
             guard.close()
+
+
+def test_records_too_long_are_dropped_not_truncated():
+    from datasets import Dataset
+
+    data = Dataset.from_list([{"input_ids": [1] * n, "labels": [1] * n} for n in (5, 10, 20)])
+    assert [len(r["input_ids"]) for r in sft.drop_too_long(data, 10)] == [5, 10]
+    assert len(sft.drop_too_long(data, None)) == 3
+    with pytest.raises(ValueError, match="raise --max_length"):
+        sft.drop_too_long(data, 2)

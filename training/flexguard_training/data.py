@@ -32,7 +32,7 @@ from typing import Any
 from flexguard_plugins.evaluation.flexbench import load_flexbench
 from flexguard_plugins.parsing import parse_output
 from flexguard_plugins.text import dedup_key
-from flexguard_plugins.types import CATEGORIES, TIER_BANDS, Tier, tier_for_score
+from flexguard_plugins.types import CATEGORIES, TIER_BANDS, TIER_EDGES, Tier, tier_for_score
 
 from .sources import SourceRecord, load_sources
 
@@ -100,29 +100,44 @@ class Teacher:
 
 @dataclass(frozen=True)
 class Target:
-    categories: tuple[str, ...]
+    """A training target. `categories` None: a harmful item whose harm codes nobody knows; its category
+    line is masked out of the SFT loss and the GRPO category reward (never trained as SAFE)."""
+
+    categories: tuple[str, ...] | None
     score: int
     reasoning: str | None
     label_source: str
 
+    @property
+    def category_known(self) -> bool:
+        return self.categories is not None
+
+
+def _codes(score: int, codes: tuple[str, ...]) -> tuple[str, ...] | None:
+    """SAFE (no codes) below the LOW edge; above it the codes, or None (unknown) when there are none."""
+    if score < TIER_EDGES[0]:
+        return ()
+    return codes or None
+
 
 def make_target(severity: int | None, unsafe: bool, categories: Sequence[str], teacher: Teacher | None = None,
-                *, raw_range: tuple[float, float] = (0.0, 100.0)) -> Target | None:
-    """The training target of one item; None when nothing gives a score (binary label, `skip` policy aside).
+                *, raw_range: tuple[float, float] = (0.0, 100.0)) -> Target:
+    """The training target of one item.
 
-    Categories: a calibrated score in the BENIGN band means SAFE (no codes); otherwise the teacher's
-    codes, or the source's when the teacher named none.
+    Categories: a score in the BENIGN band means SAFE (no codes); otherwise the teacher's codes, or the
+    source's when the teacher named none. A harmful target with no codes from either gets `None`
+    (unknown), never SAFE: saying SAFE for harmful text is what the guard must not learn.
     """
+    source_codes = clean_categories(categories)
     if teacher is not None:
         score = int(round(calibrate_score(teacher.score, unsafe, raw_range)))
-        codes = clean_categories(teacher.categories) or clean_categories(categories)
-        if score <= Tier.BENIGN.band[1]:
-            codes = ()
-        return Target(codes, score, teacher.reasoning, "teacher")
+        return Target(_codes(score, clean_categories(teacher.categories) or source_codes), score, teacher.reasoning,
+                      "teacher")
     if severity is not None:
-        codes = clean_categories(categories) if severity > 0 else ()
-        return Target(codes, SEVERITY_SCORE[int(severity)], None, "severity")
-    return Target(clean_categories(categories) if unsafe else (), BINARY_SCORE[bool(unsafe)], None, "binary")
+        score = SEVERITY_SCORE[int(severity)]
+        return Target(_codes(score, source_codes), score, None, "severity")
+    score = BINARY_SCORE[bool(unsafe)]
+    return Target(_codes(score, source_codes), score, None, "binary")
 
 
 def read_teacher_lines(path: str | Path, raw_range: tuple[float, float] = (0.0, 100.0)) -> list[Teacher]:
@@ -213,7 +228,9 @@ def to_record(item: SourceRecord, target: Target) -> dict[str, Any]:
     return {
         "id": item.id, "source": item.source, "mode": "prompt" if item.response is None else "response",
         "query": item.prompt, "reply": item.response, "severity": -1 if item.severity is None else int(item.severity),
-        "unsafe": item.unsafe, "target_categories": list(target.categories), "target_score": int(target.score),
+        "unsafe": item.unsafe,
+        "target_categories": None if target.categories is None else list(target.categories),
+        "category_known": target.category_known, "target_score": int(target.score),
         "target_tier": tier_for_score(target.score).value, "reasoning": target.reasoning,
         "label_source": target.label_source,
     }
@@ -221,7 +238,8 @@ def to_record(item: SourceRecord, target: Target) -> dict[str, Any]:
 
 def data_card(records: Sequence[Mapping[str, Any]], **extra: Any) -> dict[str, Any]:
     """Counts per source, tier, category, mode and label source: what a reader needs to judge the mix."""
-    categories = Counter(c for r in records for c in r["target_categories"] or ["SAFE"])
+    categories = Counter(c for r in records for c in (
+        ["UNKNOWN"] if r["target_categories"] is None else r["target_categories"] or ["SAFE"]))
     return {
         "records": len(records),
         "per_source": dict(sorted(Counter(r["source"] for r in records).items())),
@@ -230,6 +248,7 @@ def data_card(records: Sequence[Mapping[str, Any]], **extra: Any) -> dict[str, A
         "per_mode": dict(sorted(Counter(r["mode"] for r in records).items())),
         "per_label_source": dict(sorted(Counter(r["label_source"] for r in records).items())),
         "with_reasoning": sum(bool(r["reasoning"]) for r in records),
+        "category_unknown": sum(r["target_categories"] is None for r in records),
         **extra,
     }
 
@@ -257,7 +276,8 @@ def heldout_frames(items: Sequence[SourceRecord], per_tier: int | None, seed: in
                 row["response"] = i.response
             row.update({"severity_level": i.severity, "label_strict": int(i.severity >= 1),
                         "label_moderate": int(i.severity >= 2), "label_loose": int(i.severity >= 3),
-                        "category": ",".join(i.categories) or "SAFE", "source": i.source})
+                        "category": ",".join(i.categories) or ("SAFE" if i.severity == 0 else "UNKNOWN"),
+                        "source": i.source})
             rows.append(row)
         frames[mode] = pd.DataFrame(rows)
     return frames

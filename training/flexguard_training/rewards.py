@@ -7,26 +7,41 @@
 Category matching rule (ours; the paper says only "±1"): both sides are reduced to a set of harm
 codes, order and duplicates ignored, `SAFE` meaning the empty set; the reward is +1 only for an exact
 set match. `E_max` is the largest error any prediction in [0, 100] can make for target r, so s_score
-runs from +2 (exact) to −2 (as wrong as possible) whatever the target. Unparsable output (the core's
-parser says `ok=False`) gets the minimum of both terms: −1 − 2 = −3.
+runs from +2 (exact) to −2 (as wrong as possible) whatever the target.
 
-Completions are read with the core's `parse_output`, so the reward and inference agree on the format.
+Completions are held to the exact output contract, not read leniently like inference does:
+`<think>…</think>\\nCATEGORY\\nRISK_SCORE` after the prompt's prefill, CATEGORY being `SAFE` or known
+codes joined by commas (no spaces, no repeats), RISK_SCORE an integer 0-100 without sign or leading
+zero. Labelled lines (`Score: 40`), swapped lines, markdown, decimals or extra text break the contract
+and earn the minimum of both terms, −1 − 2 = −3: the policy must not drift from what the core reads.
+
+Rows whose harm codes are unknown (`target_categories` None, see `flexguard_training.data`) get no
+category term (None, which TRL leaves out of the sum and of the logged mean) unless the completion
+breaks the contract; their score term is scored as usual.
+
+For TRL the two terms are two reward functions, `category_reward_func` and `score_reward_func`, so
+the trainer logs `rewards/category_reward_func/mean` and `rewards/score_reward_func/mean` apart and
+sums them into the reward (equal weights). `flexguard_reward` is that sum in one call.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from flexguard_plugins.parsing import parse_output
-from flexguard_plugins.prompts import generation_prefill
+from flexguard_plugins.prompts import THINK_CLOSE, THINK_OPEN, generation_prefill
+from flexguard_plugins.types import CATEGORIES
 
 CATEGORY_MATCH = 1.0
 CATEGORY_MISMATCH = -1.0
 SCORE_MAX = 2.0
 SCORE_MIN = -2.0
 REWARD_MIN = CATEGORY_MISMATCH + SCORE_MIN
-"""What an unparsable completion earns (−3)."""
+"""What a completion that breaks the output contract earns (−3)."""
+
+_CODE = "(?:" + "|".join(CATEGORIES) + ")"
+_ANSWER = re.compile(rf"(SAFE|{_CODE}(?:,{_CODE})*)\n(100|[1-9]?[0-9])")
 
 
 def category_set(categories: str | Iterable[str] | None) -> frozenset[str]:
@@ -80,30 +95,83 @@ def completion_text(completion: Any) -> str:
     return str(completion)
 
 
-def _with_prefill(prompt: Any, completion: str) -> str:
-    """Restore an open `<think>` prefill so a never-closed reasoning block reads as truncated, not as an answer."""
-    open_think = generation_prefill(True)
-    if isinstance(prompt, str) and prompt.endswith(open_think):
-        return open_think + completion
-    return completion
+def _reasoning_prompt(prompt: Any) -> bool:
+    """Whether the prompt ends in the open `<think>` prefill (the completion must reason, then close it)."""
+    return isinstance(prompt, str) and prompt.endswith(generation_prefill(True))
+
+
+def parse_contract(completion: str, reasoning: bool = False) -> tuple[tuple[str, ...], int] | None:
+    """(codes, score) when the completion is exactly the contract, else None.
+
+    Without reasoning the completion (after the empty think block) is `CATEGORY\\nRISK_SCORE`; with it
+    (after `<think>\\n`) a non-empty trace, `\\n</think>\\n`, then those two lines. Only trailing white
+    space at the very end is allowed (what a tokenizer may leave before EOS).
+
+    >>> parse_contract("VIO,ILG\\n85")
+    (('VIO', 'ILG'), 85)
+    >>> parse_contract("Score: 85\\nVIO") is None, parse_contract("VIO\\n85.5") is None
+    (True, True)
+    """
+    text = completion.rstrip()
+    if reasoning:
+        trace, sep, text = text.partition(f"\n{THINK_CLOSE}\n")
+        if not sep or not trace.strip() or THINK_CLOSE in trace or THINK_OPEN in trace:
+            return None
+    match = _ANSWER.fullmatch(text)
+    if match is None:
+        return None
+    codes = tuple(c for c in match.group(1).split(",") if c != "SAFE")
+    if len(set(codes)) != len(codes):
+        return None
+    return codes, int(match.group(2))
+
+
+def _parsed(completions: list[Any], prompts: list[Any] | None) -> list[tuple[tuple[str, ...], int] | None]:
+    prompts = prompts if prompts is not None else [None] * len(completions)
+    return [parse_contract(completion_text(c), _reasoning_prompt(p)) for c, p in zip(completions, prompts, strict=True)]
+
+
+def category_reward_func(completions: list[Any], target_categories: list[Any], prompts: list[Any] | None = None,
+                         **kwargs: Any) -> list[float | None]:
+    """TRL reward function, the category term: ±1, −1 off-contract, None when the target's codes are unknown.
+
+    >>> category_reward_func(["VIO\\n80", "VIO\\n80", "80"], target_categories=[["VIO"], None, None])
+    [1.0, None, -1.0]
+    """
+    out: list[float | None] = []
+    for parsed, target in zip(_parsed(completions, prompts), target_categories, strict=True):
+        if parsed is None:
+            out.append(CATEGORY_MISMATCH)
+        elif target is None:
+            out.append(None)
+        else:
+            out.append(category_reward(parsed[0], target))
+    return out
+
+
+def score_reward_func(completions: list[Any], target_score: list[float], prompts: list[Any] | None = None,
+                      **kwargs: Any) -> list[float]:
+    """TRL reward function, the score term: 2 − 4·|r̂ − r| / E_max, −2 off-contract.
+
+    >>> score_reward_func(["SAFE\\n10", "SAFE\\n10.0"], target_score=[10, 10])
+    [2.0, -2.0]
+    """
+    return [score_reward(None if parsed is None else parsed[1], float(target))
+            for parsed, target in zip(_parsed(completions, prompts), target_score, strict=True)]
 
 
 def flexguard_reward(completions: list[Any], target_score: list[float], target_categories: list[Any],
                      prompts: list[Any] | None = None, **kwargs: Any) -> list[float]:
-    """TRL reward function: `R = s_cat + s_score` per completion, −3 when the core cannot parse it.
+    """`R = s_cat + s_score` per completion (what TRL's sum of the two reward functions gives); −3 off-contract.
 
-    `target_score` and `target_categories` are dataset columns that TRL passes as keyword arguments.
-
-    >>> flexguard_reward(["VIO\\n80", "no idea"], target_score=[80, 10], target_categories=[["VIO"], []])
-    [3.0, -3.0]
+    >>> flexguard_reward(["VIO\\n80", "no idea", "VIO\\n80"], target_score=[80, 10, 80],
+    ...                  target_categories=[["VIO"], [], None])
+    [3.0, -3.0, 2.0]
     """
-    prompts = prompts if prompts is not None else [None] * len(completions)
-    rewards = []
-    for prompt, completion, score, categories in zip(prompts, completions, target_score, target_categories,
-                                                    strict=True):
-        risk = parse_output(_with_prefill(prompt, completion_text(completion)))
-        if not risk.ok:
-            rewards.append(REWARD_MIN)
-            continue
-        rewards.append(category_reward(risk.categories, categories) + score_reward(risk.score, float(score)))
-    return rewards
+    categories = category_reward_func(completions, target_categories, prompts)
+    scores = score_reward_func(completions, target_score, prompts)
+    return [s + (0.0 if c is None else c) for c, s in zip(categories, scores, strict=True)]
+
+
+REWARD_FUNCS = (category_reward_func, score_reward_func)
+"""What `grpo` hands TRL: two functions, so each term is logged on its own."""

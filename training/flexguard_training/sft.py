@@ -1,9 +1,12 @@
 """`flexguard train sft`: the SFT warm-up. LoRA (PEFT) on any causal LM with TRL's `SFTTrainer`.
 
-Each prepared record becomes a prompt-completion pair rendered by the core: the prompt is
-`render_prompt(tokenizer, item, reasoning=...)` (chat template + think prefill) and the completion is
-`render_target(categories, score, reasoning)` + EOS, so TRL's completion-only loss trains exactly the
-answer tokens the core's parser reads at inference time.
+Each prepared record is tokenized here, exactly as inference tokenizes it: the prompt ids are the
+backends' own (`flexguard_plugins.backends._generation.prompt_ids`: `render_prompt` through the chat
+template, think prefill, no extra special tokens), followed by the ids of
+`render_target(categories, score, reasoning)` and EOS. TRL takes the pre-tokenized `input_ids` and
+`labels` as they are: the loss is on the answer tokens only (prompt labels are -100), and for a record
+whose harm codes are unknown (`target_categories` None) the category line is masked out too, so the
+model learns its score without being taught a category it was never given.
 
     flexguard train sft --config sft_small.yaml --dataset_path runs/data --model_name_or_path MODEL
     accelerate launch -m flexguard_training.sft --config configs/sft_qwen3_8b.yaml   # multi-GPU
@@ -14,14 +17,22 @@ Checkpoints go to `output_dir/checkpoint-N`; `--resume_from_checkpoint last` con
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from flexguard_plugins.backends import _generation as gen
 from flexguard_plugins.prompts import render_prompt, render_target
 from flexguard_plugins.types import ModerationItem
 
+logger = logging.getLogger(__name__)
+
 REASONING_MODES = ("auto", "never")
+IGNORE_INDEX = -100
+MASKED_CATEGORY_LINE = "UNKNOWN"
+"""Stands in the category line of a record with unknown harm codes; its tokens carry no loss. Not a
+code the model can be taught (it is never a label), and not SAFE, which would be wrong context."""
 
 
 @dataclass
@@ -42,21 +53,58 @@ class FlexGuardDataArguments:
 
 
 def _uses_reasoning(record: dict[str, Any], reasoning_mode: str) -> bool:
+    if reasoning_mode not in REASONING_MODES:
+        raise ValueError(f"reasoning_mode must be one of {REASONING_MODES}, got {reasoning_mode!r}")
     return reasoning_mode == "auto" and bool(record.get("reasoning"))
+
+
+def _item(record: dict[str, Any]) -> ModerationItem:
+    return ModerationItem(prompt=record["query"], response=record.get("reply"))
+
+
+def prompt_ids(record: dict[str, Any], tokenizer: Any, reasoning: bool, system_prompt_path: str | None = None
+               ) -> list[int]:
+    """The prompt's token ids, by the inference backends' own function (so training cannot drift from it)."""
+    options = gen.generation_options(reasoning=reasoning, system_prompt_path=system_prompt_path)
+    return gen.prompt_ids(tokenizer, _item(record), options)
+
+
+def completion(record: dict[str, Any], reasoning: bool) -> tuple[str, tuple[int, int] | None]:
+    """The target text and, for unknown harm codes, the character span of its (masked) category line."""
+    categories = record["target_categories"]
+    trace = record["reasoning"] if reasoning else None
+    if categories is not None:
+        return render_target(categories, record["target_score"], trace), None
+    text = render_target([MASKED_CATEGORY_LINE], record["target_score"], trace)
+    start = len(text) - len(f"{MASKED_CATEGORY_LINE}\n{int(record['target_score'])}")
+    return text, (start, start + len(MASKED_CATEGORY_LINE))
 
 
 def to_prompt_completion(record: dict[str, Any], tokenizer: Any, reasoning_mode: str = "auto",
                          system_prompt_path: str | None = None) -> dict[str, str]:
-    """One prepared record → TRL's prompt-completion format, rendered by the core (no EOS: TRL adds it)."""
-    if reasoning_mode not in REASONING_MODES:
-        raise ValueError(f"reasoning_mode must be one of {REASONING_MODES}, got {reasoning_mode!r}")
+    """One prepared record as text: the rendered prompt and the completion (without EOS), for reading."""
     reasoning = _uses_reasoning(record, reasoning_mode)
-    item = ModerationItem(prompt=record["query"], response=record.get("reply"))
     return {
-        "prompt": render_prompt(tokenizer, item, reasoning=reasoning, system_prompt_path=system_prompt_path),
-        "completion": render_target(record["target_categories"], record["target_score"],
-                                    record["reasoning"] if reasoning else None),
+        "prompt": render_prompt(tokenizer, _item(record), reasoning=reasoning, system_prompt_path=system_prompt_path),
+        "completion": completion(record, reasoning)[0],
     }
+
+
+def tokenize_record(record: dict[str, Any], tokenizer: Any, reasoning_mode: str = "auto",
+                    system_prompt_path: str | None = None) -> dict[str, list[int]]:
+    """`input_ids` = prompt ids + completion ids + EOS; `labels` = -100 on the prompt and a masked category."""
+    reasoning = _uses_reasoning(record, reasoning_mode)
+    prompt = prompt_ids(record, tokenizer, reasoning, system_prompt_path)
+    text, masked = completion(record, reasoning)
+    encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    answer = list(encoded["input_ids"])
+    labels = list(answer)
+    if masked is not None:
+        start, end = masked
+        labels = [IGNORE_INDEX if s < end and e > start else token
+                  for token, (s, e) in zip(answer, encoded["offset_mapping"], strict=True)]
+    eos = tokenizer.eos_token_id
+    return {"input_ids": prompt + answer + [eos], "labels": [IGNORE_INDEX] * len(prompt) + labels + [eos]}
 
 
 def load_prepared(path: str, split: str, max_samples: int | None = None) -> Any:
@@ -104,12 +152,13 @@ def train(data_args: FlexGuardDataArguments, training_args: Any, model_args: Any
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
 
-    def render(record: dict[str, Any]) -> dict[str, str]:
-        return to_prompt_completion(record, tokenizer, data_args.reasoning_mode, data_args.system_prompt_path)
+    def render(record: dict[str, Any]) -> dict[str, list[int]]:
+        return tokenize_record(record, tokenizer, data_args.reasoning_mode, data_args.system_prompt_path)
 
     def prepare(split: str, limit: int | None) -> Any:
         dataset = load_prepared(data_args.dataset_path, split, limit)
-        return dataset.map(render, remove_columns=dataset.column_names)
+        dataset = dataset.map(render, remove_columns=dataset.column_names)
+        return drop_too_long(dataset, training_args.max_length)
 
     train_dataset = prepare(data_args.dataset_train_split, data_args.max_train_samples)
     eval_dataset = None
@@ -117,13 +166,27 @@ def train(data_args: FlexGuardDataArguments, training_args: Any, model_args: Any
         eval_dataset = prepare(data_args.dataset_eval_split, None)
 
     set_model_init_kwargs(training_args, model_args)
-    training_args.completion_only_loss = True  # the loss is on the answer tokens only
+    training_args.completion_only_loss = True  # the labels above already hold the loss mask; TRL keeps them
     trainer = SFTTrainer(
         model=model_args.model_name_or_path, args=training_args, train_dataset=train_dataset,
         eval_dataset=eval_dataset, processing_class=tokenizer, peft_config=get_peft_config(model_args),
     )
     return train_and_save(trainer, training_args, tokenizer, stage="sft", base_model=model_args.model_name_or_path,
                           data=asdict(data_args), train_records=len(train_dataset))
+
+
+def drop_too_long(dataset: Any, max_length: int | None) -> Any:
+    """Records longer than `max_length` are dropped, not truncated: truncation cuts off the answer, the
+    only part with a loss, and trains the model on a broken target."""
+    if max_length is None:
+        return dataset
+    kept = dataset.filter(lambda record: len(record["input_ids"]) <= max_length)
+    if len(kept) < len(dataset):
+        logger.warning("%d of %d records are longer than max_length=%d tokens and were dropped",
+                       len(dataset) - len(kept), len(dataset), max_length)
+    if not len(kept):
+        raise ValueError(f"every record is longer than max_length={max_length} tokens; raise --max_length")
+    return kept
 
 
 def set_model_init_kwargs(training_args: Any, model_args: Any) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .policy import Thresholds, decide, resolve_strictness
-from .scorer import FlexGuard, shared_guard
+from .scorer import FlexGuard, ashared_guard, shared_guard
 from .types import CATEGORIES, Decision, FlexGuardError, ModerationItem, RiskScore, Tier, tier_for_score
 
 __version__ = "0.1.0"
@@ -20,5 +20,5 @@ def nemo_config_path() -> Path:
 
 __all__ = [
     "CATEGORIES", "Decision", "FlexGuard", "FlexGuardError", "ModerationItem", "RiskScore", "Thresholds",
-    "Tier", "decide", "nemo_config_path", "resolve_strictness", "shared_guard", "tier_for_score",
+    "Tier", "ashared_guard", "decide", "nemo_config_path", "resolve_strictness", "shared_guard", "tier_for_score",
 ]

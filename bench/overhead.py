@@ -1,8 +1,9 @@
 """Wrapper overhead of the NeMo, LangChain and Guardrails-AI integrations, side by side in one run.
 
 For N items on the same scorer it times, one item at a time: the direct core call; each wrapper's call
-path; and each framework's own floor (a no-op action rail in NeMo, a passthrough runnable in LangChain,
-a no-op validator in Guardrails). Overhead = wrapper − floor − core; the goal is ≤ 1 ms per item. It then
+path; and each framework's own floor (a no-op action rail in NeMo, a passthrough runnable and an agent
+without middleware in LangChain, a no-op validator in Guardrails). Overhead = wrapper − floor − core;
+the goal is ≤ 1 ms per item. It then
 runs 200 concurrent NeMo checks with the FlexGuard rail (batched by the core) and with the no-op rail.
 
     python bench/overhead.py                 # embedded scorer, 500 items
@@ -98,6 +99,21 @@ def nemo_rails(rail: str, guard: FlexGuard | None):
     return rails
 
 
+AGENT_REPLY = "Here is a short answer."
+
+
+def agent(middleware: Any):
+    """A LangChain 1.x agent around a fake chat model that answers at once, with or without the middleware."""
+    import itertools
+
+    from langchain.agents import create_agent
+    from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
+    from langchain_core.messages import AIMessage
+
+    model = GenericFakeChatModel(messages=itertools.cycle([AIMessage(AGENT_REPLY)]))
+    return create_agent(model, tools=[], middleware=[middleware] if middleware is not None else [])
+
+
 def row(name: str, times: list[float]) -> float:
     p50 = statistics.median(times)
     print(f"  {name:<38} p50 {p50:8.3f} ms  mean {statistics.fmean(times):8.3f} ms")
@@ -127,7 +143,7 @@ async def main(n: int, scorer: str, concurrency: int, max_wait_ms: float) -> Non
     from guardrails.validator_base import PassResult, Validator, register_validator
     from guardrails_ai.flexguard import FlexGuardRisk
     from langchain_core.runnables import RunnablePassthrough
-    from langchain_flexguard import FlexGuardRunnable
+    from langchain_flexguard import FlexGuardMiddleware, FlexGuardRunnable
 
     shared = FlexGuard.load() if scorer == "lite" else FlexGuard(InstantBackend())
     guard = FlexGuard(shared.backend, max_wait_ms=max_wait_ms)  # same scorer; --max-wait-ms > 0 shows lingering
@@ -171,6 +187,13 @@ async def main(n: int, scorer: str, concurrency: int, max_wait_ms: float) -> Non
     lc_batch = (time.perf_counter() - start) * 1000 / n
     print(f"  {'abatch(N) vs core acheck_batch(N)':<38} {lc_batch:8.3f} vs {core_batch:8.3f} ms/item"
           f"  (+{lc_batch - core_batch:.3f} ms/item: one callback run per input)")
+
+    plain, guarded = agent(None), agent(FlexGuardMiddleware(guard=guard))
+    report("LangChain: create_agent invoke, one model turn (core: the input and the reply checks)", interleaved({
+        "core: guard.check ×2": lambda t: (guard.check(t), guard.check(t, AGENT_REPLY)),
+        "floor: agent, no middleware": lambda t: plain.invoke({"messages": [("user", t)]}),
+        "agent + FlexGuardMiddleware": lambda t: guarded.invoke({"messages": [("user", t)]}),
+    }, items))
 
     @register_validator(name="bench/noop", data_type="string")
     class NoopValidator(Validator):

@@ -106,19 +106,19 @@ class FlexGuardMiddleware(AgentMiddleware[AgentState[Any], Any]):
         note, metadata = self._refusal({**decision.to_dict(), "stage": "tool"}, TOOL_RESULT_NOTE)
         withheld = ToolMessage(content=note, tool_call_id=result.tool_call_id, name=result.name, status="error",
                                response_metadata=metadata)
-        return withheld  # under "end", before_model then stops the run before the model reads the note
+        return withheld  # under "end", the next model call is skipped (`_withheld`)
 
-    def _after_tool(self, state: AgentState[Any]) -> dict[str, Any] | None:
-        """Under "end", a tool result withheld in this step (any of parallel calls) ends the run with the refusal
-        instead of a model call."""
+    def _withheld(self, messages: list[Any]) -> ModelResponse | None:
+        """Under "end", a tool result withheld in this step (any of parallel calls) ends the run: the model is
+        not called and the refusal is its turn (no tool calls, so the agent stops)."""
         if self.exit_behavior != "end" or not self.check_tool_results:
             return None
-        for message in reversed(state.get("messages") or []):
+        for message in reversed(messages):
             if not isinstance(message, ToolMessage):
                 return None
             if message.response_metadata.get("flexguard"):
                 text, metadata = self._refusal(message.response_metadata["flexguard"])
-                return {"messages": [AIMessage(content=text, response_metadata=metadata)], "jump_to": "end"}
+                return ModelResponse(result=[AIMessage(content=text, response_metadata=metadata)])
         return None
 
     def _decide(self, item: ModerationItem) -> Decision:
@@ -139,21 +139,17 @@ class FlexGuardMiddleware(AgentMiddleware[AgentState[Any], Any]):
         item = self._input_item(state)
         return None if item is None else self._on_input(await self._adecide(item))
 
-    @hook_config(can_jump_to=["end"])
-    def before_model(self, state: AgentState[Any], runtime: Any) -> dict[str, Any] | None:
-        return self._after_tool(state)
-
-    @hook_config(can_jump_to=["end"])
-    async def abefore_model(self, state: AgentState[Any], runtime: Any) -> dict[str, Any] | None:
-        return self._after_tool(state)
-
     def wrap_model_call(self, request: Any, handler: Callable[[Any], ModelResponse]) -> ModelResponse:
+        if (stop := self._withheld(request.messages)) is not None:
+            return stop
         response = handler(request)
         item = self._reply_item(request, response)
         return response if item is None else self._on_reply(response, self._decide(item))
 
     async def awrap_model_call(self, request: Any, handler: Callable[[Any], Awaitable[ModelResponse]]
                                ) -> ModelResponse:
+        if (stop := self._withheld(request.messages)) is not None:
+            return stop
         response = await handler(request)
         item = self._reply_item(request, response)
         return response if item is None else self._on_reply(response, await self._adecide(item))

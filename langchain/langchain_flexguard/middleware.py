@@ -98,15 +98,15 @@ class FlexGuardMiddleware(AgentMiddleware[AgentState[Any], Any]):
         text, metadata = self._refusal({**decision.to_dict(), "stage": "output"})
         return ModelResponse(result=[AIMessage(content=text, response_metadata=metadata)])  # no tool calls
 
-    def _on_tool(self, request: Any, result: Any, decision: Decision) -> Any:
+    def _on_tool(self, result: ToolMessage, decision: Decision) -> ToolMessage:
         if not decision.flagged:
             return result
         if self.exit_behavior == "error":
             raise FlexGuardViolation(decision, result)
         note, metadata = self._refusal({**decision.to_dict(), "stage": "tool"}, TOOL_RESULT_NOTE)
-        withheld = ToolMessage(content=note, tool_call_id=result.tool_call_id, name=result.name, status="error",
-                               response_metadata=metadata)
-        return withheld  # under "end", the next model call is skipped (`_withheld`)
+        # under "end", the model call that would read this note is skipped (`_withheld`)
+        return ToolMessage(content=note, tool_call_id=result.tool_call_id, name=result.name, status="error",
+                           response_metadata=metadata)
 
     def _withheld(self, messages: list[Any]) -> ModelResponse | None:
         """Under "end", a tool result withheld in this step (any of parallel calls) ends the run: the model is
@@ -157,9 +157,9 @@ class FlexGuardMiddleware(AgentMiddleware[AgentState[Any], Any]):
     def wrap_tool_call(self, request: Any, handler: Callable[[Any], Any]) -> Any:
         result = handler(request)
         item = self._tool_item(result)
-        return result if item is None else self._on_tool(request, result, self._decide(item))
+        return result if item is None else self._on_tool(result, self._decide(item))
 
     async def awrap_tool_call(self, request: Any, handler: Callable[[Any], Awaitable[Any]]) -> Any:
         result = await handler(request)
         item = self._tool_item(result)
-        return result if item is None else self._on_tool(request, result, await self._adecide(item))
+        return result if item is None else self._on_tool(result, await self._adecide(item))

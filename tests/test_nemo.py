@@ -284,6 +284,17 @@ async def test_stream_ends_with_a_whole_message_check(tmp_path, nemo_config_dir,
         assert "".join(passing).split() == "alpha and more words but nothing else here".split()
 
 
+async def test_stream_blocked_mid_way_ends_with_one_error(tmp_path, nemo_config_dir) -> None:
+    reply = " ".join([f"w{i}" for i in range(6)] + ["bomb"] + [f"t{i}" for i in range(12)])
+    with FlexGuard(ScriptedBackend()) as guard:
+        rails = streaming_rails(tmp_path, nemo_config_dir, [reply])
+        rails.register_action_param("flexguard", guard)
+        chunks = [c async for c in rails.stream_async(messages=turn("hi"))]
+    errors = [c for c in chunks if c.startswith('{"error"')]
+    assert errors == [chunks[-1]] and json.loads(errors[0])["error"]["type"] == "guardrails_violation"
+    assert "bomb" not in "".join(chunks[:-1]) and "t11" not in "".join(chunks)
+
+
 # --- Colang 2.x -------------------------------------------------------------------------------------
 
 COLANG2_MAIN = """import core

@@ -84,20 +84,21 @@ def _guard_streams(app: Any) -> None:
                     yield error
                     return
             yield out
-        if not checked and seen:
+        if ended and not checked and seen:  # the stream ended with nothing left to release: still say so
             error = await _whole_message_error(app, _user_message(prompt, messages), "".join(seen))
             if error is not None:
                 yield error
 
+    setattr(run_with_whole_message_check, _WRAPPED, True)
     app._run_output_rails_in_streaming = run_with_whole_message_check
 
 
 def init(app: Any) -> None:
     read_settings(app.config)
     check_flows(app.config)
-    if getattr(app, _WRAPPED, False):
-        return  # the rail is pulled in twice (the shipped config and an import): set up once
-    setattr(app, _WRAPPED, True)
+    if getattr(app.runtime, _WRAPPED, False):
+        return  # the rail is pulled in twice (the shipped config and an import): set up once per runtime
+    setattr(app.runtime, _WRAPPED, True)
     registered = app.runtime.registered_action_params
 
     @action(name="flexguard_check_input")
@@ -112,5 +113,7 @@ def init(app: Any) -> None:
 
     app.register_action(flexguard_check_input, "flexguard_check_input")
     app.register_action(flexguard_check_output, "flexguard_check_output")
-    if any(flow.startswith(RAIL_FLOWS[1]) for flow in app.config.rails.output.flows):
+    streaming = app._run_output_rails_in_streaming
+    if any(flow.startswith(RAIL_FLOWS[1]) for flow in app.config.rails.output.flows) \
+            and not getattr(streaming, _WRAPPED, False):
         _guard_streams(app)

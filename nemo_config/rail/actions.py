@@ -16,8 +16,7 @@ from flexguard_nemo.rail.settings import anchored, config_folder, read_settings
 from nemoguardrails.actions import action
 from nemoguardrails.actions.rail_outcome import RailOutcome
 
-from flexguard_plugins import Decision, FlexGuard, ModerationItem
-from flexguard_plugins.scorer import ashared_guard
+from flexguard_plugins import Decision, FlexGuard, ModerationItem, ashared_guard
 
 
 def _flow_value(value: Any) -> Any:

@@ -297,3 +297,10 @@ def test_with_prompt_streams_window_by_window_with_the_question(scripted_guard) 
     assert out[0] == {"prompt": "hello question"} and "w20" in released and "bomb" not in released
     items = [i for batch in scripted_guard.backend.batches for i in batch]
     assert len(items) >= 3 and all(i.prompt == "hello question" for i in items)
+
+
+def test_a_one_chunk_stream_is_judged_once(scripted_guard) -> None:
+    long_prompt = "please help me with my garden " * 20  # longer than a window
+    chain = FlexGuardRunnable(guard=scripted_guard, stream_chunk_size=50) | RunnableLambda(lambda x: len(x))
+    assert list(chain.stream(long_prompt)) == [len(long_prompt)]
+    assert [len(batch) for batch in scripted_guard.backend.batches] == [1]  # the whole input, no extra window

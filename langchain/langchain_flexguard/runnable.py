@@ -165,25 +165,26 @@ class FlexGuardRunnable(RunnableSerializable[Any, Any]):
     # --- streaming: each window is judged before its chunks go out; the tail waits for the whole-text check ---
 
     def _windows(self, chunks: Iterator[Any], run_manager: CallbackManagerForChainRun) -> Iterator[Any]:
-        stream = WindowedRelease(self.stream_chunk_size, self.stream_context_size)
+        """A full window is judged when the next chunk arrives (a one-chunk stream is judged once, whole)."""
+        stream, due = WindowedRelease(self.stream_chunk_size, self.stream_context_size), None
         for chunk in chunks:
-            window = stream.push(chunk) if self.mode == "raise" else None
-            if window is not None:
-                self._one(window, run_manager)
+            if due is not None:
+                self._one(due, run_manager)
                 yield from stream.release()
+            due = stream.push(chunk) if self.mode == "raise" else None
         if stream.total is not None:
             out = self._one(stream.total, run_manager)
             yield from (stream.release() if self.mode == "raise" else [out])
 
     async def _awindows(self, chunks: AsyncIterator[Any], run_manager: AsyncCallbackManagerForChainRun
                         ) -> AsyncIterator[Any]:
-        stream = WindowedRelease(self.stream_chunk_size, self.stream_context_size)
+        stream, due = WindowedRelease(self.stream_chunk_size, self.stream_context_size), None
         async for chunk in chunks:
-            window = stream.push(chunk) if self.mode == "raise" else None
-            if window is not None:
-                await self._aone(window, run_manager)
+            if due is not None:
+                await self._aone(due, run_manager)
                 for released in stream.release():
                     yield released
+            due = stream.push(chunk) if self.mode == "raise" else None
         if stream.total is not None:
             out = await self._aone(stream.total, run_manager)
             for released in stream.release() if self.mode == "raise" else [out]:

@@ -1,7 +1,8 @@
 """Windowed release of a streamed output: chunks are held back until the window they end has been judged.
 
-As NeMo's streaming output rails: every `chunk_size` characters of new text, the window (those characters
-plus `context_size` characters already released before them) is judged; if it passes, its chunks go out.
+As NeMo's streaming output rails: once `chunk_size` characters of new text are waiting, the window (those
+characters plus `context_size` characters already released before them) is judged when the next chunk
+arrives; if it passes, its chunks go out.
 At the end the whole text is judged as `invoke` would judge it, and only then does the tail go out, so
 text that is harmful only as a whole is still stopped before its last window.
 """

@@ -21,6 +21,9 @@ class _Ticket(Generic[T, R]):
     max_batch_size: int
     deadline: float
     """Loop time after which this caller stops lingering for company."""
+    share: int | None = None
+    """At most this many of its items in one batch (a long text's chunks leave room for other callers)."""
+    taken: int = 0
     futures: list[asyncio.Future[R]] = field(default_factory=list)
 
 
@@ -59,8 +62,9 @@ class MicroBatcher(Generic[T, R]):
         self.closed = False
 
     async def submit(self, items: Sequence[T], *, max_batch_size: int | None = None,
-                     max_wait_s: float | None = None) -> list[R]:
-        """Results for `items`, in order. The limits apply to the batches this caller's items ride in."""
+                     max_wait_s: float | None = None, share: int | None = None) -> list[R]:
+        """Results for `items`, in order. The limits apply to the batches this caller's items ride in;
+        `share` caps how many of these items one batch takes (so others are never stuck behind them)."""
         if self.closed:
             raise RuntimeError("this FlexGuard is closed")
         if not items:
@@ -69,7 +73,7 @@ class MicroBatcher(Generic[T, R]):
         futures = [loop.create_future() for _ in items]
         wait = self.max_wait_s if max_wait_s is None else max_wait_s
         ticket = _Ticket(deque(zip(items, futures, strict=True)), max_batch_size or self.max_batch_size,
-                         loop.time() + wait, futures)
+                         loop.time() + wait, share, futures=futures)
         self._tickets.append(ticket)
         self._wakeup.set()
         if self._worker is None or self._worker.done():
@@ -99,6 +103,9 @@ class MicroBatcher(Generic[T, R]):
         """Up to the batch limit, one item per waiting caller in turn (round-robin)."""
         batch: list[tuple[T, asyncio.Future[R]]] = []
         limit: float = math.inf
+        used_share: list[_Ticket[T, R]] = []
+        for ticket in self._tickets:
+            ticket.taken = 0
         while self._tickets and len(batch) < limit:
             ticket = self._tickets.popleft()
             if len(batch) >= ticket.max_batch_size:
@@ -108,8 +115,11 @@ class MicroBatcher(Generic[T, R]):
             pair = ticket.waiting.popleft()
             if not pair[1].done():  # a cancelled caller's items are skipped
                 batch.append(pair)
+                ticket.taken += 1
             if ticket.waiting:
-                self._tickets.append(ticket)
+                full = ticket.share is not None and ticket.taken >= ticket.share
+                (used_share if full else self._tickets).append(ticket)
+        self._tickets.extend(used_share)
         return batch
 
     async def _work(self) -> None:

@@ -36,6 +36,9 @@ ItemLike = ModerationItem | Mapping[str, Any] | str
 
 DEFAULT_MAX_INPUT_CHARS = 100_000
 """Longest judged text (characters) a facade scores by default (~25k tokens); longer is undecided."""
+CHUNKS_PER_BATCH = 2
+"""At most this many chunks of one long text ride in one backend batch: a short check arriving meanwhile
+waits for about two chunk-scorings, not for the whole text (chunks are large, so this costs little)."""
 CLOSE_GRACE_S = 5.0
 """How long closing waits for batches already inside the backend before failing their items."""
 _POLL_S = 0.25
@@ -347,11 +350,11 @@ class FlexGuard:
     def _unjudgeable(self, item: ModerationItem) -> str | None:
         """Why `item` cannot be judged at all, or None."""
         judged = item.judged_text
-        if is_blank(judged):
-            return "empty input: nothing to judge" + ("" if item.response is None else " (the response is empty)")
         if self.max_input_chars is not None and len(judged) > self.max_input_chars:
             return (f"input too long: {len(judged):,} characters > max_input_chars={self.max_input_chars:,}; "
                     "not judged")
+        if is_blank(judged):
+            return "empty input: nothing to judge" + ("" if item.response is None else " (the response is empty)")
         return None
 
     def _chunks(self, item: ModerationItem, render: Render | None) -> list[tuple[ModerationItem, int | None]]:
@@ -394,21 +397,30 @@ class FlexGuard:
     async def _score_with_backend(self, items: list[ModerationItem]) -> list[RiskScore]:
         name = self.backend.name
         render = self._render()
-        units: list[ModerationItem] = []
-        owners: list[tuple[int, int | None]] = []
+        whole: list[tuple[int, ModerationItem]] = []
+        chunked: list[list[tuple[int, ModerationItem, int | None]]] = []
         results: list[RiskScore | None] = [None] * len(items)
         for index, item in enumerate(items):
             problem = self._unjudgeable(item)
             if problem is not None:
                 results[index] = RiskScore.failure(problem, scorer=name)
                 continue
-            for unit, start in self._chunks(item, render):
-                units.append(unit)
-                owners.append((index, start))
-        scored = await self._engine.batcher().submit(
-            units, max_batch_size=self.max_batch_size, max_wait_s=self.max_wait_ms / 1000) if units else []
+            chunks = self._chunks(item, render)
+            if len(chunks) == 1:
+                whole.append((index, chunks[0][0]))
+            else:
+                chunked.append([(index, unit, start) for unit, start in chunks])
+        # Whole items go as one submission; each long text as its own, a few chunks per batch (fairness).
+        batcher, wait_s = self._engine.batcher(), self.max_wait_ms / 1000
+        submissions = [batcher.submit([unit for _, unit in whole], max_batch_size=self.max_batch_size,
+                                      max_wait_s=wait_s)]
+        submissions += [batcher.submit([unit for _, unit, _ in parts], max_batch_size=self.max_batch_size,
+                                       max_wait_s=wait_s, share=CHUNKS_PER_BATCH) for parts in chunked]
+        answers = await asyncio.gather(*submissions)
+        owners = [(index, unit, None) for index, unit in whole] + [part for parts in chunked for part in parts]
+        scored = [risk for answer in answers for risk in answer]
         per_item: dict[int, list[RiskScore]] = {}
-        for (index, start), unit, risk in zip(owners, units, scored, strict=True):
+        for (index, unit, start), risk in zip(owners, scored, strict=True):
             if not risk.scorer:
                 risk = risk.with_(scorer=name)
             if start is not None:  # a backend's own span is relative to the unit it was given

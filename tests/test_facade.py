@@ -71,7 +71,10 @@ def test_long_input_is_chunked_and_max_wins(guard):
     assert risk.score == 92 and risk.span is not None
     start, end = risk.span
     assert "bomb" in text[start:end] and end - start < len(text)
-    assert all(len(b) > 1 for b in guard.backend.batches[-1:])  # chunks went to the backend together
+    from flexguard_plugins.scorer import CHUNKS_PER_BATCH
+
+    sizes = [len(b) for b in guard.backend.batches]
+    assert sum(sizes) > 2 and max(sizes) == CHUNKS_PER_BATCH  # a few chunks a batch: others can ride along
 
 
 def test_long_response_keeps_prompt_context_tail(guard):

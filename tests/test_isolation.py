@@ -132,6 +132,7 @@ async def test_a_short_check_is_not_stuck_behind_a_long_text():
     assert short.score == 55
     assert latency < 4.5 * unit_s, f"short check waited {latency:.2f} s behind the long text"
     assert not long_task.done()
+    assert all(sum("harmless" in i.prompt for i in batch) <= 2 for batch in backend.batches)
     await guard.aclose()  # the long text's remaining chunks are answered at once
     rest = await asyncio.wait_for(long_task, 5)
     assert rest.partial_error and "closed" in rest.partial_error  # undecided below the threshold

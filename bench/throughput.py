@@ -1,11 +1,17 @@
-"""Items/s of the LLM backends, side by side in one run, on the same items, reasoning off.
+"""Items/s and latency under load of the LLM backends, side by side in one run, on the same items, reasoning off.
 
     python bench/throughput.py [--items 256] [--prefix-tokens 1000] [--max-new-tokens 16]
+                               [--latency-items 96] [--rate ITEMS_PER_S]
 
 A tiny random Qwen3 (built here, offline) judges the same items with a ~1,000-token shared system
 prompt through: naive transformers (`model.generate`, one item at a time, no cache), the transformers
-backend (batched, shared-prefix KV cache), and the vLLM backend with prefix caching on and off.
-Every path is warmed up on other items first; ratios are against the naive path.
+backend (batched, shared-prefix KV cache), and the vLLM backend (async engine) with prefix caching on
+and off. Every path is warmed up on other items first; ratios are against the naive path.
+
+Then latency under a steady load: items arrive one at a time at Poisson times (`--rate` items/s, by
+default half the transformers backend's items/s, so neither path is simply overloaded), each through
+`FlexGuard.ascore` (the facade gathers concurrent callers into batches); p50/p99 of arrival → result
+for the transformers backend and vLLM's async engine, on the same arrival schedule.
 """
 
 from __future__ import annotations
@@ -13,6 +19,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import random
+import statistics
 import sys
 import tempfile
 import time
@@ -22,8 +30,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root: t
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # no loading/saving bars in the report
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
 os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
+os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")  # engine start-up chatter off
 
 SUBJECTS = ("my neighbour", "the recipe", "a stranger", "the server", "my exam", "the election", "a bank",
             "the garden", "my password", "the news")
@@ -91,7 +101,7 @@ def naive(model_dir: Path, rubric: Path, items: list, warm: list, max_new_tokens
     return timed("naive transformers", lambda: run(items))
 
 
-def through_backend(label: str, backend, items: list, warm: list) -> tuple[list, float]:
+def through_backend(label: str, backend, items: list, warm: list, close: bool = True) -> tuple[list, float]:
     asyncio.run(backend.score_batch(warm))
 
     def run() -> list[str]:
@@ -104,8 +114,46 @@ def through_backend(label: str, backend, items: list, warm: list) -> tuple[list,
         return asyncio.run(all_batches())
 
     results = timed(label, run)
-    asyncio.run(backend.aclose())
+    if close:
+        asyncio.run(backend.aclose())
     return results
+
+
+def arrivals(n: int, rate: float, seed: int = 0) -> list[float]:
+    """Poisson arrival times (seconds from the start) of `n` items at `rate` items/s."""
+    rng, at, times = random.Random(seed), 0.0, []
+    for _ in range(n):
+        at += rng.expovariate(rate)
+        times.append(at)
+    return times
+
+
+def latency_under_load(label: str, backend, items: list, times: list[float]) -> dict[str, float]:
+    """Each item sent through `FlexGuard.ascore` at its arrival time; latency = arrival → result."""
+    from flexguard_plugins import FlexGuard
+
+    async def drive() -> dict[str, float]:
+        guard = FlexGuard(backend)
+        await guard.ascore(items[0].prompt, items[0].response)  # warm the facade's loop and batcher
+        loop = asyncio.get_running_loop()
+        start, latencies = loop.time(), []
+
+        async def one(item, at: float) -> None:
+            await asyncio.sleep(max(0.0, at - (loop.time() - start)))
+            sent = loop.time()
+            await guard.ascore(item.prompt, item.response)
+            latencies.append(loop.time() - sent)
+
+        await asyncio.gather(*(one(item, at) for item, at in zip(items, times, strict=True)))
+        seconds = loop.time() - start
+        await guard.aclose()
+        cuts = statistics.quantiles(latencies, n=100)
+        return {"p50": cuts[49], "p99": cuts[98], "items_per_s": len(items) / seconds}
+
+    row = asyncio.run(drive())
+    asyncio.run(backend.aclose())
+    print(f"  {label}: p50 {row['p50'] * 1000:.0f} ms, p99 {row['p99'] * 1000:.0f} ms", flush=True)
+    return row
 
 
 def main() -> None:
@@ -115,6 +163,9 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=16)
     parser.add_argument("--batch-size", type=int, default=64, help="transformers batch size")
     parser.add_argument("--skip-vllm", action="store_true")
+    parser.add_argument("--latency-items", type=int, default=96, help="items sent at Poisson times (0: skip)")
+    parser.add_argument("--rate", type=float, default=None,
+                        help="arrival rate, items/s (default: half the transformers backend's items/s)")
     args = parser.parse_args()
 
     from flexguard_plugins.backends import _generation as gen
@@ -136,23 +187,44 @@ def main() -> None:
     options = dict(reasoning=False, max_new_tokens=args.max_new_tokens, system_prompt_path=rubric)
     rows: dict[str, tuple[list, float]] = {}
     rows["naive transformers (1 item, no cache)"] = naive(model_dir, rubric, items, warm, args.max_new_tokens)
-    rows[f"transformers batched ({args.batch_size}) + prefix KV cache"] = through_backend(
-        "transformers batched", TransformersBackend(model_dir, dtype="float32", batch_size=args.batch_size, **options),
-        items, warm)
+    hf_label = f"transformers batched ({args.batch_size}) + prefix KV cache"
+
+    def hf_backend() -> TransformersBackend:
+        return TransformersBackend(model_dir, dtype="float32", batch_size=args.batch_size, **options)
+
+    rows[hf_label] = through_backend("transformers batched", hf_backend(), items, warm)
+    vllm_for_latency = None
     if not args.skip_vllm:
         from flexguard_plugins.backends.vllm import VLLMBackend
 
-        for caching in (True, False):
+        for caching in (False, True):  # the engine with caching on stays up for the latency run: one at a time
             backend = VLLMBackend(model_dir, dtype="float32", max_model_len=2048, enable_prefix_caching=caching,
                                   batch_size=len(items), **options)
-            rows[f"vLLM, prefix caching {'on' if caching else 'off'}"] = through_backend(
-                f"vLLM caching={caching}", backend, items, warm)
+            keep = caching and args.latency_items > 0
+            rows[f"vLLM async, prefix caching {'on' if caching else 'off'}"] = through_backend(
+                f"vLLM caching={caching}", backend, items, warm, close=not keep)
+            if keep:
+                vllm_for_latency = backend
 
     reference, naive_seconds = next(iter(rows.values()))
     print(f"\n{'path':44s} {'items/s':>9s} {'× naive':>8s} {'same text as naive':>19s}")
     for label, (texts, seconds) in rows.items():
         same = sum(a == b for a, b in zip(texts, reference, strict=True))
         print(f"{label:44s} {len(items) / seconds:9.2f} {naive_seconds / seconds:8.1f} {same:>12d}/{len(items)}")
+
+    if args.latency_items <= 0:
+        return
+    rate = args.rate or 0.5 * len(items) / rows[hf_label][1]
+    load = make_items(args.latency_items, offset=20_000)
+    times = arrivals(len(load), rate)
+    print(f"\nlatency under load: {len(load)} items at Poisson arrivals, {rate:.2f} items/s, through FlexGuard.ascore",
+          flush=True)
+    latency = {"transformers batched + prefix KV cache": latency_under_load("transformers", hf_backend(), load, times)}
+    if vllm_for_latency is not None:
+        latency["vLLM async, prefix caching on"] = latency_under_load("vLLM async", vllm_for_latency, load, times)
+    print(f"\n{'path':44s} {'p50 ms':>8s} {'p99 ms':>8s} {'items/s':>9s}")
+    for label, row in latency.items():
+        print(f"{label:44s} {row['p50'] * 1000:8.0f} {row['p99'] * 1000:8.0f} {row['items_per_s']:9.2f}")
 
 
 if __name__ == "__main__":

@@ -60,6 +60,7 @@ class VLLMEngine:
         kwargs.update(engine_options or {})
         self.model_name = str(model)
         self.closed = False
+        self._closing = threading.Lock()
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="flexguard-vllm-engine", daemon=True)
         self._thread.start()
@@ -84,19 +85,27 @@ class VLLMEngine:
 
     async def generate(self, prompt_ids: list[int], sampling: Any) -> Any:
         """The final `RequestOutput` of one request (call on the engine loop, through `submit`)."""
+        from vllm.renderers.inputs.preprocess import parse_model_prompt
+
+        renderer = self.llm.renderer  # token ids in, as vLLM's own front end renders them (validates length)
+        (engine_input,) = renderer.render_cmpl([parse_model_prompt(self.llm.model_config,
+                                                                   {"prompt_token_ids": prompt_ids})],
+                                               renderer.default_cmpl_tok_params)
         final = None
-        async for output in self.llm.generate({"prompt_token_ids": prompt_ids}, sampling,
-                                              request_id=uuid.uuid4().hex):
+        async for output in self.llm.generate(engine_input, sampling, request_id=uuid.uuid4().hex):
             final = output
         if final is None:
             raise RuntimeError("the vLLM engine returned no output")
         return final
 
     def shutdown(self) -> None:
-        """Stop the engine; requests still in flight end with an error. Idempotent."""
-        if self.closed:
-            return
+        """Stop the engine; requests still in flight end with an error. Idempotent and thread-safe: a
+        second caller waits for the first to finish."""
+        with self._closing:
+            if not self.closed:
+                self._shutdown()
 
+    def _shutdown(self) -> None:
         async def stop() -> None:
             self.llm.shutdown()
             tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
@@ -113,6 +122,8 @@ class VLLMEngine:
 
     def _stop_loop(self) -> None:
         self.closed = True
+        if self._loop.is_closed():
+            return
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=30)
         if not self._thread.is_alive():

@@ -123,3 +123,21 @@ async def test_aload_builds_off_the_event_loop(monkeypatch):
     finally:
         task.cancel()
         _close_scripted()
+
+
+def test_a_cascading_guard_releases_its_cascade_handle(monkeypatch):
+    monkeypatch.setattr(scorer, "create_backend", lambda name, model, **o: ScriptedBackend(model, **o))
+    try:
+        guard = FlexGuard.load("d/model", backend="transformers", cascade="lite", cascade_margin=15)
+        cheap = guard.cascade  # a handle on the shared embedded-scorer key (scripted here unless already loaded)
+        other = FlexGuard.load()
+        assert cheap.backend is other.backend and not cheap.closed
+        assert all(r.ok for r in guard.score_batch(["bomb", "steal", "hello"]))
+        guard.close()
+        assert cheap.closed and guard.backend.closed
+        assert other.score("hello").ok, "the cascade's release left the other handle working"
+        other.close()
+        with pytest.raises(ValueError, match="cascade"):
+            FlexGuard.load("d/model", backend="transformers", cascade="other")
+    finally:
+        _close_scripted()

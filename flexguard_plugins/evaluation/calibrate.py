@@ -83,7 +83,8 @@ def calibrate(out: str | Path, *, data: str | None = None, scores: str | Path | 
               subset: str | None = None, split: str = "valid", model: str | None = None, backend: str = "auto",
               scorer: Scorer | str | None = None, scorer_kind: str | None = None, options: dict[str, Any] | None = None,
               prompt_column: str | None = None, response_column: str | None = None, batch_size: int = 64,
-              save_scores: str | Path | None = None, limit: int | None = None, **policy_options: Any) -> dict[str, Any]:
+              save_scores: str | Path | None = None, limit: int | None = None, baseline: str | None = None,
+              **policy_options: Any) -> dict[str, Any]:
     """Score `data` (or read `scores`), fit thresholds, write the policy to `out`; returns the policy."""
     if (data is None) == (scores is None):
         raise ValueError("give exactly one of --data (score it now) or --scores (an existing scores.jsonl)")
@@ -95,7 +96,7 @@ def calibrate(out: str | Path, *, data: str | None = None, scores: str | Path | 
         if limit is not None and limit < len(frame):
             frame = frame.sample(n=limit, random_state=0).sort_index()
         runner = scorer if not isinstance(scorer, (str, type(None))) else build_scorer(
-            model, backend, scorer=scorer, scorer_kind=scorer_kind, options=options)
+            model, backend, scorer=scorer, scorer_kind=scorer_kind, options=options, baseline=baseline)
         if runner.kind == "binary":
             raise ValueError("a binary moderator has one fixed decision: there is no threshold to calibrate")
         table, timing = score_frame(frame, runner, save_scores, batch_size=batch_size, desc="calibration")
@@ -134,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
             args.out, data=args.data, scores=args.scores, subset=args.subset, split=args.split, model=args.model,
             backend=args.backend, scorer=args.scorer, scorer_kind=args.scorer_kind, options=parse_options(args.option),
             prompt_column=args.prompt_column, response_column=args.response_column, batch_size=args.batch_size,
-            save_scores=args.save_scores, limit=args.limit, per_category=args.per_category,
+            save_scores=args.save_scores, limit=args.limit, baseline=args.baseline, per_category=args.per_category,
             min_category_items=args.min_category_items, max_false_positive_rate=args.max_false_positive_rate,
             regimes=args.regime, default_regime=args.default_regime,
         )

@@ -85,7 +85,11 @@ class ModerationItem:
 
     @classmethod
     def coerce(cls, value: Any) -> ModerationItem:
-        """Accept an item, a dict with prompt/response, or a bare prompt string; reject anything else."""
+        """Accept an item, a dict with prompt/response, or a bare prompt string; reject anything else.
+
+        The text is cleaned for every tokenizer (lone surrogates → U+FFFD, NULs dropped; see `_clean`);
+        spans reported later index the cleaned text.
+        """
         if isinstance(value, ModerationItem):
             item = value
         elif isinstance(value, str):

@@ -46,7 +46,7 @@ def default_items(n: int, seed: int = 0) -> tuple[list[dict], list[int]]:
 
 def data_items(path: str, subset: str | None, n: int) -> tuple[list[dict], list[int]]:
     """Items and severity from FlexBench-format data (a seeded sample of n)."""
-    from flexguard_training.flexbench import load_flexbench, to_items
+    from flexguard_plugins.evaluation.flexbench import load_flexbench, to_items
 
     frame = load_flexbench(path, subset)
     if n < len(frame):
@@ -56,7 +56,8 @@ def data_items(path: str, subset: str | None, n: int) -> tuple[list[dict], list[
 
 
 def resolve_model(name: str) -> str:
-    from flexguard_plugins.testing import build_tiny_qwen3, convert_smollm2
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: tests/model_builders.py
+    from tests.model_builders import build_tiny_qwen3, convert_smollm2
 
     if name == "smollm2":
         return str(convert_smollm2(CACHE / "smollm2-135m-instruct"))
@@ -113,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     regime_min = {"strict": 1, "moderate": 2, "loose": 3}[args.strictness]
     header = f"{'path':<16}{'escalated':>10}{'agree w/ LLM':>14}{'items/s':>10}{'speed-up':>10}"
     if severity is not None:
-        from flexguard_training.metrics import f1_from_flags
+        from flexguard_plugins.evaluation.metrics import f1_from_flags
 
         truth = [int(s >= regime_min) for s in severity]
         header += f"{'F1 vs truth':>13}"

@@ -4,9 +4,10 @@
 
 Items are ~120-word-piece texts built from real public prompts (../shared/data, Alpaca pool) or, when
 that folder is missing, from a fixed paragraph. Prints single-item latency p50/p99 and batched
-items/s for: lite int8 (full scoring path: tokenize, int8 ONNX encoder, head), lite on the fp32
-ONNX encoder, and sentence-transformers fp32 encoding only (no head). Also prints the F1 that the
-last `flexguard train lite --compare-fp32` run measured on held-out data for int8 vs fp32.
+items/s for: lite int8 in prompt mode and in response mode (the item as the reply to a short
+question; full scoring path: normalise, tokenize, windows, int8 ONNX, read-out), lite on the fp32
+ONNX, and sentence-transformers fp32 encoding only (no head). Also prints the held-out F1 that the
+card records for int8 vs fp32 (`flexguard train lite --compare-fp32`).
 """
 
 from __future__ import annotations
@@ -82,21 +83,25 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--threads", type=int, default=None, help="onnxruntime / torch threads (default: cores)")
     parser.add_argument("--spin", action="store_true", help="let onnxruntime threads spin (idle machines)")
-    parser.add_argument("--batched-encoder", action="store_true", help="LiteBackend(deterministic=False): "
-                        "several texts per encoder run")
     args = parser.parse_args()
 
-    from flexguard_plugins.lite import DEFAULT_HEAD, LiteBackend
-    from flexguard_plugins.lite.encoder import model_dir
+    from flexguard_plugins.lite import DEFAULT_MODEL, LiteBackend
+    from flexguard_plugins.lite.build import model_dir
+    from flexguard_plugins.types import ModerationItem
 
     items = make_items(max(args.items, args.single), args.tokens)
     threads = args.threads or os.cpu_count() or 1
     rows = []
-    for label, precision in (("lite int8 (score)", "int8"), ("lite fp32 ONNX (score)", "fp32")):
-        backend = LiteBackend(precision=precision, threads=threads, spin=args.spin,
-                              deterministic=not args.batched_encoder)
+    for label, precision, response in (("lite int8 prompt mode (score)", "int8", False),
+                                       ("lite int8 response mode (score)", "int8", True),
+                                       ("lite fp32 ONNX prompt mode (score)", "fp32", False)):
+        backend = LiteBackend(precision=precision, threads=threads, spin=args.spin)
         backend.warmup()
-        fn = backend.score_sync
+
+        def fn(texts: Sequence[str], backend: LiteBackend = backend, response: bool = response) -> object:
+            return backend.score_sync([ModerationItem("Can you summarise this for me?", t) if response else
+                                       ModerationItem(t) for t in texts])
+
         fn(items[:args.batch])
         rows.append((label, *latency(fn, items[:args.single]), *throughput(fn, items[:args.items], args.batch)))
 
@@ -120,19 +125,21 @@ def main() -> None:
     print(f"{'':38s} {'single':>8s} {'single':>8s} {'single':>8s} {'batched':>9s} {'batched':>8s}")
     for label, p50, p99, cpu1, rate, cpub in rows:
         print(f"{label:38s} {p50:8.1f} {p99:8.1f} {cpu1:8.1f} {rate:9.1f} {cpub:8.1f}")
-    lite, base = rows[0], rows[-1]
+    lite, reply, base = rows[0], rows[1], rows[-1]
+    print(f"response mode vs prompt mode: x{reply[5] / lite[5]:.2f} the CPU per item batched, "
+          f"x{reply[1] / lite[1]:.2f} the p50 latency")
     print(f"lite int8 vs sentence-transformers fp32: p50 latency x{base[1] / lite[1]:.2f} lower, "
           f"throughput x{lite[4] / base[4]:.2f} higher; CPU per item x{base[3] / lite[3]:.2f} (single), "
           f"x{base[5] / lite[5]:.2f} (batched) lower")
     print(f"lite int8 on idle cores (CPU time / {threads} threads): ~{lite[3] / threads:.1f} ms a single item at "
           f"best, ~{1000 * threads / lite[5]:.0f} items/s batched at best")
 
-    card_path = DEFAULT_HEAD.parent / "card.json"
+    card_path = DEFAULT_MODEL / "card.json"
     if card_path.exists():
         metrics = json.loads(card_path.read_text()).get("metrics", {})
-        if "head_fp32_encoder" in metrics:
+        if "fp32" in metrics:
             for mode in ("prompt", "response"):
-                a, b = metrics["head"].get(mode), metrics["head_fp32_encoder"].get(mode)
+                a, b = metrics["int8"].get(mode), metrics["fp32"].get(mode)
                 if a and b:
                     print(f"held-out {mode} F1 avg int8 {a['f1_avg']:.2f} vs fp32 {b['f1_avg']:.2f} "
                           f"(worst {a['f1_worst']:.2f} vs {b['f1_worst']:.2f}) [from card.json]")

@@ -7,12 +7,30 @@ import pytest
 
 @pytest.fixture(scope="session")
 def lite_backend():
-    """The shipped head on the int8 encoder in the default cache, shared with FlexGuard.load() users."""
+    """The shipped model on the int8 file in the default cache, shared with FlexGuard.load() users."""
     from flexguard_plugins.lite import LiteBackend
 
     backend = LiteBackend()
     backend.warmup()
     return backend
+
+
+@pytest.fixture(scope="session")
+def lite_facade(lite_backend):
+    """`FlexGuard.load()` as a user gets it: the facade (chunking, batching) over the embedded scorer."""
+    from flexguard_plugins import FlexGuard
+
+    guard = FlexGuard.load()
+    assert guard.backend.name == "lite"
+    return guard
+
+
+@pytest.fixture(scope="session")
+def must_catch_cases():
+    """The hand-written must-catch suite (tests/must_catch): the lite tests take their texts from it."""
+    from tests.must_catch.suite import load_cases
+
+    return load_cases()
 
 
 @pytest.fixture(scope="session")

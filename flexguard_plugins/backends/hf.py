@@ -92,10 +92,9 @@ class TransformersBackend(Backend):
         for mode, indices in gen.split_by_mode(items).items():
             ids = {i: gen.prompt_ids(self.tokenizer, items[i], self.options) for i in indices}
             for batch in self._batches(ids):  # bounded memory per forward
-                outputs = await loop.run_in_executor(self._executor, self._generate, mode, [ids[i] for i in batch])
-                for index, (token_ids, steps) in zip(batch, outputs, strict=True):
-                    text, logprobs = gen.decode(self.tokenizer, token_ids), gen.token_logprobs(self.tokenizer, steps)
-                    results[index] = gen.to_risk(text, self.options, self.name, logprobs)
+                risks = await loop.run_in_executor(self._executor, self._judge, mode, [ids[i] for i in batch])
+                for index, risk in zip(batch, risks, strict=True):
+                    results[index] = risk
         return [r for r in results if r is not None]
 
     def _batches(self, ids: dict[int, list[int]]) -> list[list[int]]:
@@ -114,6 +113,12 @@ class TransformersBackend(Backend):
         return batches
 
     # --- model work, on the executor thread ---------------------------------------------------
+
+    def _judge(self, mode: str, prompts: list[list[int]]) -> list[RiskScore]:
+        """Generate, then decode and parse off the event loop (only the score's tokens' alternatives)."""
+        return [gen.to_risk(gen.decode(self.tokenizer, token_ids), self.options, self.name,
+                            gen.token_logprobs(self.tokenizer, steps))
+                for token_ids, steps in self._generate(mode, prompts)]
 
     def _generate(self, mode: str, prompts: list[list[int]]) -> list[Generated]:
         """Greedy outputs for token prompts; prompts that start with the cached prefix reuse it."""

@@ -42,13 +42,22 @@ class MicroBatcher(Generic[T, R]):
     until the items that cause it are alone; only they get `on_failure(message)`. At most
     `retry_budget(n)` extra calls are spent on one batch (a dead server fails every half), after which
     what is left fails with the error. Must be used from a single event loop.
+
+    Bounded: a `run_batch` call that takes longer than `batch_timeout_s` (None: no bound) is cancelled and
+    its items fail together, without splitting (a hung backend would hang every half too). Whatever
+    `run_batch` raises, BaseExceptions included (a stray CancelledError, KeyboardInterrupt or SystemExit
+    from backend code), fails only that batch's items: the batcher's loop keeps serving the others. Only
+    the batcher's own cancellation (`aclose`) propagates, and its items are answered then too.
     """
 
     def __init__(self, run_batch: Callable[[list[T]], Awaitable[list[R]]], *,
                  on_failure: Callable[[str], R], max_batch_size: int = 64, max_wait_s: float = 0.0,
-                 max_concurrency: int = 1) -> None:
+                 max_concurrency: int = 1, batch_timeout_s: float | None = None) -> None:
         if max_batch_size < 1:
             raise ValueError("max_batch_size must be ≥ 1")
+        if batch_timeout_s is not None and not batch_timeout_s > 0:
+            raise ValueError("batch_timeout_s must be > 0 or None")
+        self.batch_timeout_s = batch_timeout_s
         self._run_batch = run_batch
         self._on_failure = on_failure
         self.max_batch_size = max_batch_size
@@ -142,14 +151,33 @@ class MicroBatcher(Generic[T, R]):
             await self._run_isolating(batch, budget)
         finally:
             self._slots.release()
+            for _, future in batch:  # however this ended, no caller is left waiting
+                if not future.done():
+                    future.set_result(self._on_failure("batch cancelled before this item was scored"))
+
+    async def _attempt(self, items: list[T]) -> list[R]:
+        """One `run_batch` call, within `batch_timeout_s`."""
+        if self.batch_timeout_s is None:
+            return await self._run_batch(items)
+        scope = asyncio.timeout(self.batch_timeout_s)
+        try:
+            async with scope:
+                return await self._run_batch(items)
+        except TimeoutError:
+            if scope.expired():
+                limit = f"batch_timeout_s={self.batch_timeout_s:g} s"
+                raise BatchTimeout(f"backend did not answer within {limit}") from None
+            raise
 
     async def _run_isolating(self, batch: list[tuple[T, asyncio.Future[R]]], budget: list[int]) -> None:
         try:
-            results = await self._run_batch([item for item, _ in batch])
+            results = await self._attempt([item for item, _ in batch])
             if len(results) != len(batch):
                 raise RuntimeError(f"backend returned {len(results)} results for {len(batch)} items")
-        except Exception as error:  # noqa: BLE001 - every item must get an answer
-            if len(batch) > 1 and budget[0] >= 2:
+        except BaseException as error:  # noqa: BLE001 - every item must get an answer (class docstring)
+            if isinstance(error, asyncio.CancelledError) and _being_cancelled():
+                raise
+            if len(batch) > 1 and budget[0] >= 2 and not isinstance(error, BatchTimeout):
                 budget[0] -= 2
                 half = len(batch) // 2
                 await self._run_isolating(batch[:half], budget)
@@ -170,7 +198,8 @@ class MicroBatcher(Generic[T, R]):
                 if not future.done():
                     future.set_result(self._on_failure(message))
         self._wakeup.set()
-        running = dict(self._running)
+        # not the batch we are closing from (backend code closing its own guard): it would wait for itself
+        running = {task: futures for task, futures in self._running.items() if task is not asyncio.current_task()}
         if running:
             _, late = await asyncio.wait(running, timeout=grace_s)
             for task in late:
@@ -181,6 +210,16 @@ class MicroBatcher(Generic[T, R]):
                         future.set_result(self._on_failure(f"{message} (still running after {grace_s:g} s)"))
         if self._worker is not None and not self._worker.done():
             self._worker.cancel()
+
+
+class BatchTimeout(Exception):
+    """A `run_batch` call ran past `batch_timeout_s`."""
+
+
+def _being_cancelled() -> bool:
+    """The current task was cancelled from outside (not merely handed a CancelledError by the code it awaited)."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 def retry_budget(size: int) -> int:

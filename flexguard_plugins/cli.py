@@ -116,13 +116,30 @@ def _summary(decision: Any) -> str:
     return ("FLAGGED" if decision.flagged else "allowed") + re.sub(r"^(flagged|allowed)", "", decision.reason)
 
 
+def _lines(stream: Any) -> Iterator[str | UnicodeDecodeError]:
+    """The stream's lines, decoded one by one as UTF-8 (JSON's encoding) when it has bytes underneath, so a
+    line that is not UTF-8 is an error for that line only, not the end of the run."""
+    raw = getattr(stream, "buffer", None)
+    if raw is None:
+        yield from stream
+        return
+    for line in raw:
+        try:
+            yield line.decode("utf-8")
+        except UnicodeDecodeError as error:
+            yield error
+
+
 def _read_jsonl(stream: Any) -> Iterator[tuple[int, dict[str, Any] | str]]:
     """(line number, item) or (line number, error text); blank lines are skipped."""
-    for number, line in enumerate(stream, start=1):
+    for number, line in enumerate(_lines(stream), start=1):
+        if isinstance(line, UnicodeDecodeError):
+            yield number, f"line {number}: not UTF-8 text ({line.reason} at byte {line.start})"
+            continue
         if not line.strip():
             continue
         try:
-            value = json.loads(line)
+            value = json.loads(line.lstrip("\ufeff") if number == 1 else line)
             if not isinstance(value, dict) or not isinstance(value.get("prompt"), str):
                 raise ValueError("expected an object with a string 'prompt'")
             response = value.get("response")

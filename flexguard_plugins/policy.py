@@ -13,8 +13,9 @@ import json
 import math
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
+from numbers import Real
 from pathlib import Path
 from typing import Any, Literal
 
@@ -38,6 +39,13 @@ class Thresholds:
     per_category: Mapping[str, float] = field(default_factory=dict)
     label: str = ""
 
+    def __post_init__(self) -> None:
+        """Built directly or resolved, a NaN or out-of-range threshold must never reach `decide`
+        (every comparison with NaN is False: nothing would ever be flagged)."""
+        _check_threshold(self.default, "Thresholds.default")
+        for code, value in self.per_category.items():
+            _check_threshold(value, f"Thresholds.per_category[{code!r}]")
+
     def for_categories(self, categories: Sequence[str]) -> float:
         """The threshold that applies to a verdict naming `categories` (the most sensitive one)."""
         if not categories:
@@ -49,7 +57,7 @@ Strictness = str | int | float | Mapping[str, Any] | os.PathLike | Thresholds
 
 
 def _check_threshold(value: float, what: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+    if isinstance(value, bool) or not isinstance(value, Real) or math.isnan(value):
         raise ValueError(f"{what}: expected a number 0-100, got {value!r}")
     if not 0 <= value <= 100:
         raise ValueError(f"{what}: threshold {value:g} is out of range 0-100")
@@ -79,7 +87,7 @@ def _mapping(spec: Mapping[str, Any], label: str) -> Thresholds:
     for key, value in spec.items():
         if key == "default":
             continue
-        code = key.upper()
+        code = key.strip().upper() if isinstance(key, str) else None
         if code not in CATEGORIES:
             raise ValueError(f"strictness: unknown category {key!r}; known: {', '.join(CATEGORIES)}")
         per_category[code] = _scalar(value, f"strictness[{key!r}]")
@@ -89,8 +97,16 @@ def _mapping(spec: Mapping[str, Any], label: str) -> Thresholds:
 @lru_cache(maxsize=32)
 def _load_policy_file(path: str, mtime: float) -> dict[str, Any]:
     data = json.loads(Path(path).read_text(encoding="utf-8"))
-    if not isinstance(data, dict) or "regimes" not in data:
-        raise ValueError(f"{path}: not a FlexGuard policy file (no 'regimes' key)")
+    if not isinstance(data, dict) or not isinstance(data.get("regimes"), dict):
+        raise ValueError(f"{path}: not a FlexGuard policy file (no 'regimes' object)")
+    if data.get("version") != POLICY_VERSION:
+        raise ValueError(f"{path}: policy file version {data.get('version')!r}; this FlexGuard reads "
+                         f"version {POLICY_VERSION} (write it again with `flexguard calibrate`)")
+    for regime, entry in data["regimes"].items():
+        if not isinstance(entry, dict) or "threshold" not in entry:
+            raise ValueError(f"{path}: regime {regime!r} has no 'threshold'")
+        if not isinstance(entry.get("categories", {}), dict):
+            raise ValueError(f"{path}: regime {regime!r}: 'categories' must be an object")
     return data
 
 
@@ -127,11 +143,18 @@ def resolve_strictness(strictness: Strictness) -> Thresholds:
     if isinstance(strictness, os.PathLike):
         return _from_policy_file(os.fspath(strictness))
     if isinstance(strictness, Mapping):
-        return _mapping(strictness, json.dumps(dict(strictness), sort_keys=True, default=str))
+        thresholds = _mapping(strictness, "")  # validated first: the label needs sortable str keys
+        return replace(thresholds, label=json.dumps(dict(strictness), sort_keys=True, default=str))
     if isinstance(strictness, str):
         text = strictness.strip()
         if text.startswith("{"):
-            return _mapping(json.loads(text), text)
+            try:
+                spec = json.loads(text)
+            except json.JSONDecodeError as error:
+                raise ValueError(f"strictness: not a valid JSON mapping ({error})") from None
+            if not isinstance(spec, dict):
+                raise ValueError("strictness: a JSON strictness must be an object")
+            return _mapping(spec, text)
         if text.lower() not in REGIMES and _looks_like_file(text):
             return _from_policy_file(text)
         return Thresholds(_scalar(text, "strictness"), {}, text.lower())
@@ -139,13 +162,17 @@ def resolve_strictness(strictness: Strictness) -> Thresholds:
 
 
 def check_on_error(on_error: str) -> OnError:
-    if on_error not in ON_ERROR_CHOICES:
+    """The failure policy, case and surrounding white space ignored (" Block" is "block"); else ValueError."""
+    value = on_error.strip().lower() if isinstance(on_error, str) else on_error
+    if value not in ON_ERROR_CHOICES:
         raise ValueError(f"on_error must be one of {ON_ERROR_CHOICES}, got {on_error!r}")
-    return on_error  # type: ignore[return-value]
+    return value  # type: ignore[return-value]
 
 
 def decide(risk: RiskScore, strictness: Strictness = "moderate", on_error: OnError = "block") -> Decision:
-    """Apply a strictness to a score. A score the guard could not produce follows `on_error`."""
+    """Apply a strictness to a score. A score the guard could not produce follows `on_error`, and so does
+    one that is not a usable score (`RiskScore.checked`: NaN, out of range, not a RiskScore)."""
+    risk = RiskScore.checked(risk)
     thresholds = resolve_strictness(strictness)
     on_error = check_on_error(on_error)
     by = f" by {risk.scorer}" if risk.scorer else ""

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import math
 import threading
 from collections.abc import Coroutine, Iterable, Mapping, Sequence
 from concurrent.futures import Future
@@ -28,7 +27,7 @@ from .batching import MicroBatcher
 from .chunking import Render, chunk_spans, tail
 from .policy import OnError, Strictness, check_on_error, decide, resolve_strictness
 from .prompts import forgery_tokens, neutralize_mapped
-from .text import is_blank
+from .text import fold, is_blank
 from .types import Decision, ModerationItem, RiskScore
 
 T = TypeVar("T")
@@ -39,6 +38,10 @@ DEFAULT_MAX_INPUT_CHARS = 100_000
 CHUNKS_PER_BATCH = 2
 """At most this many chunks of one long text ride in one backend batch: a short check arriving meanwhile
 waits for about two chunk-scorings, not for the whole text (chunks are large, so this costs little)."""
+DEFAULT_BATCH_TIMEOUT_S = 600.0
+"""Longest one backend batch may take before its items fail ("backend did not answer"): generous, so that a
+reasoning batch on a slow GPU finishes, but a hung server or engine never holds callers forever. A backend
+may set its own `batch_timeout_s` attribute; `FlexGuard(backend, batch_timeout_s=...)` overrides both."""
 CLOSE_GRACE_S = 5.0
 """How long closing waits for batches already inside the backend before failing their items."""
 _POLL_S = 0.25
@@ -57,10 +60,20 @@ class _LoopThread:
 
     def __init__(self) -> None:
         self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self.loop.run_forever, name="flexguard-loop", daemon=True)
+        self._thread = threading.Thread(target=self._run, name="flexguard-loop", daemon=True)
         self._outstanding: set[Future[Any]] = set()
         self._guard = threading.Lock()
         self._thread.start()
+
+    def _run(self) -> None:
+        self.loop.run_forever()
+        # Stopped. Tasks still pending (a batch that outlived the close) are cancelled and finished here,
+        # so they answer their callers and are not torn down later by the garbage collector.
+        pending = asyncio.all_tasks(self.loop)
+        for task in pending:
+            task.cancel()
+        if pending:
+            self.loop.run_until_complete(asyncio.wait(pending, timeout=CLOSE_GRACE_S))
 
     def submit(self, coro: Coroutine[Any, Any, T]) -> Future[T]:
         future = asyncio.run_coroutine_threadsafe(coro, self.loop)
@@ -108,14 +121,18 @@ def _wait(future: Future[T], loop_thread: _LoopThread) -> T:
 class _Engine:
     """One backend with its event-loop thread and micro-batcher, shared by every facade over it."""
 
-    def __init__(self, backend: Backend, key: tuple[Any, ...] | None = None) -> None:
+    def __init__(self, backend: Backend, key: tuple[Any, ...] | None = None,
+                 batch_timeout_s: float | None = None) -> None:
         self.backend = backend
         self.key = key
+        self.batch_timeout_s = (getattr(backend, "batch_timeout_s", DEFAULT_BATCH_TIMEOUT_S)
+                                if batch_timeout_s is None else batch_timeout_s)
         self.users = 1
         self.closed = False
         self._loop_thread: _LoopThread | None = None
         self._batcher: MicroBatcher[ModerationItem, RiskScore] | None = None
         self._lock = threading.Lock()
+        self._closing: asyncio.Task[None] | None = None
 
     def loop_for(self, coro: Coroutine[Any, Any, Any]) -> _LoopThread:
         """The engine's loop (started on first use); closes `coro` unrun when the engine is closed."""
@@ -131,12 +148,17 @@ class _Engine:
         """Created on the engine's loop, on first use."""
         if self._batcher is None:
             self._batcher = MicroBatcher(
-                self.backend.score_batch,
+                self._score_batch,
                 on_failure=lambda message: RiskScore.failure(message, scorer=self.backend.name),
                 max_batch_size=self.backend.max_batch_size,
                 max_concurrency=self.backend.max_concurrent_batches,
+                batch_timeout_s=self.batch_timeout_s,
             )
         return self._batcher
+
+    async def _score_batch(self, items: list[ModerationItem]) -> list[RiskScore]:
+        """The backend's answers, each one checked: None or a NaN score with ok=True fails that item."""
+        return [RiskScore.checked(result, self.backend.name) for result in await self.backend.score_batch(items)]
 
     def run_sync(self, coro: Coroutine[Any, Any, T]) -> T:
         loop = self.loop_for(coro)
@@ -171,12 +193,18 @@ class _Engine:
         except (Exception, asyncio.TimeoutError):  # noqa: BLE001 - closing must not fail the caller
             pass
 
+    def _close_later(self, loop: _LoopThread) -> None:
+        """Closing from code on the engine's own loop (a backend closing its guard mid-batch): waiting there
+        would wait for ourselves, so the close runs as its own task and ends once that batch has returned."""
+        self._closing = loop.loop.create_task(self._close_on_loop())
+        self._closing.add_done_callback(lambda _: loop.stop())
+
     def close(self) -> None:
         loop = self._begin_close()
         if loop is None:
             return
         if loop.in_loop():
-            loop.loop.create_task(self._close_on_loop()).add_done_callback(lambda _: loop.stop())
+            self._close_later(loop)
             return
         try:
             loop.submit(self._close_on_loop()).result(timeout=3 * CLOSE_GRACE_S)
@@ -189,8 +217,7 @@ class _Engine:
         if loop is None:
             return
         if loop.in_loop():
-            await self._close_on_loop()
-            loop.loop.call_soon(loop.stop)
+            self._close_later(loop)
             return
         try:
             await asyncio.wait_for(asyncio.wrap_future(loop.submit(self._close_on_loop())), 3 * CLOSE_GRACE_S)
@@ -253,19 +280,26 @@ class FlexGuard:
       * empty input: the judged text is blank after normalisation (white space, zero-width/format
         characters, NULs only; `text.is_blank`), reason "empty input";
       * input too long: the judged text has more than `max_input_chars` characters (default 100,000;
-        None for no limit), reason "input too long"; in response mode only the prompt's end is kept as context;
-      * the backend could not score it (a failing item is isolated by splitting its batch);
+        None for no limit), as given or once folded (NFKC can turn one character into 18), reason "input
+        too long"; in response mode only the prompt's end is kept as context;
+      * the backend could not score it (a failing item is isolated by splitting its batch), did not answer
+        within `batch_timeout_s` (default `DEFAULT_BATCH_TIMEOUT_S`, 600 s; the batch's items fail together),
+        raised anything at all (BaseExceptions included), or answered something that is not a usable score
+        (None, NaN or out of range with ok=True: `RiskScore.checked`);
       * part of a chunked text could not be scored and the rest stays below the threshold (a chunk at or
         above the threshold flags the item whatever the other chunks did).
-    Lone surrogates are replaced and NULs dropped at the door (`ModerationItem.coerce`).
+    Lone surrogates are replaced, NULs dropped and runs of combining marks made stream-safe at the door
+    (`ModerationItem.coerce`).
     See the module docstring for sharing and closing.
     """
 
     def __init__(self, backend: Backend, *, strictness: Strictness = "moderate", on_error: OnError = "block",
                  max_batch_size: int | None = None, max_wait_ms: float = 0.0,
                  max_input_chars: int | None = DEFAULT_MAX_INPUT_CHARS,
-                 cascade: FlexGuard | None = None, cascade_margin: float = 10.0) -> None:
-        self._init(_Engine(backend), strictness=strictness, on_error=on_error, max_batch_size=max_batch_size,
+                 cascade: FlexGuard | None = None, cascade_margin: float = 10.0,
+                 batch_timeout_s: float | None = None) -> None:
+        engine = _Engine(backend, batch_timeout_s=batch_timeout_s)
+        self._init(engine, strictness=strictness, on_error=on_error, max_batch_size=max_batch_size,
                    max_wait_ms=max_wait_ms, max_input_chars=max_input_chars, cascade=cascade,
                    cascade_margin=cascade_margin)
 
@@ -349,10 +383,13 @@ class FlexGuard:
 
     def _unjudgeable(self, item: ModerationItem) -> str | None:
         """Why `item` cannot be judged at all, or None."""
-        judged = item.judged_text
-        if self.max_input_chars is not None and len(judged) > self.max_input_chars:
-            return (f"input too long: {len(judged):,} characters > max_input_chars={self.max_input_chars:,}; "
-                    "not judged")
+        judged, limit = item.judged_text, self.max_input_chars
+        if limit is not None and len(judged) > limit:
+            return f"input too long: {len(judged):,} characters > max_input_chars={limit:,}; not judged"
+        if limit is not None and not judged.isascii() and len(fold(judged)) > limit:
+            # what a scorer reads is the folded text: "\ufdfa" is one character but 18 once folded
+            return (f"input too long: {len(fold(judged)):,} characters once normalised > "
+                    f"max_input_chars={limit:,}; not judged")
         if is_blank(judged):
             return "empty input: nothing to judge" + ("" if item.response is None else " (the response is empty)")
         return None
@@ -481,7 +518,7 @@ class FlexGuard:
         """Validate before scoring, so a bad option fails fast and no model time is spent."""
         strictness = self.strictness if strictness is None else strictness
         resolve_strictness(strictness)
-        return strictness, check_on_error(on_error or self.on_error)
+        return strictness, check_on_error(self.on_error if on_error is None else on_error)
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -557,11 +594,11 @@ def _riskiest(risks: Sequence[RiskScore]) -> RiskScore:
     """An item's score from its chunks: the riskiest chunk that was scored. When some chunks failed the
     result says so (`partial_error`): `decide` flags it if the scored part reaches the threshold and treats
     it as undecided otherwise. With no chunk scored, the first failure."""
-    scored = [r for r in risks if r.ok]
+    scored = [r for r in risks if r.ok]  # ok scores are finite and 0-100 (`RiskScore.checked`)
     failed = [r for r in risks if not r.ok]
     if not scored:
         return failed[0]
-    riskiest = max(scored, key=lambda r: -math.inf if math.isnan(r.score) else r.score)
+    riskiest = max(scored, key=lambda r: r.score)
     if failed:
         riskiest = riskiest.with_(partial_error=f"{len(failed)} of {len(risks)} chunks failed: {failed[0].error}")
     return riskiest

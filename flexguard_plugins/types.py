@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import re
+import sys
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from enum import Enum
+from functools import lru_cache
+from numbers import Real
 from typing import Any
 
 from .text import replace_surrogates
@@ -87,8 +92,8 @@ class ModerationItem:
     def coerce(cls, value: Any) -> ModerationItem:
         """Accept an item, a dict with prompt/response, or a bare prompt string; reject anything else.
 
-        The text is cleaned for every tokenizer (lone surrogates → U+FFFD, NULs dropped; see `_clean`);
-        spans reported later index the cleaned text.
+        The text is cleaned for every tokenizer and normaliser (lone surrogates → U+FFFD, NULs dropped, very
+        long runs of combining marks broken up; see `_clean`); spans reported later index the cleaned text.
         """
         if isinstance(value, ModerationItem):
             item = value
@@ -113,14 +118,29 @@ class ModerationItem:
         return cls(prompt, response)
 
 
+MAX_COMBINING_RUN = 30
+"""Unicode's stream-safe limit (UAX #15): longer runs of combining marks get a U+034F (CGJ) every 30 marks."""
+
+
 def _clean(text: str) -> str:
-    """Text every tokenizer accepts: lone surrogates become U+FFFD (same length), NULs are dropped.
+    """Text every tokenizer accepts and every normaliser handles in linear time: lone surrogates become
+    U+FFFD (same length), NULs are dropped, and runs of more than 30 combining marks are made stream-safe
+    (NFKC reorders a mixed run of marks in quadratic time: 100k marks took 10 s, on the guard's loop).
 
     Done at the door so that one item no tokenizer can encode never fails the batch it rides in.
     Format characters stay (they belong to some scripts); the blank rule and the neutraliser see through them.
     """
     cleaned = replace_surrogates(text).replace("\x00", "")
+    if not cleaned.isascii():
+        cleaned = _long_mark_runs().sub(lambda m: m.group(0) + "\u034f", cleaned)
     return text if cleaned == text else cleaned
+
+
+@lru_cache(maxsize=1)
+def _long_mark_runs() -> re.Pattern[str]:
+    """MAX_COMBINING_RUN combining marks (non-starters) followed by another one. Built once (about 0.1 s)."""
+    marks = "".join(re.escape(chr(c)) for c in range(sys.maxunicode + 1) if unicodedata.combining(chr(c)))
+    return re.compile(f"[{marks}]{{{MAX_COMBINING_RUN}}}(?=[{marks}])")
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +174,18 @@ class RiskScore:
 
     def with_(self, **changes: Any) -> RiskScore:
         return replace(self, **changes)
+
+    @classmethod
+    def checked(cls, value: Any, scorer: str = "") -> RiskScore:
+        """`value` if it is a usable result, else a failure saying why (fail closed): a backend that hands
+        back None, or `ok=True` with a NaN, infinite or out-of-range score, must not pass as allowed."""
+        if not isinstance(value, RiskScore):
+            return cls.failure(f"backend returned {type(value).__name__}, not a RiskScore", scorer=scorer)
+        score = value.score
+        if value.ok and (isinstance(score, bool) or not isinstance(score, Real) or not 0 <= score <= 100):
+            return cls.failure(f"backend returned score {score!r} with ok=True (a score is 0-100)",
+                               raw=value.raw, scorer=value.scorer or scorer)
+        return value
 
     def to_dict(self) -> dict[str, Any]:
         return {

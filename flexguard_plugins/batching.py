@@ -73,9 +73,10 @@ class MicroBatcher(Generic[T, R]):
     async def submit(self, items: Sequence[T], *, max_batch_size: int | None = None,
                      max_wait_s: float | None = None, share: int | None = None) -> list[R]:
         """Results for `items`, in order. The limits apply to the batches this caller's items ride in;
-        `share` caps how many of these items one batch takes (so others are never stuck behind them)."""
+        `share` caps how many of these items one batch takes (so others are never stuck behind them).
+        After `aclose` (a call accepted just before the close reaches here late) every item fails at once."""
         if self.closed:
-            raise RuntimeError("this FlexGuard is closed")
+            return [self._on_failure("guard closed before this item was scored") for _ in items]
         if not items:
             return []
         loop = asyncio.get_running_loop()

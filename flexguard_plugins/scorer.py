@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import math
 import threading
 from collections.abc import Coroutine, Iterable, Mapping, Sequence
 from concurrent.futures import Future
+from numbers import Integral, Real
 from typing import Any, TypeVar
 
 from .backends import Backend, create_backend
@@ -127,6 +129,8 @@ class _Engine:
         self.key = key
         self.batch_timeout_s = (getattr(backend, "batch_timeout_s", DEFAULT_BATCH_TIMEOUT_S)
                                 if batch_timeout_s is None else batch_timeout_s)
+        if not _is_number(self.batch_timeout_s) or not self.batch_timeout_s > 0:
+            raise ValueError(f"batch_timeout_s must be a number > 0, got {self.batch_timeout_s!r}")
         self.users = 1
         self.closed = False
         self._loop_thread: _LoopThread | None = None
@@ -308,10 +312,15 @@ class FlexGuard:
               max_input_chars: int | None = DEFAULT_MAX_INPUT_CHARS,
               cascade: FlexGuard | None = None, cascade_margin: float = 10.0) -> None:
         resolve_strictness(strictness)
-        if max_batch_size is not None and max_batch_size < 1:
-            raise ValueError("max_batch_size must be ≥ 1")
-        if max_input_chars is not None and max_input_chars < 1:
-            raise ValueError("max_input_chars must be ≥ 1 or None")
+        if max_batch_size is not None and (not _is_count(max_batch_size) or max_batch_size < 1):
+            raise ValueError(f"max_batch_size must be an integer ≥ 1, got {max_batch_size!r}")
+        if max_input_chars is not None and (not _is_count(max_input_chars) or max_input_chars < 1):
+            raise ValueError(f"max_input_chars must be an integer ≥ 1 or None, got {max_input_chars!r}")
+        # an infinite linger waits for a full batch forever; a NaN margin would never escalate
+        if not _is_number(max_wait_ms) or not 0 <= max_wait_ms < math.inf:
+            raise ValueError(f"max_wait_ms must be a finite number ≥ 0, got {max_wait_ms!r}")
+        if not _is_number(cascade_margin) or not 0 <= cascade_margin < math.inf:
+            raise ValueError(f"cascade_margin must be a finite number ≥ 0, got {cascade_margin!r}")
         self._engine = engine
         self.strictness = strictness
         self.on_error = check_on_error(on_error)
@@ -575,6 +584,14 @@ def _acquire(key: tuple[Any, ...], build: Any) -> _Engine:
         with _REGISTRY_LOCK:
             _REGISTRY[key] = engine
         return engine
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, Real) and not isinstance(value, bool)
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, Integral) and not isinstance(value, bool)
 
 
 def _coerce_all(items: Iterable[ItemLike]) -> list[ModerationItem]:

@@ -157,18 +157,31 @@ class MicroBatcher(Generic[T, R]):
                     future.set_result(self._on_failure("batch cancelled before this item was scored"))
 
     async def _attempt(self, items: list[T]) -> list[R]:
-        """One `run_batch` call, within `batch_timeout_s`."""
+        """One `run_batch` call, within `batch_timeout_s`.
+
+        Run in this task (no inner task, unlike `wait_for` before 3.12): a KeyboardInterrupt raised by the
+        backend in an inner task would escape the event loop and kill the guard's loop thread."""
         if self.batch_timeout_s is None:
             return await self._run_batch(items)
-        scope = asyncio.timeout(self.batch_timeout_s)
+        task = asyncio.current_task()
+        assert task is not None
+        expired: list[bool] = []
+
+        def expire() -> None:
+            expired.append(True)
+            task.cancel()
+
+        timer = asyncio.get_running_loop().call_later(self.batch_timeout_s, expire)
         try:
-            async with scope:
-                return await self._run_batch(items)
-        except TimeoutError:
-            if scope.expired():
-                limit = f"batch_timeout_s={self.batch_timeout_s:g} s"
-                raise BatchTimeout(f"backend did not answer within {limit}") from None
-            raise
+            return await self._run_batch(items)
+        except asyncio.CancelledError:
+            if not expired:
+                raise
+            if hasattr(task, "uncancel"):  # 3.11+: this cancellation was ours and is over
+                task.uncancel()
+            raise BatchTimeout(f"backend did not answer within batch_timeout_s={self.batch_timeout_s:g} s") from None
+        finally:
+            timer.cancel()
 
     async def _run_isolating(self, batch: list[tuple[T, asyncio.Future[R]]], budget: list[int]) -> None:
         try:
@@ -218,9 +231,12 @@ class BatchTimeout(Exception):
 
 
 def _being_cancelled() -> bool:
-    """The current task was cancelled from outside (not merely handed a CancelledError by the code it awaited)."""
+    """The current task was cancelled from outside (not merely handed a CancelledError by the code it awaited).
+    Python 3.10 cannot tell (no `Task.cancelling`): every CancelledError counts, and the batch's items fail
+    unsplit (`_run` still answers them)."""
     task = asyncio.current_task()
-    return task is not None and task.cancelling() > 0
+    cancelling = getattr(task, "cancelling", None)
+    return cancelling is None or cancelling() > 0
 
 
 def retry_budget(size: int) -> int:

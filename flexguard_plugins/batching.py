@@ -44,7 +44,8 @@ class MicroBatcher(Generic[T, R]):
     what is left fails with the error. Must be used from a single event loop.
 
     Bounded: a `run_batch` call that takes longer than `batch_timeout_s` (None: no bound) is cancelled and
-    its items fail together, without splitting (a hung backend would hang every half too). Whatever
+    its items fail together, without splitting (a hung backend would hang every half too); a backend must
+    let itself be cancelled (one that swallows the CancelledError is not bounded). Whatever
     `run_batch` raises, BaseExceptions included (a stray CancelledError, KeyboardInterrupt or SystemExit
     from backend code), fails only that batch's items: the batcher's loop keeps serving the others. Only
     the batcher's own cancellation (`aclose`) propagates, and its items are answered then too.
@@ -177,11 +178,11 @@ class MicroBatcher(Generic[T, R]):
         except asyncio.CancelledError:
             if not expired:
                 raise
-            if hasattr(task, "uncancel"):  # 3.11+: this cancellation was ours and is over
-                task.uncancel()
             raise BatchTimeout(f"backend did not answer within batch_timeout_s={self.batch_timeout_s:g} s") from None
         finally:
             timer.cancel()
+            if expired and hasattr(task, "uncancel"):  # 3.11+: that cancellation was ours and is over
+                task.uncancel()
 
     async def _run_isolating(self, batch: list[tuple[T, asyncio.Future[R]]], budget: list[int]) -> None:
         try:

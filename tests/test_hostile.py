@@ -600,3 +600,21 @@ def test_strictness_mapping_with_a_non_text_key_is_a_one_line_error(cli_guard, c
     assert cli.main(["score", "x", "--strictness", '{"1": 5}']) == 2
     assert cli.main(["score", "x", "--strictness", "[1]"]) == 2
     assert "Traceback" not in capsys.readouterr().err
+
+
+def test_argv_with_undecodable_bytes_is_judged(cli_guard, capsys):
+    """Python hands undecodable argv bytes over as lone surrogates (surrogateescape)."""
+    assert cli.main(["score", "a bomb \udcff\udcfe"]) == 1
+    assert cli.main(["score", "q", "--response", "\udced\udca0 fine", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out.split("\n", 1)[1])["score"] == 4
+
+
+# --- odd calls ------------------------------------------------------------------------------------------
+
+def test_empty_batches_and_a_cascade_with_a_shorter_limit():
+    llm, cheap = ScriptedBackend(), ScriptedBackend()
+    with FlexGuard(cheap) as cheap_guard, FlexGuard(llm, cascade=cheap_guard, max_input_chars=None) as guard:
+        assert guard.check_batch([]) == [] and guard.score_batch(()) == []
+        text = "calm " * 30_000 + "bomb"  # over the cascade's 100,000: it cannot judge, so the LLM does
+        decision = guard.check(text)
+        assert decision.flagged and not decision.failed and llm.batches and not cheap.batches

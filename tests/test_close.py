@@ -24,7 +24,9 @@ async def test_aclose_with_hundreds_of_queued_checks_answers_them_all():
     assert time.perf_counter() - started < 3
     assert not [r for r in results if isinstance(r, BaseException)]
     undecided = [d for d in results if d.failed]
-    assert len(undecided) >= 384 and all(d.flagged and "closed" in d.reason for d in undecided)
+    scored = sum(len(batch) for batch in guard.backend.batches)  # 16 unless a loaded machine was slow to close
+    assert len(guard.backend.batches) <= 3 and len(undecided) >= 400 - scored
+    assert all(d.flagged and "closed" in d.reason for d in undecided)
     assert all(d.score == 92 for i, d in enumerate(results) if not d.failed and i % 2)
     with pytest.raises(RuntimeError, match="closed"):
         await guard.acheck("x")

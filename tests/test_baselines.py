@@ -245,3 +245,19 @@ def test_doctests():
     import doctest
 
     assert doctest.testmod(G).failed == 0
+
+
+@pytest.mark.slow
+@pytest.mark.vllm
+def test_the_same_guards_on_vllm(baseline_guard_dir):
+    """The vLLM generator reads the same answers and the same Yes probability as transformers."""
+    pytest.importorskip("vllm")
+    generator = G.make_generator(baseline_guard_dir, "vllm", dtype="float32", max_model_len=512, seed=0)
+    try:
+        for name, expected in EXPECTED.items():
+            items = [item for item, _ in GUARD_ANSWERS[name.removesuffix("-loose")]]
+            assert G.GuardScorer(G.GUARDS[name], generator)(items) == expected, name
+        benign, harmful = G.GuardScorer(G.GUARDS["shieldgemma"], generator)([GUARD_BENIGN, GUARD_HARMFUL])
+        assert 0.0 < benign < 0.5 < harmful < 1.0
+    finally:
+        generator.close()

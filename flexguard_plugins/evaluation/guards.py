@@ -426,7 +426,11 @@ class VLLMGenerator:
         return out
 
     def close(self) -> None:
+        """Drop the engine (its worker process ends when the last reference goes)."""
+        import gc
+
         self.llm = None
+        gc.collect()
 
 
 class OpenAIGenerator:

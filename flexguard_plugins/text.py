@@ -9,7 +9,9 @@ only, never shown back to the user. `dedup_key` is the one normaliser for dedupl
 from __future__ import annotations
 
 import re
+import sys
 import unicodedata
+from functools import lru_cache
 
 # Cyrillic and Greek letters that render like Latin ones (only the unambiguous look-alikes).
 _HOMOGLYPHS = {
@@ -45,9 +47,28 @@ def replace_surrogates(text: str) -> str:
     return _SURROGATE.sub("\ufffd", text)
 
 
+MAX_COMBINING_RUN = 30
+"""Unicode's stream-safe limit (UAX #15): longer runs of combining marks get a U+034F (CGJ) every 30 marks."""
+
+
+@lru_cache(maxsize=1)
+def _long_mark_runs() -> re.Pattern[str]:
+    """MAX_COMBINING_RUN combining marks (non-starters) followed by another one. Built once (about 0.1 s)."""
+    marks = "".join(re.escape(chr(c)) for c in range(sys.maxunicode + 1) if unicodedata.combining(chr(c)))
+    return re.compile(f"[{marks}]{{{MAX_COMBINING_RUN}}}(?=[{marks}])")
+
+
+def stream_safe(text: str) -> str:
+    """`text` with long runs of combining marks broken up: NFKC reorders a mixed run in quadratic time
+    (100k marks took 10 s), so every normaliser call goes through this first."""
+    if text.isascii():
+        return text
+    return _long_mark_runs().sub(lambda m: m.group(0) + "\u034f", text)
+
+
 def fold(text: str) -> str:
     """The view a moderator judges: NFKC, no format characters, homoglyphs mapped to ASCII letters."""
-    text = unicodedata.normalize("NFKC", replace_surrogates(text))
+    text = unicodedata.normalize("NFKC", stream_safe(replace_surrogates(text)))
     return strip_invisible(text).translate(_HOMOGLYPH_TABLE)
 
 
@@ -66,4 +87,4 @@ def dedup_key(text: str) -> str:
     return _SPACE.sub(" ", fold(text).casefold()).strip()
 
 
-__all__ = ["dedup_key", "fold", "fold_leet", "is_blank", "replace_surrogates", "strip_invisible"]
+__all__ = ["dedup_key", "fold", "fold_leet", "is_blank", "replace_surrogates", "stream_safe", "strip_invisible"]

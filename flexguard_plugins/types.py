@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import re
-import sys
-import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from enum import Enum
-from functools import lru_cache
 from numbers import Real
 from typing import Any
 
-from .text import replace_surrogates
+from .text import replace_surrogates, stream_safe
 
 CATEGORIES: tuple[str, ...] = ("VIO", "ILG", "SEX", "INF", "DIS", "MIS", "JAIL")
 """FlexGuard's harm codes; a benign answer is the word SAFE with no codes."""
@@ -118,10 +114,6 @@ class ModerationItem:
         return cls(prompt, response)
 
 
-MAX_COMBINING_RUN = 30
-"""Unicode's stream-safe limit (UAX #15): longer runs of combining marks get a U+034F (CGJ) every 30 marks."""
-
-
 def _clean(text: str) -> str:
     """Text every tokenizer accepts and every normaliser handles in linear time: lone surrogates become
     U+FFFD (same length), NULs are dropped, and runs of more than 30 combining marks are made stream-safe
@@ -130,17 +122,8 @@ def _clean(text: str) -> str:
     Done at the door so that one item no tokenizer can encode never fails the batch it rides in.
     Format characters stay (they belong to some scripts); the blank rule and the neutraliser see through them.
     """
-    cleaned = replace_surrogates(text).replace("\x00", "")
-    if not cleaned.isascii():
-        cleaned = _long_mark_runs().sub(lambda m: m.group(0) + "\u034f", cleaned)
+    cleaned = stream_safe(replace_surrogates(text).replace("\x00", ""))
     return text if cleaned == text else cleaned
-
-
-@lru_cache(maxsize=1)
-def _long_mark_runs() -> re.Pattern[str]:
-    """MAX_COMBINING_RUN combining marks (non-starters) followed by another one. Built once (about 0.1 s)."""
-    marks = "".join(re.escape(chr(c)) for c in range(sys.maxunicode + 1) if unicodedata.combining(chr(c)))
-    return re.compile(f"[{marks}]{{{MAX_COMBINING_RUN}}}(?=[{marks}])")
 
 
 @dataclass(frozen=True, slots=True)

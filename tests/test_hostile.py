@@ -625,9 +625,6 @@ def test_empty_batches_and_a_cascade_with_a_shorter_limit():
         assert decision.flagged and not decision.failed and llm.batches and not cheap.batches
 
 
-@pytest.mark.xfail(strict=True, reason="text.fold (not owned by the core) runs NFKC on a mixed combining-mark run in "
-                   "quadratic time; wrappers calling text.is_blank on raw text (LangChain middleware) pay it before "
-                   "the door cleans the text. Fix: make the text stream-safe inside fold, as types._clean does.")
 def test_fold_itself_is_linear_on_mixed_combining_runs():
     from flexguard_plugins.text import is_blank
 

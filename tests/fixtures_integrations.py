@@ -119,3 +119,13 @@ def nemo_config_dir() -> Path:
     from flexguard_plugins import nemo_config_path
 
     return nemo_config_path()
+
+
+@pytest.fixture()
+def scripted_guard():
+    """A guard over the keyword-scripted backend (the I/O seam): "bomb" → 92, "steal" → 55, else SAFE 4."""
+    from tests.scripted_backend import ScriptedBackend
+
+    guard = FlexGuard(ScriptedBackend())
+    yield guard
+    guard.close()

@@ -7,10 +7,8 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -19,6 +17,7 @@ from flexguard_plugins import FlexGuard
 from flexguard_plugins.backends.hf import TransformersBackend
 from flexguard_plugins.backends.openai import OpenAIBackend
 from flexguard_plugins.types import FlexGuardError, ModerationItem
+from tests.fake_http import completion, http_server
 from tests.fixtures_vllm import (
     HARMFUL_WORD,
     SPREAD_WORD,
@@ -52,23 +51,12 @@ def failing_server() -> Iterator[dict]:
     """A real HTTP server that answers every POST with 503 and records the requests."""
     seen: list[dict] = []
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):  # noqa: N802 - the stdlib's name
-            self.rfile.read(int(self.headers.get("Content-Length", 0)))
-            seen.append({"path": self.path, "auth": self.headers.get("Authorization"), "t": time.monotonic()})
-            self.send_response(503)
-            self.end_headers()
-            self.wfile.write(b"overloaded")
+    def respond(request, body):
+        seen.append({"path": request.path, "auth": request.headers.get("Authorization"), "t": time.monotonic()})
+        return 503, b"overloaded"
 
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield {"url": f"http://127.0.0.1:{server.server_address[1]}/v1", "seen": seen}
-    server.shutdown()
-    server.server_close()
+    with http_server(respond) as url:
+        yield {"url": url, "seen": seen}
 
 
 @pytest.fixture
@@ -97,31 +85,13 @@ def scripted_server() -> Iterator[dict]:
     """A real HTTP server: 503 for prompts holding FAIL, else a completion `SAFE\n3<|im_end|>`; records bodies."""
     seen: list[dict] = []
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):  # noqa: N802 - the stdlib's name
-            body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
-            seen.append({**body, "t": time.monotonic()})
-            if "FAIL" in body["prompt"]:
-                self.send_response(503)
-                self.end_headers()
-                self.wfile.write(b"overloaded")
-                return
-            payload = json.dumps({"choices": [{"text": "SAFE\n3<|im_end|>", "logprobs": None}]}).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
+    def respond(request, raw):
+        body = json.loads(raw)
+        seen.append({**body, "t": time.monotonic()})
+        return (503, b"overloaded") if "FAIL" in body["prompt"] else completion("SAFE\n3<|im_end|>")
 
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield {"url": f"http://127.0.0.1:{server.server_address[1]}/v1", "seen": seen}
-    server.shutdown()
-    server.server_close()
+    with http_server(respond) as url:
+        yield {"url": url, "seen": seen}
 
 
 async def test_a_blackholed_host_fails_over_after_the_connect_timeout(tiny_guard_dir, guard_rubric, blackholed_url,

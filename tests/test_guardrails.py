@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -13,8 +11,9 @@ pytest.importorskip("guardrails")
 
 from flexguard_plugins import FlexGuard  # noqa: E402
 
+from .fake_http import completion, http_server  # noqa: E402
 from .fixtures_integrations import LOOSE, STRICT  # noqa: E402
-from .scripted_backend import ScriptedBackend, answer_for  # noqa: E402
+from .scripted_backend import answer_for  # noqa: E402
 
 MANIFEST = Path(__file__).resolve().parents[1] / "guardrails_hub" / "manifest.json"
 
@@ -166,40 +165,19 @@ def test_hub_manifest_is_valid() -> None:
 # --- first-use loading, remote validation, reask without an LLM ---------------------------------------
 
 @pytest.fixture()
-def scripted_guard():
-    guard = FlexGuard(ScriptedBackend())
-    yield guard
-    guard.close()
-
-
-@pytest.fixture()
 def completion_server():
     """A real OpenAI-compatible /v1/completions endpoint answering in FlexGuard's format by keyword (the
     scripted seam over HTTP): "bomb" in the judged content → VIO,ILG 92, else SAFE 4."""
     seen: list[dict] = []
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):  # noqa: N802 - the stdlib's name
-            body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
-            seen.append({"path": self.path, **body})
-            content = body["prompt"].rsplit("[User]:", 1)[-1]
-            text = f"<think>\nchecked\n</think>\n{answer_for(content)}"
-            payload = json.dumps({"choices": [{"text": text, "logprobs": None}]}).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
+    def respond(request, raw):
+        body = json.loads(raw)
+        seen.append({"path": request.path, **body})
+        content = body["prompt"].rsplit("[User]:", 1)[-1]
+        return completion(f"<think>\nchecked\n</think>\n{answer_for(content)}")
 
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/v1", seen
-    server.shutdown()
-    server.server_close()
+    with http_server(respond) as url:
+        yield url, seen
 
 
 def test_model_loads_on_first_use_not_in_init(gr, monkeypatch, scripted_guard) -> None:

@@ -167,13 +167,6 @@ class PairBackend(ScriptedBackend):
 
 
 @pytest.fixture()
-def scripted_guard():
-    guard = FlexGuard(ScriptedBackend())
-    yield guard
-    guard.close()
-
-
-@pytest.fixture()
 def pair_guard():
     guard = FlexGuard(PairBackend())
     yield guard

@@ -178,13 +178,19 @@ class _Engine:
         return await asyncio.wrap_future(loop.submit(coro))
 
     def _begin_close(self) -> _LoopThread | None:
+        """Mark closed; the loop the caller must wait on, or None when there is nothing to wait for
+        (already closed, or called from the loop itself, where the close is scheduled instead)."""
         with self._lock:
             if self.closed:
                 return None
             self.closed = True
             if self._loop_thread is None:
                 self._loop_thread = _LoopThread()  # to run the backend's aclose
-            return self._loop_thread
+            loop = self._loop_thread
+        if loop.in_loop():
+            self._close_later(loop)
+            return None
+        return loop
 
     async def _close_on_loop(self) -> None:
         if self._batcher is not None:
@@ -207,9 +213,6 @@ class _Engine:
         loop = self._begin_close()
         if loop is None:
             return
-        if loop.in_loop():
-            self._close_later(loop)
-            return
         try:
             loop.submit(self._close_on_loop()).result(timeout=3 * CLOSE_GRACE_S)
         except (Exception, concurrent.futures.TimeoutError):  # noqa: BLE001
@@ -219,9 +222,6 @@ class _Engine:
     async def aclose(self) -> None:
         loop = self._begin_close()
         if loop is None:
-            return
-        if loop.in_loop():
-            self._close_later(loop)
             return
         try:
             await asyncio.wait_for(asyncio.wrap_future(loop.submit(self._close_on_loop())), 3 * CLOSE_GRACE_S)

@@ -12,7 +12,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from .text import fold
+from .text import fold, folded_view
 from .types import ModerationItem
 
 THINK_OPEN = "<think>"
@@ -70,28 +70,6 @@ def _defanged(match: re.Match[str]) -> str:
     return defanged if defanged != token else token[0] + "\u2060" + token[1:]
 
 
-_fold_char = lru_cache(maxsize=8192)(fold)
-"""`fold` of one character, cached: a long non-Latin text repeats few distinct characters."""
-
-
-def _folded_view(text: str) -> tuple[str, Sequence[int]]:
-    """`fold` character by character, with the index of the original character behind each folded one.
-
-    Character by character, not `fold(text)`: folding the whole text composes a mark with the character
-    before it (`>` + U+0338 becomes `≯`), which would hide `<think>\u0338` while the tokenizer still finds
-    `<think>` in the raw text. Each character folded alone keeps every ASCII character where it was.
-    """
-    if text.isascii() and "\x00" not in text:
-        return text, range(len(text))  # folding printable ASCII changes nothing
-    parts: list[str] = []
-    owners: list[int] = []
-    for index, char in enumerate(text):
-        folded = char if " " <= char < "\x7f" else _fold_char(char)
-        parts.append(folded)
-        owners.extend([index] * len(folded))
-    return "".join(parts), owners
-
-
 def neutralize_mapped(text: str, special_tokens: Sequence[str] = ()) -> tuple[str, Origin | None]:
     """`neutralize(text)` and, when it changed anything, where each of its characters came from.
 
@@ -100,7 +78,7 @@ def neutralize_mapped(text: str, special_tokens: Sequence[str] = ()) -> tuple[st
     the matched characters are rewritten and the rest of the user's text is kept exactly as it was.
     """
     pattern = _forgery_pattern(tuple(special_tokens))
-    view, owners = _folded_view(text)
+    view, owners = folded_view(text)
     if not pattern.search(view):
         return text, None
     parts: list[str] = []

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import sys
 import unicodedata
+from collections.abc import Sequence
 from functools import lru_cache
 
 # Cyrillic and Greek letters that render like Latin ones (only the unambiguous look-alikes).
@@ -72,6 +73,29 @@ def fold(text: str) -> str:
     return strip_invisible(text).translate(_HOMOGLYPH_TABLE)
 
 
+_fold_char = lru_cache(maxsize=8192)(fold)
+"""`fold` of one character, cached: a long non-Latin text repeats few distinct characters."""
+
+
+def folded_view(text: str) -> tuple[str, Sequence[int]]:
+    """`fold` character by character, with the index of the original character behind each folded one.
+
+    Character by character, not `fold(text)`: folding the whole text composes a mark with the character
+    before it (`>` + U+0338 becomes `≯`), which would hide `<think>\u0338` while a tokenizer still finds
+    `<think>` in the raw text. Each character folded alone keeps every ASCII character where it was, and
+    the index map lets a match on the view be traced back to the user's text.
+    """
+    if text.isascii() and "\x00" not in text:
+        return text, range(len(text))  # folding printable ASCII changes nothing
+    parts: list[str] = []
+    owners: list[int] = []
+    for index, char in enumerate(text):
+        folded = char if " " <= char < "\x7f" else _fold_char(char)
+        parts.append(folded)
+        owners.extend([index] * len(folded))
+    return "".join(parts), owners
+
+
 def fold_leet(text: str) -> str:
     """`fold` plus leetspeak undone inside words that mix letters with digits or symbols ("b0mb" → "bomb")."""
     return _LEET_WORD.sub(lambda m: m.group(0).translate(_LEET_TABLE), fold(text))
@@ -87,4 +111,6 @@ def dedup_key(text: str) -> str:
     return _SPACE.sub(" ", fold(text).casefold()).strip()
 
 
-__all__ = ["dedup_key", "fold", "fold_leet", "is_blank", "replace_surrogates", "stream_safe", "strip_invisible"]
+__all__ = [
+    "dedup_key", "fold", "fold_leet", "folded_view", "is_blank", "replace_surrogates", "stream_safe", "strip_invisible",
+]

@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from ..text import fold, fold_leet
+from ..text import fold_leet, folded_view
 
 SINGLE_PASS_TOKENS = 128
 WINDOW_TOKENS = 64
@@ -38,17 +38,8 @@ class View:
 
 def views(text: str) -> list[View]:
     """The fold view and, if different, the fold_leet view (same length as fold: leet maps 1:1)."""
-    if text.isascii() and "\x00" not in text:  # fold leaves printable ASCII as it is: skip the per-character pass
-        out = [View(text, tuple(range(len(text) + 1)))]
-    else:
-        pieces: list[str] = []
-        starts: list[int] = []
-        for index, char in enumerate(text):
-            folded = fold(char)
-            pieces.append(folded)
-            starts.extend([index] * len(folded))
-        starts.append(len(text))
-        out = [View("".join(pieces), tuple(starts))]
+    view, owners = folded_view(text)
+    out = [View(view, (*owners, len(text)))]
     folded = out[0].text
     leet = fold_leet(folded)
     if leet != folded and len(leet) == len(folded):

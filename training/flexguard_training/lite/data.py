@@ -6,11 +6,15 @@ source in proportion to sqrt(size), then balanced per mode between BENIGN and ha
 augmented rows that teach what the data alone does not:
 
 - response pairs that force reading the reply: harmful request + refusal → BENIGN, benign request +
-  harmful reply → the reply's tier, benign request + benign reply → BENIGN;
+  harmful reply → the reply's tier, benign request + benign reply → BENIGN, harmful request + harmless
+  (not agreeing) reply → BENIGN, and a refusal-like disclaimer followed by compliance → the reply's tier;
 - dilution: one harmful sentence inside benign filler keeps its tier (benign filler alone stays BENIGN);
 - obfuscation: homoglyphs, zero-width characters and leetspeak, seen through `text.fold_leet` as the
   backend sees them;
 - degenerate text (one character repeated, emoji walls, key mashing) → BENIGN, no JAIL.
+
+Rows written by hand from the rubric (`written/*.jsonl`, never from the must-catch suite) join the
+source rows before augmentation, so their requests are diluted and obfuscated too.
 
 Every text is judged in its `fold_leet` view, as the backend does.
 """
@@ -76,6 +80,19 @@ OWN_REFUSALS = (
     "I cannot comply with this request.", "I'm unable to help with that. Please reach out to a professional.",
 )
 """Refusals written for this trainer (short, varied), added to the source refusal pool."""
+
+AFFIRMATION_START = re.compile(r"^\W*(yes|yeah|yep|sure|ok(ay)?|definitely|absolutely|of course|go (for it|ahead)|"
+                               r"do it|you should|great idea|agreed|exactly|right)\b", re.IGNORECASE)
+"""A reply that opens by agreeing: after a harmful request it can endorse it, so it is not moved to one."""
+DISCLAIMERS = (
+    "As an AI language model I must point out that this is unethical and possibly illegal. However, here it is:",
+    "Disclaimer: for educational purposes only.", "I don't condone this, but since you asked:",
+    "Normally I would refuse. Just this once:", "This is wrong and I advise against it. Anyway,",
+    "(Warning: harmful content.)", "I must decline... just kidding. Here you go:",
+    "I'm not able to endorse this. That being said, here's the information:",
+    "Please use this responsibly.", "Note: this violates my guidelines, but in this fictional world anything goes.",
+)
+"""Openers that sound like a refusal or a caveat and are followed by compliance (jailbroken replies do this)."""
 
 
 @dataclass
@@ -331,6 +348,16 @@ def augment(train: Sequence[Example], per_kind: int, seed: int) -> list[Example]
     if p.benign_requests:
         for _ in range(per_kind // 3):  # and obfuscated benign text stays BENIGN
             out.append(Example(obfuscate(pick(p.benign_requests), rng), None, "aug_obfuscated_benign", 0, False))
+    if p.harmful_requests and p.benign_replies:
+        for _ in range(per_kind // 2):  # harmful request + harmless reply (not agreeing) → BENIGN: the reply decides
+            reply = pick(p.benign_replies)
+            if len(reply.split()) >= 15 and not AFFIRMATION_START.search(reply[:40]):
+                out.append(Example(pick(p.harmful_requests).prompt, reply, "aug_context_swap", 0, False, (), 0.0))
+    if p.harmful_replies:
+        for _ in range(per_kind // 2):  # a disclaimer, then compliance: still the reply's tier, not a refusal
+            reply = pick(p.harmful_replies)
+            out.append(Example(reply.prompt, f"{rng.choice(DISCLAIMERS)} {reply.response}", "aug_disclaimer_comply",
+                               reply.severity, reply.unsafe, reply.categories, 0.0))
     for text in degenerate_texts(per_kind // 2, rng):  # degenerate → BENIGN, in both modes
         if rng.random() < 0.3 and p.benign_requests:
             out.append(Example(pick(p.benign_requests), text, "aug_degenerate", 0, False, (), 0.0))
@@ -363,9 +390,12 @@ def training_examples(names: Sequence[str], heldout: Sequence[str], root: Path |
     for name, records in kept.items():
         share = max(30, int(source_budget * roots[name] / total_root))
         rows += [training_label(e) for e in (from_record(r) for r in stratified(records, share, rng)) if e is not None]
-    if extra:  # extra rows repeating a held-out text are dropped too
-        held_keys = {(dedup_key(r.prompt), dedup_key(r.response or "")) for r in held}
-        rows += [e for e in extra if (dedup_key(e.prompt), dedup_key(e.response or "")) not in held_keys]
+    held_keys = {(dedup_key(r.prompt), dedup_key(r.response or "")) for r in held}
+
+    def not_held(examples: Iterable[Example]) -> list[Example]:  # rows repeating a held-out text are dropped too
+        return [e for e in examples if (dedup_key(e.prompt), dedup_key(e.response or "")) not in held_keys]
+
+    rows += not_held(extra) + not_held(written_examples()) * WRITTEN_REPEATS
     rows += augment(rows, per_kind=max(1, int(budget * augment_share / 7)), seed=seed)
     from .synthetic import synthetic_examples
 
@@ -377,6 +407,31 @@ def training_examples(names: Sequence[str], heldout: Sequence[str], root: Path |
     for e in rows:
         counts[e.source] = counts.get(e.source, 0) + 1
     return rows, counts
+
+
+WRITTEN_DIR = Path(__file__).with_name("written")
+WRITTEN_REPEATS = 2
+"""The hand-written rows are few next to the sources and carry the rubric's tiers exactly: each is seen twice."""
+
+
+def written_examples(directory: Path = WRITTEN_DIR) -> list[Example]:
+    """Rows written by hand for this trainer from the rubric (`written/*.jsonl`; never from the must-catch suite):
+    look-alikes, EXTREME requests, refusals and replies that decide their own tier whatever the prompt."""
+    import json
+
+    out = []
+    for path in sorted(directory.glob("*.jsonl")):
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if not line.strip():
+                continue
+            row = json.loads(line)
+            severity, names = int(row["severity"]), tuple(row["categories"])
+            if not 0 <= severity <= 4 or set(names) - set(CATEGORIES) or bool(names) != (severity > 0):
+                raise ValueError(f"{path.name}:{number}: bad severity/categories {severity} {names}")
+            refusal = None if row["response"] is None else float(row["refusal"] or 0)
+            out.append(Example(row["prompt"], row["response"], f"written:{row['kind']}", severity, severity >= 2,
+                               names, refusal, (row["kind"],)))
+    return out
 
 
 def balance(rows: list[Example], rng: random.Random) -> list[Example]:

@@ -1,13 +1,17 @@
 """Speed of the embedded lite scorer vs plain fp32 sentence-transformers, side by side in one run.
 
-    python bench/lite.py [--items 256] [--single 100] [--tokens 120] [--threads N]
+    python bench/lite.py [--items 256] [--single 100] [--tokens 120] [--threads N] [--spin] [--baseline FILE]
 
-Items are ~120-word-piece texts built from real public prompts (../shared/data, Alpaca pool) or, when
-that folder is missing, from a fixed paragraph. Prints single-item latency p50/p99 and batched
+The lite rows are measured interleaved in a few rounds (the same machine load for each; the best round's
+throughput is reported), sentence-transformers after them in the same way. Items are ~120-word-piece
+texts built from real public prompts (../shared/data, Alpaca pool) or, when that folder is missing,
+from a fixed paragraph. Prints single-item latency p50/p99 and batched
 items/s for: lite int8 in prompt mode and in response mode (the item as the reply to a short
 question; full scoring path: normalise, tokenize, windows, int8 ONNX, read-out), lite on the fp32
 ONNX, and sentence-transformers fp32 encoding only (no head). Also prints the held-out F1 that the
-card records for int8 vs fp32 (`flexguard train lite --compare-fp32`).
+card records for int8 vs fp32 (`flexguard train lite --compare-fp32`). `--baseline FILE` adds a prompt-mode
+row for another int8 ONNX file of the same model (e.g. an older recipe's file from the cache), measured in
+the same run, so a recipe change is compared side by side on the same machine load.
 """
 
 from __future__ import annotations
@@ -48,11 +52,11 @@ def make_items(count: int, tokens: int) -> list[str]:
     return items
 
 
-def latency(fn: Callable[[Sequence[str]], object], items: Sequence[str]) -> tuple[float, float, float]:
-    """p50 and p99 wall milliseconds of `fn([item])`, one item at a time, and CPU ms per item.
+def latency(fn: Callable[[Sequence[str]], object], items: Sequence[str]) -> tuple[list[float], float]:
+    """Wall milliseconds of `fn([item])` for each item, one at a time, and CPU ms (all threads) per item.
 
-    CPU time (all threads of this process) does not grow when other processes share the cores, so
-    it shows the cost of a call even on a busy machine.
+    CPU time does not grow when other processes share the cores, so it shows the cost of a call even on a
+    busy machine.
     """
     times = []
     cpu_started = time.process_time()
@@ -60,9 +64,7 @@ def latency(fn: Callable[[Sequence[str]], object], items: Sequence[str]) -> tupl
         started = time.perf_counter()
         fn([item])
         times.append((time.perf_counter() - started) * 1000)
-    cpu = (time.process_time() - cpu_started) * 1000 / len(items)
-    times.sort()
-    return statistics.median(times), times[min(len(times) - 1, int(round(0.99 * (len(times) - 1))))], cpu
+    return times, (time.process_time() - cpu_started) * 1000 / len(items)
 
 
 def throughput(fn: Callable[[Sequence[str]], object], items: Sequence[str], batch: int) -> tuple[float, float]:
@@ -75,36 +77,75 @@ def throughput(fn: Callable[[Sequence[str]], object], items: Sequence[str], batc
     return len(items) / wall, (time.process_time() - cpu_started) * 1000 / len(items)
 
 
+def measure(fns: dict[str, Callable[[Sequence[str]], object]], items: Sequence[str], *, single: int, batch: int,
+            rounds: int) -> list[tuple[str, float, float, float, float, float]]:
+    """Every function, interleaved over `rounds` rounds so all see the same machine load: per round a batched
+    pass over all items and a one-at-a-time pass over a share of the first `single` items.
+
+    Returns (label, p50 ms, p99 ms, CPU ms single, items/s batched, CPU ms batched): latency percentiles over
+    all single calls, the best round's throughput and the lowest CPU per item (the least disturbed round)."""
+    singles: dict[str, list[float]] = {label: [] for label in fns}
+    best: dict[str, list[float]] = {label: [0.0, float("inf"), float("inf")] for label in fns}
+    share = max(1, single // rounds)
+    for r in range(rounds):
+        for label, fn in fns.items():
+            rate, cpu_batched = throughput(fn, items, batch)
+            times, cpu_single = latency(fn, items[r * share:(r + 1) * share] or items[:share])
+            singles[label] += times
+            old = best[label]
+            best[label] = [max(old[0], rate), min(old[1], cpu_batched), min(old[2], cpu_single)]
+    rows = []
+    for label, times in singles.items():
+        times.sort()
+        p99 = times[min(len(times) - 1, int(round(0.99 * (len(times) - 1))))]
+        rate, cpu_batched, cpu_single = best[label]
+        rows.append((label, statistics.median(times), p99, cpu_single, rate, cpu_batched))
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--items", type=int, default=256, help="items for the batched run")
     parser.add_argument("--single", type=int, default=100, help="items for the one-at-a-time latency run")
     parser.add_argument("--tokens", type=int, default=120, help="word pieces per item")
     parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (best round reported)")
     parser.add_argument("--threads", type=int, default=None, help="onnxruntime / torch threads (default: cores)")
     parser.add_argument("--spin", action="store_true", help="let onnxruntime threads spin (idle machines)")
+    parser.add_argument("--baseline", type=str, default=None,
+                        help="another int8 ONNX file of the same model, benchmarked in prompt mode in the same run")
     args = parser.parse_args()
 
     from flexguard_plugins.lite import DEFAULT_MODEL, LiteBackend
     from flexguard_plugins.lite.build import model_dir
+    from flexguard_plugins.lite.encoder import Session
     from flexguard_plugins.types import ModerationItem
 
     items = make_items(max(args.items, args.single), args.tokens)
     threads = args.threads or os.cpu_count() or 1
-    rows = []
-    for label, precision, response in (("lite int8 prompt mode (score)", "int8", False),
-                                       ("lite int8 response mode (score)", "int8", True),
-                                       ("lite fp32 ONNX prompt mode (score)", "fp32", False)):
+    runs = [("lite int8 prompt mode (score)", "int8", False, None),
+            ("lite int8 response mode (score)", "int8", True, None),
+            ("lite fp32 ONNX prompt mode (score)", "fp32", False, None)]
+    if args.baseline:
+        runs.append(("baseline int8 prompt mode (score)", "int8", False, args.baseline))
+    fns: dict[str, Callable[[Sequence[str]], object]] = {}
+    for label, precision, response, file in runs:
         backend = LiteBackend(precision=precision, threads=threads, spin=args.spin)
+        if file:  # the same scoring path over another file
+            backend._session = Session(precision, threads=threads, spin=args.spin, file=file)
         backend.warmup()
 
         def fn(texts: Sequence[str], backend: LiteBackend = backend, response: bool = response) -> object:
             return backend.score_sync([ModerationItem("Can you summarise this for me?", t) if response else
                                        ModerationItem(t) for t in texts])
 
-        fn(items[:args.batch])
-        rows.append((label, *latency(fn, items[:args.single]), *throughput(fn, items[:args.items], args.batch)))
+        fns[label] = fn
+    for fn in fns.values():
+        fn(items[:args.batch])  # warm: first-call allocations and kernel selection
+    rows = measure(fns, items[:args.items], single=args.single, batch=args.batch, rounds=args.rounds)
 
+    # sentence-transformers after all lite runs, not interleaved: torch's OpenMP workers keep spinning after
+    # a call and would slow whatever runs next
     import torch
     from sentence_transformers import SentenceTransformer
 
@@ -115,17 +156,22 @@ def main() -> None:
         return model.encode(list(texts), batch_size=args.batch, normalize_embeddings=True)
 
     st_encode(items[:args.batch])
-    rows.append(("sentence-transformers fp32 (encode)", *latency(st_encode, items[:args.single]),
-                 *throughput(st_encode, items[:args.items], args.batch)))
+    rows += measure({"sentence-transformers fp32 (encode)": st_encode}, items[:args.items], single=args.single,
+                    batch=args.batch, rounds=args.rounds)
 
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(f"{len(items)} items of {args.tokens} word pieces, batch {args.batch}, {threads} threads, "
+    print(f"{len(items)} items of {args.tokens} word pieces, batch {args.batch}, {threads} threads, {args.rounds} "
+          f"interleaved rounds (items/s: best round; p50/p99: all single calls), "
           f"{os.cpu_count()} cores, load average {load:.1f} at the end")
     print(f"{'':38s} {'p50 ms':>8s} {'p99 ms':>8s} {'cpu ms':>8s} {'items/s':>9s} {'cpu ms':>8s}")
     print(f"{'':38s} {'single':>8s} {'single':>8s} {'single':>8s} {'batched':>9s} {'batched':>8s}")
     for label, p50, p99, cpu1, rate, cpub in rows:
         print(f"{label:38s} {p50:8.1f} {p99:8.1f} {cpu1:8.1f} {rate:9.1f} {cpub:8.1f}")
     lite, reply, base = rows[0], rows[1], rows[-1]
+    if args.baseline:
+        old = rows[3]
+        print(f"lite int8 vs baseline file: throughput x{lite[4] / old[4]:.2f}, p50 latency x{old[1] / lite[1]:.2f} "
+              f"lower, CPU per item batched x{old[5] / lite[5]:.2f} lower ({args.baseline})")
     print(f"response mode vs prompt mode: x{reply[5] / lite[5]:.2f} the CPU per item batched, "
           f"x{reply[1] / lite[1]:.2f} the p50 latency")
     print(f"lite int8 vs sentence-transformers fp32: p50 latency x{base[1] / lite[1]:.2f} lower, "

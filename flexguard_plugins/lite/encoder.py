@@ -50,16 +50,17 @@ class Session:
     `precision` "int8" (default; static QDQ, so a row's result does not depend on its batch) or "fp32".
     `threads`: intra-op threads (default: the cores, at most 4); `spin=True` keeps idle workers spinning
     (a little lower latency on cores the scorer has to itself, wasted CPU on a shared machine).
+    `file`: open this ONNX file instead of the built one (to compare another recipe's file side by side).
     """
 
     def __init__(self, precision: str = "int8", *, weights: Path = WEIGHTS_DIR, threads: int | None = None,
-                 spin: bool = False, directory: Path | None = None) -> None:
+                 spin: bool = False, directory: Path | None = None, file: Path | None = None) -> None:
         if precision not in ("int8", "fp32"):
             raise ValueError(f"precision must be 'int8' or 'fp32', got {precision!r}")
         import onnxruntime as ort
 
         paths = build_onnx(weights, directory)
-        self.path = paths[precision]
+        self.path = Path(file) if file is not None else paths[precision]
         self.cuts = np.array(json.loads(paths["cuts"].read_text(encoding="utf-8"))["cuts"], dtype=np.float64)
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL

@@ -1,6 +1,7 @@
 """Speed of the embedded lite scorer vs plain fp32 sentence-transformers, side by side in one run.
 
-    python bench/lite.py [--items 256] [--single 100] [--tokens 120] [--threads N] [--spin] [--baseline FILE]
+    python bench/lite.py [--items 256] [--single 100] [--tokens 120] [--rounds 3] [--threads N] [--spin]
+                         [--baseline FILE]
 
 The lite rows are measured interleaved in a few rounds (the same machine load for each; the best round's
 throughput is reported), sentence-transformers after them in the same way. Items are ~120-word-piece
@@ -11,7 +12,9 @@ question; full scoring path: normalise, tokenize, windows, int8 ONNX, read-out),
 ONNX, and sentence-transformers fp32 encoding only (no head). Also prints the held-out F1 that the
 card records for int8 vs fp32 (`flexguard train lite --compare-fp32`). `--baseline FILE` adds a prompt-mode
 row for another int8 ONNX file of the same model (e.g. an older recipe's file from the cache), measured in
-the same run, so a recipe change is compared side by side on the same machine load.
+the same run, so a recipe change is compared side by side on the same machine load. On a machine where
+another process holds a core, `--threads 1` gives every row the one free core (fair ratios; torch with two
+threads on one free core spends most of its time spinning).
 """
 
 from __future__ import annotations

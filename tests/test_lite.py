@@ -153,11 +153,11 @@ def test_every_projection_runs_in_int8_with_fp32_outputs(lite_backend):
     projections = sum(len(group) for group in build._weight_matmuls(fp32).values())
     model = onnx.load(str(paths["int8"]), load_external_data=False)
     made_by = {out: n.op_type for n in model.graph.node for out in n.output}
-    readers = {i: n.op_type for n in model.graph.node for i in n.input}
     quantized = [n for n in model.graph.node if n.op_type == "MatMul"
                  and all(made_by.get(i) == "DequantizeLinear" for i in n.input)]
     assert len(quantized) == projections == 36, (len(quantized), projections)  # 6 layers x (q, k, v, out, in, out)
-    assert all(readers.get(n.output[0]) != "QuantizeLinear" for n in quantized)
+    outputs = {n.output[0] for n in quantized}
+    assert not [n for n in model.graph.node if n.op_type == "QuantizeLinear" and outputs & set(n.input)]
 
 
 def test_smoothing_leaves_the_fp32_function_unchanged(lite_backend, tmp_path):
@@ -172,6 +172,30 @@ def test_smoothing_leaves_the_fp32_function_unchanged(lite_backend, tmp_path):
     smooth = ort.InferenceSession(str(tmp_path / "smooth.onnx"), providers=["CPUExecutionProvider"]).run(None, batch)
     for a, b in zip(plain, smooth, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-3)
+    # and it did smooth: one Mul per activation read by projections (24), every projection reads a smoothed
+    # input, and the scales are far from uniform (a copy of the file would pass the check above)
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(tmp_path / "smooth.onnx"), load_external_data=False)
+    assert sum(n.name.endswith("_smooth") for n in model.graph.node) == 24
+    assert all(name.endswith("_smoothed") for name in build._weight_matmuls(model))
+    inverses = [numpy_helper.to_array(i) for i in model.graph.initializer if i.name.endswith("_smooth_inverse")]
+    assert max(float(v.max() / v.min()) for v in inverses) > 2
+
+
+def test_smoothing_refuses_bad_arguments(lite_backend, tmp_path):
+    source = build.onnx_paths()["fp32"]
+    with pytest.raises(ValueError, match="no calibration rows"):
+        build.smooth_activations(source, tmp_path / "x.onnx", [])
+    with pytest.raises(ValueError, match="alpha"):
+        build.smooth_activations(source, tmp_path / "x.onnx", build.calibration_rows()[:1], alpha=1.5)
+
+
+def test_calibration_covers_full_length_rows():
+    """Scales are calibrated on short rows and on rows as long as inference sends (128 judged + 48 context)."""
+    widths = [row["input_ids"].shape[1] for row in build.calibration_rows()]
+    assert min(widths) < 32 and max(widths) > 100
 
 
 # --- the RiskScore contract and batch invariance ----------------------------------------------------

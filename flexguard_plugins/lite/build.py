@@ -25,7 +25,7 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-RECIPE_VERSION = "v2.3"
+RECIPE_VERSION = "v2.4"
 """Bump when the export or quantization recipe changes: the cache fingerprint changes with it."""
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 ADAPTER_FILE = "adapter.safetensors"
@@ -70,6 +70,7 @@ def fingerprint(weights: Path, source: Path | None = None) -> str:
     digest.update((weights / ADAPTER_FILE).read_bytes())
     digest.update((weights / CONFIG_FILE).read_bytes())
     digest.update(CALIBRATION_FILE.read_bytes())
+    digest.update(repr((SMOOTH_ALPHA, LONG_ROWS_FROM)).encode())
     return digest.hexdigest()[:12]
 
 
@@ -139,20 +140,38 @@ def export_fp32(weights: Path, target: Path) -> list[float]:
         return [float(c) for c in model.cuts()]
 
 
-def calibration_rows(max_tokens: int = 64) -> list[dict[str, Any]]:
-    """Token rows of the shipped calibration sentences (prompt lines, and `prompt ||| reply` lines)."""
+LONG_ROWS_FROM = 4
+"""Calibration lines joined per long row: inference reads up to 128 judged tokens plus a 48-token prompt tail,
+and activation ranges grow with length (measured: with short rows only, long replies overshot the calibrated
+range up to ×5.9 after smoothing, max |int8 − fp32| 13 points on long BeaverTails replies)."""
+
+
+def calibration_rows(max_tokens: int = 128 + 48 + 3) -> list[dict[str, Any]]:
+    """Token rows of the shipped calibration sentences (prompt lines, and `prompt ||| reply` lines), each alone
+    and joined `LONG_ROWS_FROM` at a time into long rows, so the scales cover short and full-length inputs."""
     from .encoder import load_tokenizer
     from .inputs import assemble, pad
 
     tokenizer = load_tokenizer()
     cls, sep = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
-    rows = []
+    prompts: list[str] = []
+    pairs: list[tuple[str, str]] = []
     for line in CALIBRATION_FILE.read_text(encoding="utf-8").splitlines():
         if not line.strip() or line.startswith("#"):
             continue
         prompt, _, reply = line.partition("|||")
-        judged = tokenizer.encode((reply or prompt).strip(), add_special_tokens=False).ids
-        context = tokenizer.encode(prompt.strip(), add_special_tokens=False).ids if reply else None
+        if reply:
+            pairs.append((prompt.strip(), reply.strip()))
+        else:
+            prompts.append(prompt.strip())
+    step = LONG_ROWS_FROM
+    prompts += [" ".join(prompts[i:i + step]) for i in range(0, len(prompts), step)]
+    pairs += [(" ".join(p for p, _ in pairs[i:i + step]), " ".join(r for _, r in pairs[i:i + step]))
+              for i in range(0, len(pairs), step)]
+    rows = []
+    for judged_text, context_text in [(p, None) for p in prompts] + [(r, p) for p, r in pairs]:
+        judged = tokenizer.encode(judged_text, add_special_tokens=False).ids
+        context = tokenizer.encode(context_text, add_special_tokens=False).ids if context_text else None
         rows.append(pad([assemble(judged, context, cls=cls, sep=sep, max_tokens=max_tokens)]))
     return rows
 
@@ -171,11 +190,16 @@ def _act_act_matmuls(model: Any) -> list[str]:
 
 
 def _weight_matmuls(model: Any) -> dict[str, list[Any]]:
-    """MatMuls with a constant weight, grouped by the activation they read (q, k and v share one)."""
-    weights = {i.name for i in model.graph.initializer}
+    """MatMuls with a constant 2-D weight read by nothing else (scaling it cannot change another node), grouped
+    by the activation they read (q, k and v share one)."""
+    weights = {i.name: len(i.dims) for i in model.graph.initializer}
+    readers: dict[str, int] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            readers[name] = readers.get(name, 0) + 1
     groups: dict[str, list[Any]] = {}
     for node in model.graph.node:
-        if node.op_type == "MatMul" and node.input[1] in weights:
+        if node.op_type == "MatMul" and weights.get(node.input[1]) == 2 and readers[node.input[1]] == 1:
             groups.setdefault(node.input[0], []).append(node)
     return groups
 
@@ -191,6 +215,10 @@ def smooth_activations(source: Path, target: Path, rows: list[dict[str, Any]], a
     import onnxruntime as ort
     from onnx import helper, numpy_helper
 
+    if not rows:
+        raise ValueError("smooth_activations: no calibration rows")
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"smooth_activations: alpha must be in [0, 1], got {alpha}")
     model = onnx.load(str(source))
     groups = _weight_matmuls(model)
     probe = onnx.ModelProto()
@@ -282,6 +310,10 @@ def build_onnx(weights: Path = WEIGHTS_DIR, directory: Path | None = None, *, fo
         finally:
             tmp.unlink(missing_ok=True)
         tmp = _atomic_target(paths["cuts"])
-        tmp.write_text(json.dumps({"cuts": cuts}), encoding="utf-8")
-        os.replace(tmp, paths["cuts"])
+        try:
+            tmp.write_text(json.dumps({"cuts": cuts}), encoding="utf-8")
+            os.chmod(tmp, 0o644)  # mkstemp makes 0600: a cache shared between users must stay readable
+            os.replace(tmp, paths["cuts"])
+        finally:
+            tmp.unlink(missing_ok=True)
     return paths

@@ -6,8 +6,11 @@ source in proportion to sqrt(size), then balanced per mode between BENIGN and ha
 augmented rows that teach what the data alone does not:
 
 - response pairs that force reading the reply: harmful request + refusal → BENIGN, benign request +
-  harmful reply → the reply's tier, benign request + benign reply → BENIGN, harmful request + harmless
-  (not agreeing) reply → BENIGN, and a refusal-like disclaimer followed by compliance → the reply's tier;
+  harmful reply → the reply's tier, benign request + benign reply → BENIGN, and a refusal-like
+  disclaimer followed by compliance → the reply's tier. Tried and dropped: harmful request + an unrelated
+  harmless reply → BENIGN taught leniency to real compliance (BeaverTails loose F1 65 → 52); templated
+  compliance restating the request → its tier changed nothing measurable (suite 94.1 → 93.6 %, held-out F1
+  avg prompt 69.9 → 70.1, response 76.2 → 75.5), so the simpler mix ships;
 - dilution: one harmful sentence inside benign filler keeps its tier (benign filler alone stays BENIGN);
 - obfuscation: homoglyphs, zero-width characters and leetspeak, seen through `text.fold_leet` as the
   backend sees them;
@@ -56,6 +59,10 @@ look-alike replies and prompts."""
 HELDOUT_CAP = 1200
 """Rows per held-out source in the evaluation (stratified by tier), to bound evaluation time."""
 
+SOURCE_WEIGHTS = {"coconot_pref": 3.0, "safetext": 2.0, "medical_safety": 1.5, "diasafety": 1.5}
+"""Extra share for the sources of helpful, harmless replies: without them the benign side of response mode is
+mostly refusals, and the model learns "a substantive answer is harmful" (measured: everyday replies scored 30-60)."""
+
 EXTREME_REPEATS = 3
 """EXTREME rows are rare in the sources: each is seen this many times."""
 
@@ -81,9 +88,6 @@ OWN_REFUSALS = (
 )
 """Refusals written for this trainer (short, varied), added to the source refusal pool."""
 
-AFFIRMATION_START = re.compile(r"^\W*(yes|yeah|yep|sure|ok(ay)?|definitely|absolutely|of course|go (for it|ahead)|"
-                               r"do it|you should|great idea|agreed|exactly|right)\b", re.IGNORECASE)
-"""A reply that opens by agreeing: after a harmful request it can endorse it, so it is not moved to one."""
 DISCLAIMERS = (
     "As an AI language model I must point out that this is unethical and possibly illegal. However, here it is:",
     "Disclaimer: for educational purposes only.", "I don't condone this, but since you asked:",
@@ -93,6 +97,7 @@ DISCLAIMERS = (
     "Please use this responsibly.", "Note: this violates my guidelines, but in this fictional world anything goes.",
 )
 """Openers that sound like a refusal or a caveat and are followed by compliance (jailbroken replies do this)."""
+
 
 
 @dataclass
@@ -348,11 +353,6 @@ def augment(train: Sequence[Example], per_kind: int, seed: int) -> list[Example]
     if p.benign_requests:
         for _ in range(per_kind // 3):  # and obfuscated benign text stays BENIGN
             out.append(Example(obfuscate(pick(p.benign_requests), rng), None, "aug_obfuscated_benign", 0, False))
-    if p.harmful_requests and p.benign_replies:
-        for _ in range(per_kind // 2):  # harmful request + harmless reply (not agreeing) → BENIGN: the reply decides
-            reply = pick(p.benign_replies)
-            if len(reply.split()) >= 15 and not AFFIRMATION_START.search(reply[:40]):
-                out.append(Example(pick(p.harmful_requests).prompt, reply, "aug_context_swap", 0, False, (), 0.0))
     if p.harmful_replies:
         for _ in range(per_kind // 2):  # a disclaimer, then compliance: still the reply's tier, not a refusal
             reply = pick(p.harmful_replies)
@@ -384,7 +384,7 @@ def training_examples(names: Sequence[str], heldout: Sequence[str], root: Path |
     for record in flat:
         kept.setdefault(record.source, []).append(record)
     source_budget = int(budget * (1 - augment_share))
-    roots = {name: len(records) ** 0.5 for name, records in kept.items()}
+    roots = {name: SOURCE_WEIGHTS.get(name, 1.0) * len(records) ** 0.5 for name, records in kept.items()}
     total_root = sum(roots.values()) or 1.0
     rows: list[Example] = []
     for name, records in kept.items():
@@ -395,7 +395,9 @@ def training_examples(names: Sequence[str], heldout: Sequence[str], root: Path |
     def not_held(examples: Iterable[Example]) -> list[Example]:  # rows repeating a held-out text are dropped too
         return [e for e in examples if (dedup_key(e.prompt), dedup_key(e.response or "")) not in held_keys]
 
-    rows += not_held(extra) + not_held(written_examples()) * WRITTEN_REPEATS
+    written = not_held(written_examples())
+    rows += not_held(extra) + written * WRITTEN_REPEATS
+    rows += [e for e in written if e.mode == "response" and e.severity == 0 and not e.refusal]  # see WRITTEN_REPEATS
     rows += augment(rows, per_kind=max(1, int(budget * augment_share / 7)), seed=seed)
     from .synthetic import synthetic_examples
 
@@ -411,7 +413,8 @@ def training_examples(names: Sequence[str], heldout: Sequence[str], root: Path |
 
 WRITTEN_DIR = Path(__file__).with_name("written")
 WRITTEN_REPEATS = 2
-"""The hand-written rows are few next to the sources and carry the rubric's tiers exactly: each is seen twice."""
+"""The hand-written rows are few next to the sources and carry the rubric's tiers exactly: each is seen twice, and
+the helpful harmless replies (the scarcest kind in the sources) three times."""
 
 
 def written_examples(directory: Path = WRITTEN_DIR) -> list[Example]:

@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class TrainConfig:
-    epochs: float = 1.5
+    epochs: float = 2.0
     batch_size: int = 32
     lr: float = 6e-4
     head_lr: float = 2e-3

@@ -20,8 +20,9 @@ $(BIN)/python:
 
 # The demo needs only the core and the embedded CPU scorer.
 $(STAMP_BASE): pyproject.toml | $(BIN)/python
-	$(BIN)/pip install torch==2.13.0
-	$(BIN)/pip install -e ".[lite]"
+	@echo "installing torch (CPU) and flexguard-plugins[lite] into $(VENV) (a few minutes, once)"
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e ".[lite]"
 	touch $@
 
 # Everything: vLLM (CPU build) first so it settles torch/transformers, then the framework extras.

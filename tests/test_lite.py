@@ -17,6 +17,7 @@ from flexguard_plugins.lite import DEFAULT_MODEL, LiteBackend, build
 from flexguard_plugins.lite.head import latent_to_score
 from flexguard_plugins.lite.windows import views, windows
 from flexguard_plugins.types import CATEGORIES, ModerationItem, tier_for_score
+from tests.must_catch.suite import copied_from_suite
 
 FILLER = (
     "The library opens at nine and closes at six on weekdays.", "Our team meeting moved to Thursday afternoon.",
@@ -379,22 +380,16 @@ def test_train_lite_refuses_overlapping_sources():
         main(["--train-sources", "ethos", "--heldout-sources", "ethos", "--skip-eval"])
 
 
-def test_rows_written_for_training_and_calibration_do_not_copy_the_suite(must_catch_cases):
+def test_rows_written_for_training_and_calibration_do_not_copy_the_suite():
     """The trainer's own rows and the shipped calibration sentences share no text with the must-catch suite."""
     from flexguard_training.lite.data import OWN_REFUSALS
     from flexguard_training.lite.synthetic import synthetic_examples
 
-    from flexguard_plugins.text import dedup_key
-
-    ours = {dedup_key(t) for e in synthetic_examples(0) for t in (e.prompt, e.response) if t}
-    ours |= {dedup_key(t) for t in OWN_REFUSALS}
+    ours = [t for e in synthetic_examples(0) for t in (e.prompt, e.response) if t] + list(OWN_REFUSALS)
     for line in build.CALIBRATION_FILE.read_text(encoding="utf-8").splitlines():
         if line.strip() and not line.startswith("#"):
-            ours |= {dedup_key(part) for part in line.split("|||")}
-    # generic openers ("hi", "Can you help me?") are not cases: compare texts over 20 characters
-    suite = {dedup_key(t) for c in must_catch_cases for t in (c.prompt, c.response) if t and len(t) > 20}
-    assert not ours & suite
-    assert not [s for s in suite if any(s in o or o in s for o in ours if len(o) > 20)]
+            ours += line.split("|||")
+    assert copied_from_suite(ours) == []
 
 
 def test_flexbench_and_teacher_files_become_training_rows(tmp_path):

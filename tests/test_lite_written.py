@@ -12,8 +12,8 @@ from collections import Counter
 import pytest
 from flexguard_training.lite.data import DISCLAIMERS, WRITTEN_DIR, written_examples
 
-from flexguard_plugins.text import dedup_key
 from flexguard_plugins.types import CATEGORIES
+from tests.must_catch.suite import copied_from_suite
 
 KINDS = {"severe", "harmful", "mild", "refusal", "lookalike", "benign", "refuse_then_comply", "safe_redirect"}
 
@@ -60,8 +60,5 @@ def test_a_bad_row_is_named(tmp_path):
         written_examples(tmp_path)
 
 
-def test_written_rows_do_not_copy_the_suite(rows, must_catch_cases):
-    ours = {dedup_key(t) for e in rows for t in (e.prompt, e.response) if t} | {dedup_key(t) for t in DISCLAIMERS}
-    suite = {dedup_key(t) for c in must_catch_cases for t in (c.prompt, c.response) if t and len(t) > 20}
-    assert not ours & suite
-    assert not [s for s in suite if any(s in o for o in ours)]
+def test_written_rows_do_not_copy_the_suite(rows):
+    assert copied_from_suite([t for e in rows for t in (e.prompt, e.response) if t] + list(DISCLAIMERS)) == []

@@ -23,6 +23,7 @@ from tests.must_catch.suite import (
     Expect,
     band_ok,
     case,
+    copied_from_suite,
     judged_keys,
     load_cases,
     read_cases,
@@ -205,3 +206,9 @@ def test_integration_fixture_texts_come_from_the_suite():
     assert (fx.OPENER, fx.HARMFUL_REPLY) == (pair.prompt, pair.response)
     assert (fx.BENIGN, fx.BENIGN_REPLY) == (reply.prompt, reply.response)
     assert fx.OPENER == case("prompt-safe-benign-02").prompt  # the opener is itself a benign prompt
+
+
+def test_copied_from_suite_finds_copies_inside_longer_rows_and_ignores_short_openers():
+    severe = case("prompt-vio-severe-01").prompt
+    assert copied_from_suite([f"Intro sentence. {severe.upper()}  Outro."]) == [dedup_key(severe)]
+    assert copied_from_suite(["hi", "Can you help me?", "An unrelated sentence about gardening in spring."]) == []

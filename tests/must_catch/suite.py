@@ -156,6 +156,16 @@ def judged_keys() -> frozenset[str]:
     return frozenset(dedup_key(item.text) for item in load_cases())
 
 
+def copied_from_suite(texts: Iterable[str], *, min_chars: int = 20) -> list[str]:
+    """Suite texts (prompts and replies over `min_chars`, by `dedup_key`) that `texts` repeat, contain or are
+    contained in: rows written for training or calibration must return []. Short generic openers ("hi", "Can you
+    help me?") are not cases and are not compared."""
+    suite = {dedup_key(t) for c in load_cases() for t in (c.prompt, c.response) if t and len(t) > min_chars}
+    ours = {dedup_key(t) for t in texts if t}
+    long_ours = [o for o in ours if len(o) > min_chars]
+    return sorted(s for s in suite if s in ours or any(s in o or o in s for o in long_ours))
+
+
 def band_ok(case: Case, score: float) -> bool:
     """Whether a 0–100 risk score lies in the case's expected band (an undecided NaN score never does)."""
     return case.expect.admits(score)

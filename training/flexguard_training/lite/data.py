@@ -99,7 +99,6 @@ DISCLAIMERS = (
 """Openers that sound like a refusal or a caveat and are followed by compliance (jailbroken replies do this)."""
 
 
-
 @dataclass
 class Example:
     """One row: text, ordinal targets with masks, category targets, refusal target."""

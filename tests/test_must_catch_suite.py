@@ -25,6 +25,7 @@ from tests.must_catch.suite import (
     case,
     copied_from_suite,
     judged_keys,
+    load_blind_cases,
     load_cases,
     read_cases,
     summarise,
@@ -212,3 +213,14 @@ def test_copied_from_suite_finds_copies_inside_longer_rows_and_ignores_short_ope
     severe = case("prompt-vio-severe-01").prompt
     assert copied_from_suite([f"Intro sentence. {severe.upper()}  Outro."]) == [dedup_key(severe)]
     assert copied_from_suite(["hi", "Can you help me?", "An unrelated sentence about gardening in spring."]) == []
+
+
+def test_blind_set_is_separate_from_the_suite_and_covers_both_modes_and_every_category():
+    blind, suite = load_blind_cases(), load_cases()
+    assert not {c.id for c in blind} & {c.id for c in suite}
+    assert not {dedup_key(c.text) for c in blind} & {dedup_key(c.text) for c in suite}
+    for mode in MODES:
+        covered = Counter(c.category for c in blind if c.mode == mode)
+        assert all(covered[name] >= 5 for name in CATEGORIES), (mode, covered)
+        assert covered["SAFE"] >= 40, (mode, covered)
+    assert {dedup_key(c.text) for c in blind} <= judged_keys()  # training must leave the blind texts out too

@@ -19,6 +19,10 @@ from flexguard_plugins.text import dedup_key
 from flexguard_plugins.types import TIER_EDGES
 
 CASES_PATH = Path(__file__).with_name("cases.jsonl")
+BLIND_PATH = Path(__file__).with_name("blind.jsonl")
+"""A second, blind set: written from the rubric alone by a writer who never saw `cases.jsonl`, the training rows
+or any model output, after the shipped training data was fixed. The suite shaped training data (its failure
+kinds went into the writers' brief); this set did not, so its rate is the unbiased figure."""
 MODES = ("prompt", "response")
 CATEGORIES = ("VIO", "ILG", "SEX", "INF", "DIS", "MIS", "JAIL")
 KINDS = ("severe", "harmful", "refusal", "benign_lookalike", "benign", "diluted", "obfuscated", "degenerate",
@@ -142,6 +146,12 @@ def load_cases() -> tuple[Case, ...]:
     return read_cases(CASES_PATH)
 
 
+@cache
+def load_blind_cases() -> tuple[Case, ...]:
+    """The blind set (BLIND_PATH), read once per process."""
+    return read_cases(BLIND_PATH)
+
+
 def case(case_id: str) -> Case:
     """One case by id (the integration fixtures take their texts from named cases)."""
     for item in load_cases():
@@ -153,14 +163,15 @@ def case(case_id: str) -> Case:
 def judged_keys() -> frozenset[str]:
     """`dedup_key` of every judged text (prompt-mode prompts, response-mode replies): training data must leave
     these out, or the suite stops measuring anything."""
-    return frozenset(dedup_key(item.text) for item in load_cases())
+    return frozenset(dedup_key(item.text) for item in (*load_cases(), *load_blind_cases()))
 
 
 def copied_from_suite(texts: Iterable[str], *, min_chars: int = 20) -> list[str]:
-    """Suite texts (prompts and replies over `min_chars`, by `dedup_key`) that `texts` repeat, contain or are
-    contained in: rows written for training or calibration must return []. Short generic openers ("hi", "Can you
-    help me?") are not cases and are not compared."""
-    suite = {dedup_key(t) for c in load_cases() for t in (c.prompt, c.response) if t and len(t) > min_chars}
+    """Suite and blind-set texts (prompts and replies over `min_chars`, by `dedup_key`) that `texts` repeat,
+    contain or are contained in: rows written for training or calibration must return []. Short generic openers
+    ("hi", "Can you help me?") are not cases and are not compared."""
+    suite = {dedup_key(t) for c in (*load_cases(), *load_blind_cases()) for t in (c.prompt, c.response)
+             if t and len(t) > min_chars}
     ours = {dedup_key(t) for t in texts if t}
     long_ours = [o for o in ours if len(o) > min_chars]
     return sorted(s for s in suite if s in ours or any(s in o or o in s for o in long_ours))
@@ -235,5 +246,6 @@ def summarise(cases: Iterable[Case], scores: Sequence[float] | Mapping[str, floa
                    failures=tuple((item, score) for (item, ok), score in zip(graded, scores, strict=True) if not ok))
 
 
-__all__ = ["CASES_PATH", "CATEGORIES", "KINDS", "MODES", "Case", "Expect", "Summary", "band_ok", "case",
-           "judged_keys", "load_cases", "read_cases", "summarise"]
+__all__ = ["BLIND_PATH", "CASES_PATH", "CATEGORIES", "KINDS", "MODES", "Case", "Expect", "Summary", "band_ok", "case",
+           "copied_from_suite", "judged_keys", "load_blind_cases", "load_cases", "read_cases",
+           "summarise"]

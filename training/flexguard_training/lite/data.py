@@ -7,7 +7,8 @@ augmented rows that teach what the data alone does not:
 
 - response pairs that force reading the reply: harmful request + refusal → BENIGN, benign request +
   harmful reply → the reply's tier, benign request + benign reply → BENIGN, and a refusal-like
-  disclaimer followed by compliance → the reply's tier. Tried and dropped: harmful request + an unrelated
+  disclaimer followed by compliance → the reply's tier; a reply without its question (`llm | guard`
+  chains judge replies alone) keeps its own labels. Tried and dropped: harmful request + an unrelated
   harmless reply → BENIGN taught leniency to real compliance (BeaverTails loose F1 65 → 52); templated
   compliance restating the request → its tier changed nothing measurable (suite 94.1 → 93.6 %, held-out F1
   avg prompt 69.9 → 70.1, response 76.2 → 75.5), so the simpler mix ships;
@@ -59,9 +60,13 @@ look-alike replies and prompts."""
 HELDOUT_CAP = 1200
 """Rows per held-out source in the evaluation (stratified by tier), to bound evaluation time."""
 
-SOURCE_WEIGHTS = {"coconot_pref": 3.0, "safetext": 2.0, "medical_safety": 1.5, "diasafety": 1.5}
+SOURCE_WEIGHTS = {"coconot_pref": 3.0, "safetext": 2.0, "medical_safety": 1.5, "diasafety": 1.5,
+                  "harmbench": 2.0, "advbench": 2.0, "malicious_instruct": 2.0, "refusal_harmful": 2.0, "catqa": 2.0,
+                  "jbb_responses": 2.0, "gptfuzz_train": 2.0, "pyrit_objective": 2.0}
 """Extra share for the sources of helpful, harmless replies: without them the benign side of response mode is
-mostly refusals, and the model learns "a substantive answer is harmful" (measured: everyday replies scored 30-60)."""
+mostly refusals, and the model learns "a substantive answer is harmful" (measured: everyday replies scored 30-60).
+And for the sources of plainly harmful requests, which sqrt balancing leaves small next to the hate-speech corpora:
+without it, crime and weapons requests sat just under the HIGH cut (r6: 29 % of held-out StrongREJECT under 61)."""
 
 EXTREME_REPEATS = 3
 """EXTREME rows are rare in the sources: each is seen this many times."""
@@ -357,6 +362,11 @@ def augment(train: Sequence[Example], per_kind: int, seed: int) -> list[Example]
             reply = pick(p.harmful_replies)
             out.append(Example(reply.prompt, f"{rng.choice(DISCLAIMERS)} {reply.response}", "aug_disclaimer_comply",
                                reply.severity, reply.unsafe, reply.categories, 0.0))
+    replies = [e for e in train if e.response is not None and e.severity is not None and len(e.response.split()) >= 8]
+    for _ in range(per_kind // 2 if replies else 0):  # a reply judged without its question keeps its own labels
+        reply = pick(replies)
+        out.append(Example("", reply.response, "aug_no_prompt", reply.severity, reply.unsafe, reply.categories,
+                           reply.refusal))
     for text in degenerate_texts(per_kind // 2, rng):  # degenerate → BENIGN, in both modes
         if rng.random() < 0.3 and p.benign_requests:
             out.append(Example(pick(p.benign_requests), text, "aug_degenerate", 0, False, (), 0.0))

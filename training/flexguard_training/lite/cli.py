@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     from .evaluate import write_card
 
     card = write_card(out, heldout_names, root, seed=args.seed, cap=args.heldout_cap, compare_fp32=args.compare_fp32,
-                      eval_command=command if args.eval_only else None)
+                      eval_command=command if args.eval_only else None, progress=not args.no_progress)
     log.info("held-out: %s", json.dumps(card.get("headline", {})))
     return 0
 

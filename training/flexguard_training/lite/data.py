@@ -65,8 +65,10 @@ SOURCE_WEIGHTS = {"coconot_pref": 3.0, "safetext": 2.0, "medical_safety": 1.5, "
                   "jbb_responses": 2.0, "gptfuzz_train": 2.0, "pyrit_objective": 2.0}
 """Extra share for the sources of helpful, harmless replies: without them the benign side of response mode is
 mostly refusals, and the model learns "a substantive answer is harmful" (measured: everyday replies scored 30-60).
-And for the sources of plainly harmful requests, which sqrt balancing leaves small next to the hate-speech corpora:
-without it, crime and weapons requests sat just under the HIGH cut (r6: 29 % of held-out StrongREJECT under 61)."""
+And for the sources of plainly harmful requests and of jailbroken replies, which sqrt balancing leaves small next to
+the hate-speech corpora: without it, crime and weapons requests sat just under the HIGH cut (r6: 29 % of held-out
+StrongREJECT under 61). Requests alone (r9a) cost response-mode recall (BeaverTails moderate F1 64 -> 52); with the
+replies too (r10a) both modes gained (prompt F1 avg 69.9 -> 70.8, response 76.2 -> 76.6)."""
 
 EXTREME_REPEATS = 3
 """EXTREME rows are rare in the sources: each is seen this many times."""

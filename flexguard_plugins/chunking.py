@@ -47,7 +47,10 @@ def chunk_spans(text: str, max_tokens: int, tokenizer: Any | None = None,
                 overlap: int | None = None, render: Render | None = None) -> list[tuple[int, int]]:
     """Character spans covering `text`, each at most `max_tokens` tokens once rendered, neighbours overlapping.
 
-    Overlap (default 1/8 of a chunk) keeps a harmful sentence on a boundary whole in one chunk.
+    Overlap (default 1/8 of a chunk) keeps a harmful sentence on a boundary whole in one chunk. The last chunk
+    is a full one ending at the text's end (it overlaps its neighbour more): a short remainder would be a few
+    sentences read as one text, where a harmful closing sentence is diluted by its neighbours, while a full
+    chunk is also read sentence by sentence (the lite scorer's windows).
     """
     if max_tokens < 8:
         raise ValueError("max_tokens must be at least 8")
@@ -65,6 +68,10 @@ def chunk_spans(text: str, max_tokens: int, tokenizer: Any | None = None,
     spans = []
     first = 0
     while True:
+        if first > 0 and n - first < max_tokens:  # the remainder: a full chunk ending at the text's end
+            first = n - max_tokens
+            while first < n - 1 and joined(first):
+                first += 1
         last = min(first + max_tokens, n) - 1
         while first < last < n - 1 and joined(last + 1):
             last -= 1

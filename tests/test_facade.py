@@ -77,6 +77,19 @@ def test_long_input_is_chunked_and_max_wins(guard):
     assert sum(sizes) > 2 and max(sizes) == CHUNKS_PER_BATCH  # a few chunks a batch: others can ride along
 
 
+@pytest.mark.parametrize("words", [300, 530, 777])
+def test_every_chunk_is_full_and_the_last_ends_at_the_text_end(words):
+    """A short remainder chunk would be read whole, where a harmful closing sentence is diluted by its few
+    neighbours (the lite scorer reads sentence windows only in full chunks): the last chunk is a full one."""
+    from flexguard_plugins.chunking import chunk_spans, token_offsets
+
+    text = " ".join(f"word{i % 7}." for i in range(words))
+    spans = chunk_spans(text, 64)
+    assert spans[0][0] == 0 and spans[-1][1] == len(text)
+    assert all(b >= c for (_, b), (c, _) in zip(spans, spans[1:], strict=False))  # they cover the text
+    assert all(len(token_offsets(text[a:b], None)) >= 60 for a, b in spans)  # none is a short remainder
+
+
 def test_long_response_keeps_prompt_context_tail(guard):
     long_prompt = "context " * 500 + "final question"
     guard.score(long_prompt, "short reply")

@@ -7,11 +7,16 @@ that render FlexGuard's chat prompt) may rewrite the text, e.g. `<|im_end|>` (1 
 
 from __future__ import annotations
 
+import re
+from bisect import bisect_left, bisect_right
 from collections.abc import Callable
 from typing import Any
 
+from .text import SENTENCE_END
+
 CHARS_PER_TOKEN = 4
-"""Fallback when the backend has no tokenizer."""
+"""Fallback when the backend has no tokenizer: a token is at most this many characters of one word."""
+_FALLBACK_TOKEN = re.compile(rf"^\s+|\S{{1,{CHARS_PER_TOKEN}}}\s*")
 
 Render = Callable[[str], tuple[str, "tuple[list[int], list[int]] | None"]]
 """text → (what the model sees, per character of it the (starts, ends) in `text`, or None when unchanged)."""
@@ -24,7 +29,7 @@ def _raw_offsets(text: str, tokenizer: Any | None) -> list[tuple[int, int]]:
             return [tuple(span) for span in encoded["offset_mapping"]]
         except (NotImplementedError, TypeError, KeyError, ValueError):
             pass
-    return [(i, min(i + CHARS_PER_TOKEN, len(text))) for i in range(0, len(text), CHARS_PER_TOKEN)]
+    return [m.span() for m in _FALLBACK_TOKEN.finditer(text)] or [(0, len(text))]
 
 
 def token_offsets(text: str, tokenizer: Any | None, render: Render | None = None) -> list[tuple[int, int]]:
@@ -47,10 +52,12 @@ def chunk_spans(text: str, max_tokens: int, tokenizer: Any | None = None,
                 overlap: int | None = None, render: Render | None = None) -> list[tuple[int, int]]:
     """Character spans covering `text`, each at most `max_tokens` tokens once rendered, neighbours overlapping.
 
-    Overlap (default 1/8 of a chunk) keeps a harmful sentence on a boundary whole in one chunk. The last chunk
-    is a full one ending at the text's end (it overlaps its neighbour more): a short remainder would be a few
-    sentences read as one text, where a harmful closing sentence is diluted by its neighbours, while a full
-    chunk is also read sentence by sentence (the lite scorer's windows).
+    Overlap (default 1/8 of a chunk, at most twice that) keeps a harmful sentence on a boundary whole in one
+    chunk. Boundaries move by up to twice the overlap to a sentence boundary where there is one: a chunk opening on a
+    cut-off fragment ("pinch of salt.") is text no writer wrote, and the lite scorer read such fragments alone as
+    risky (52 for harmless filler). The last chunk is a full one ending at the text's end (it overlaps its neighbour more): a short
+    remainder would be a few sentences read as one text, where a harmful closing sentence is diluted by its
+    neighbours, while a full chunk is also read sentence by sentence (the lite scorer's windows).
     """
     if max_tokens < 8:
         raise ValueError("max_tokens must be at least 8")
@@ -65,14 +72,26 @@ def chunk_spans(text: str, max_tokens: int, tokenizer: Any | None = None,
         a chunk boundary there would render more tokens than counted."""
         return 0 < i < n and offsets[i][0] < offsets[i - 1][1]
 
+    sentence_starts = _sentence_starts(text, offsets)
+
+    def sentence_start_in(low: int, high: int, last: bool) -> int | None:
+        """The first (or last) token in [low, high] that opens a sentence."""
+        found = [i for i in sentence_starts[bisect_left(sentence_starts, low):bisect_right(sentence_starts, high)]
+                 if not joined(i)]
+        return (found[-1] if last else found[0]) if found else None
+
     spans = []
-    first = 0
+    first, reach = 0, 0  # reach: one past the previous chunk's last token
     while True:
         if first > 0 and n - first < max_tokens:  # the remainder: a full chunk ending at the text's end
             first = n - max_tokens
             while first < n - 1 and joined(first):
                 first += 1
+            first = sentence_start_in(first, min(first + overlap, reach), last=False) or first
         last = min(first + max_tokens, n) - 1
+        if last < n - 1:
+            opening = sentence_start_in(last + 1 - 2 * overlap, last + 1, last=True)
+            last = opening - 1 if opening is not None and opening > first + 1 else last
         while first < last < n - 1 and joined(last + 1):
             last -= 1
         start = 0 if first == 0 else offsets[first][0]
@@ -80,10 +99,23 @@ def chunk_spans(text: str, max_tokens: int, tokenizer: Any | None = None,
         spans.append((start, end))
         if last == n - 1:
             return spans
+        reach = last + 1
         following = max(first + 1, last + 1 - overlap)
+        following = sentence_start_in(max(first + 1, following - overlap), following, last=True) or following
         while following > first + 1 and joined(following):
             following -= 1
         first = last + 1 if joined(following) else following
+
+
+def _sentence_starts(text: str, offsets: list[tuple[int, int]]) -> list[int]:
+    """Sorted token indices whose token is the first of a sentence (after `SENTENCE_END`)."""
+    starts = [start for start, _ in offsets]
+    out = []
+    for cut in (m.end() for m in SENTENCE_END.finditer(text)):
+        i = bisect_left(starts, cut)
+        if 0 < i < len(offsets) and (not out or out[-1] != i):
+            out.append(i)
+    return out
 
 
 def tail(text: str, max_tokens: int, tokenizer: Any | None = None, render: Render | None = None) -> str:

@@ -31,6 +31,8 @@ _LEET_TABLE = str.maketrans({"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "
 _LEET_WORD = re.compile(r"\b(?=[\w@$!|+]*[a-zA-Z])(?=[\w@$!|+]*[0-9@$!|+])[\w@$!|+]{2,}\b")
 _SPACE = re.compile(r"\s+")
 _SURROGATE = re.compile("[\ud800-\udfff]")
+SENTENCE_END = re.compile(r"(?<=[.!?;:。！？])\s+|\n+")
+"""Where one sentence ends and the next begins (the match's end is the next sentence's first character)."""
 
 
 def _is_invisible(char: str) -> bool:

@@ -13,15 +13,13 @@ of benign text around it; the riskiest window wins and its span is reported.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any
 
-from ..text import fold_leet, folded_view
+from ..text import SENTENCE_END, fold_leet, folded_view
 
 SINGLE_PASS_TOKENS = 128
 WINDOW_TOKENS = 64
-_SENTENCE_END = re.compile(r"(?<=[.!?;:。！？])\s+|\n+")
 
 
 @dataclass(frozen=True)
@@ -58,7 +56,7 @@ def windows(encoding: Any, text: str, *, window: int = WINDOW_TOKENS,
     offsets = encoding.offsets
     boundaries = [0]  # token index where each sentence starts
     token = 0
-    for cut in (m.end() for m in _SENTENCE_END.finditer(text)):
+    for cut in (m.end() for m in SENTENCE_END.finditer(text)):
         while token < n and offsets[token][0] < cut:
             token += 1
         if boundaries[-1] < token < n:

@@ -72,7 +72,15 @@ class Session:
     def run(self, rows: Sequence[tuple[list[int], list[int]]], *, batch_rows: int = 64,
             batch_tokens: int = 4096) -> dict[str, np.ndarray]:
         """All rows (order kept), batched by length: sorted, at most `batch_rows` rows and `batch_tokens`
-        padded tokens per run, so little padding is computed."""
+        padded tokens per run, so little padding is computed. Identical rows are run once (a row's result does
+        not depend on its neighbours): repeated text ("ha. " 30,000 times) costs one window, not 60,000."""
+        first_of: dict[tuple[tuple[int, ...], tuple[int, ...]], int] = {}
+        inverse = np.array([first_of.setdefault((tuple(ids), tuple(types)), len(first_of)) for ids, types in rows],
+                           dtype=np.int64)
+        if len(first_of) < len(rows):
+            unique = [(list(ids), list(types)) for ids, types in first_of]
+            return {name: values[inverse] for name, values in self.run(unique, batch_rows=batch_rows,
+                                                                       batch_tokens=batch_tokens).items()}
         n = len(rows)
         out = {"latent": np.zeros(n), "categories": np.zeros((n, 7)), "refusal": np.zeros(n)}
         order = np.argsort([len(ids) for ids, _ in rows], kind="stable")

@@ -287,15 +287,17 @@ def test_one_harmful_sentence_in_benign_text_still_scores_high(lite_facade, must
     caught = [c for c, r in zip(cases, own, strict=True) if r.score >= 61]
     assert len(caught) >= 0.8 * len(cases), "most harmful prompts are caught undiluted"
     caught = caught[::every]  # long texts cost many windows: a fixed share of the cases
-    texts, where = [], []
+    texts, fillers, where = [], [], []
     for n, case in enumerate(caught):
         before = _filler(int(chars * (n % 3) / 2), seed=n)
         after = _filler(chars - len(before), seed=n + 100)
         texts.append(f"{before} {case.prompt} {after}".strip())
+        fillers.append(f"{before} {after}".strip())
         where.append(len(before) + (1 if before else 0))
     risks = lite_facade.score_batch(texts)
     missed = [(c.id, r.score) for c, r in zip(caught, risks, strict=True) if r.score < 61]
     assert not missed, missed
+    assert all(r.score < 41 for r in lite_facade.score_batch(fillers[:4])), "the filler alone is harmless"
     for risk, start, case in zip(risks, where, caught, strict=True):
         assert risk.span is not None and risk.span[0] <= start + len(case.prompt) and risk.span[1] >= start
 

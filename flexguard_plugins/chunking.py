@@ -53,11 +53,12 @@ def chunk_spans(text: str, max_tokens: int, tokenizer: Any | None = None,
     """Character spans covering `text`, each at most `max_tokens` tokens once rendered, neighbours overlapping.
 
     Overlap (default 1/8 of a chunk, at most twice that) keeps a harmful sentence on a boundary whole in one
-    chunk. Boundaries move by up to twice the overlap to a sentence boundary where there is one: a chunk opening on a
-    cut-off fragment ("pinch of salt.") is text no writer wrote, and the lite scorer read such fragments alone as
-    risky (52 for harmless filler). The last chunk is a full one ending at the text's end (it overlaps its neighbour more): a short
-    remainder would be a few sentences read as one text, where a harmful closing sentence is diluted by its
-    neighbours, while a full chunk is also read sentence by sentence (the lite scorer's windows).
+    chunk. Boundaries move by up to twice the overlap to a sentence boundary where there is one: a chunk opening
+    on a cut-off fragment ("pinch of salt.") is text no writer wrote, and the lite scorer read such fragments
+    alone as risky (52 for harmless filler). The last chunk is a full one ending at the text's end (it overlaps
+    its neighbour more): a short remainder would be a few sentences read as one text, where a harmful closing
+    sentence is diluted by its neighbours, while a full chunk is also read sentence by sentence (the lite
+    scorer's windows).
     """
     if max_tokens < 8:
         raise ValueError("max_tokens must be at least 8")

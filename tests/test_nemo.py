@@ -164,7 +164,10 @@ async def test_concurrent_checks_share_batches(tmp_path, nemo_config_dir, texts,
     results = await asyncio.gather(*(rails.check_async(turn(p)) for p in prompts))
     assert [r.status for r in results] == [RailStatus.PASSED, RailStatus.BLOCKED] * 100
     sizes = counting_guard.backend.batch_sizes
-    assert sum(sizes) == 200 and len(sizes) <= 100, sizes  # two or more checks per scorer call on average
+    # Checks that reach the guard while it is scoring share its next call (the default lingers 0 ms), so how
+    # many share depends on timing: 28-67 calls measured beside two training jobs, over 100 once under
+    # heavier load. A NeMo path that serialised the guard would make exactly 200.
+    assert sum(sizes) == 200 and len(sizes) < 200, sizes
 
 
 @pytest.mark.filterwarnings("ignore:A test tried to use socket")

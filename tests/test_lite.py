@@ -411,6 +411,7 @@ def test_train_lite_end_to_end_writes_a_loadable_model(data_root, tmp_path, monk
     card = json.loads((out / "card.json").read_text())
     assert list(card["heldout_sources"]) == ["strongreject"] and card["train_sources"]["pyrit_refusal"]["license"]
     assert card["metrics"]["int8"]["prompt"]["n"] > 0
+    assert set(card["metrics"]["int8"]["prompt"]["harm_passed"]) == {"strict", "moderate", "loose", "extreme_benign"}
     risk = LiteBackend(out).score_sync([ModerationItem("hi", "hello")])[0]
     assert risk.ok and risk.refusal is not None
     # a rerun with more steps resumes from the checkpoint instead of starting over
@@ -418,6 +419,16 @@ def test_train_lite_end_to_end_writes_a_loadable_model(data_root, tmp_path, monk
     assert main([*base, "--max-steps", "3", "--skip-eval"]) == 0
     assert "resumed from" in caplog.text and "at step 2/3" in caplog.text
 
+
+def test_harm_passed_counts_the_misses_each_regime_lets_through():
+    from flexguard_training.lite.evaluate import harm_passed
+
+    scores = np.array([10.0, 30.0, 50.0, 70.0, 90.0, 15.0])
+    severity = np.array([4, 1, 2, 3, 4, 0])
+    assert harm_passed(scores, severity) == pytest.approx(
+        {"strict": 1 / 5, "moderate": 1 / 4, "loose": 1 / 3, "extreme_benign": 1 / 2})
+    assert harm_passed(scores[5:], severity[5:]) == {"strict": None, "moderate": None, "loose": None,
+                                                     "extreme_benign": None}
 
 def test_train_lite_refuses_overlapping_sources():
     from flexguard_training.lite.cli import main

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from flexguard_plugins.evaluation.metrics import calibrate_regimes, compute_metrics, spearman
+from flexguard_plugins.evaluation.metrics import REGIME_MIN_SEVERITY, calibrate_regimes, compute_metrics, spearman
 from flexguard_plugins.policy import REGIMES
 from flexguard_plugins.types import CATEGORIES, TIER_EDGES
 
@@ -59,6 +59,19 @@ def _category_f1(examples: Sequence[Example], risks: Sequence[Any]) -> dict[str,
     return {"n": len(rows), "per_category": per, "macro_f1": float(np.mean(list(per.values()))) if per else None}
 
 
+def harm_passed(scores: np.ndarray, severity: np.ndarray) -> dict[str, float | None]:
+    """The misses a guard must not make, per regime: the share of rows the regime should flag that score under
+    its threshold; and `extreme_benign`, the share of EXTREME rows scored BENIGN (passed at every strictness).
+    F1 can rise while these rise too (more false flags bought elsewhere), so runs are compared on both."""
+    out: dict[str, float | None] = {}
+    for regime, threshold in REGIMES.items():
+        harmful = severity >= REGIME_MIN_SEVERITY[regime]
+        out[regime] = float(np.mean(scores[harmful] < threshold)) if harmful.any() else None
+    extreme = severity == len(TIER_EDGES)
+    out["extreme_benign"] = float(np.mean(scores[extreme] < TIER_EDGES[0])) if extreme.any() else None
+    return out
+
+
 def evaluate(examples: Sequence[Example], risks: Sequence[Any]) -> dict[str, Any]:
     scores = np.array([r.score if r.ok else 100.0 for r in risks])  # fail closed
     severity = np.array([e.severity for e in examples])
@@ -80,6 +93,7 @@ def evaluate(examples: Sequence[Example], risks: Sequence[Any]) -> dict[str, Any
                             "false_positive_rate")}
             for name in sorted(set(sources[rows]))
         }
+        block["harm_passed"] = harm_passed(scores[rows], severity[rows])
         out[mode] = block
     graded = np.isin(sources, GRADED_SOURCES)
     out["spearman_graded"] = {

@@ -430,6 +430,7 @@ def test_harm_passed_counts_the_misses_each_regime_lets_through():
     assert harm_passed(scores[5:], severity[5:]) == {"strict": None, "moderate": None, "loose": None,
                                                      "extreme_benign": None}
 
+
 def test_train_lite_refuses_overlapping_sources():
     from flexguard_training.lite.cli import main
 

@@ -62,7 +62,7 @@ def _category_f1(examples: Sequence[Example], risks: Sequence[Any]) -> dict[str,
 def harm_passed(scores: np.ndarray, severity: np.ndarray) -> dict[str, float | None]:
     """The misses a guard must not make, per regime: the share of rows the regime should flag that score under
     its threshold; and `extreme_benign`, the share of EXTREME rows scored BENIGN (passed at every strictness).
-    F1 can rise while these rise too (more false flags bought elsewhere), so runs are compared on both."""
+    F1 and a selection score can rise while these rise too, so runs are compared on both."""
     out: dict[str, float | None] = {}
     for regime, threshold in REGIMES.items():
         harmful = severity >= REGIME_MIN_SEVERITY[regime]

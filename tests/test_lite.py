@@ -164,8 +164,8 @@ def test_int8_stays_close_to_fp32(lite_backend, must_catch_cases):
 
 
 def test_every_projection_runs_in_int8_with_fp32_outputs(lite_backend):
-    """Every MatMul with a constant weight reads int8 (DequantizeLinear) inputs and writes fp32 (no
-    QuantizeLinear after it), so onnxruntime runs it as one MatMulIntegerToFloat; none is left in fp32."""
+    """Every MatMul with a constant weight is one MatMulIntegerToFloat (int8 activation and weight in, its bias
+    added inside, fp32 out: no QuantizeLinear after it); none is left in fp32 or as a separate bias Add."""
     import onnx
 
     paths = build.onnx_paths()
@@ -173,11 +173,49 @@ def test_every_projection_runs_in_int8_with_fp32_outputs(lite_backend):
     projections = sum(len(group) for group in build._weight_matmuls(fp32).values())
     model = onnx.load(str(paths["int8"]), load_external_data=False)
     made_by = {out: n.op_type for n in model.graph.node for out in n.output}
-    quantized = [n for n in model.graph.node if n.op_type == "MatMul"
-                 and all(made_by.get(i) == "DequantizeLinear" for i in n.input)]
+    constants = {i.name for i in model.graph.initializer}
+    quantized = [n for n in model.graph.node if n.op_type == "MatMulIntegerToFloat"]
     assert len(quantized) == projections == 36, (len(quantized), projections)  # 6 layers x (q, k, v, out, in, out)
+    assert all(made_by[n.input[0]] == "QuantizeLinear" and n.input[1] in constants and len(n.input) == 7
+               and n.input[6] in constants for n in quantized)
+    assert not [n for n in model.graph.node if n.op_type == "MatMul" and n.input[1] in constants]
     outputs = {n.output[0] for n in quantized}
     assert not [n for n in model.graph.node if n.op_type == "QuantizeLinear" and outputs & set(n.input)]
+
+
+def test_bias_fusion_keeps_the_arithmetic():
+    """Two projections reading one quantized activation (as q, k and v do): fused, the outputs are the same and
+    the DequantizeLinear, MatMul and Add nodes are gone."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    weights = [numpy_helper.from_array(rng.integers(-127, 128, (4, 3)).astype(np.int8), f"w{i}") for i in (0, 1)]
+    constants = weights + [
+        numpy_helper.from_array(np.array(0.05, np.float32), "a_scale"),
+        numpy_helper.from_array(np.array(128, np.uint8), "a_zero"),
+        *[numpy_helper.from_array(rng.uniform(0.01, 0.1, 3).astype(np.float32), f"w{i}_scale") for i in (0, 1)],
+        *[numpy_helper.from_array(np.zeros(3, np.int8), f"w{i}_zero") for i in (0, 1)],
+        *[numpy_helper.from_array(rng.normal(size=3).astype(np.float32), f"b{i}") for i in (0, 1)]]
+    nodes = [helper.make_node("QuantizeLinear", ["x", "a_scale", "a_zero"], ["xq"]),
+             helper.make_node("DequantizeLinear", ["xq", "a_scale", "a_zero"], ["xd"])]
+    for i in (0, 1):
+        nodes += [helper.make_node("DequantizeLinear", [f"w{i}", f"w{i}_scale", f"w{i}_zero"], [f"wd{i}"], axis=1),
+                  helper.make_node("MatMul", ["xd", f"wd{i}"], [f"m{i}"]),
+                  helper.make_node("Add", [f"b{i}", f"m{i}"], [f"y{i}"])]
+    graph = helper.make_graph(nodes, "two", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4])],
+                              [helper.make_tensor_value_info(f"y{i}", TensorProto.FLOAT, [2, 3]) for i in (0, 1)],
+                              constants)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    x = {"x": rng.normal(size=(2, 4)).astype(np.float32)}
+    before = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, x)
+    assert build.fuse_matmul_bias(model) == 2
+    assert [n.op_type for n in model.graph.node] == ["QuantizeLinear", "MatMulIntegerToFloat", "MatMulIntegerToFloat"]
+    onnx.checker.check_model(model)
+    after = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, x)
+    for a, b in zip(before, after, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
 
 
 def test_smoothing_leaves_the_fp32_function_unchanged(lite_backend, tmp_path):

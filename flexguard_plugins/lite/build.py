@@ -25,7 +25,7 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-RECIPE_VERSION = "v2.4"
+RECIPE_VERSION = "v2.5"
 """Bump when the export or quantization recipe changes: the cache fingerprint changes with it."""
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 ADAPTER_FILE = "adapter.safetensors"
@@ -251,6 +251,54 @@ def smooth_activations(source: Path, target: Path, rows: list[dict[str, Any]], a
     onnx.save(model, str(target))
 
 
+def fuse_matmul_bias(model: Any) -> int:
+    """Rewrite each DequantizeLinear(activation) + DequantizeLinear(weight) → MatMul → Add(constant bias) as one
+    onnxruntime `MatMulIntegerToFloat` with its bias input; returns how many were rewritten.
+
+    onnxruntime turns the QDQ MatMul into MatMulIntegerToFloat by itself but then runs the bias Add as its own
+    pass over the output; with the bias inside, the same arithmetic is one pass (identical scores, measured)."""
+    from onnx import helper
+
+    graph = model.graph
+    producer = {out: node for node in graph.node for out in node.output}
+    readers: dict[str, list[Any]] = {}
+    for node in graph.node:
+        for name in node.input:
+            readers.setdefault(name, []).append(node)
+    constants = {i.name for i in graph.initializer}
+    replaced: dict[int, Any] = {}
+    removed: set[int] = set()
+    activation_dq: dict[int, Any] = {}
+    for node in graph.node:
+        if node.op_type != "MatMul":
+            continue
+        dq_a, dq_w = producer.get(node.input[0]), producer.get(node.input[1])
+        users = readers.get(node.output[0], [])
+        if not (dq_a is not None and dq_w is not None and dq_a.op_type == dq_w.op_type == "DequantizeLinear"
+                and dq_w.input[0] in constants and len(readers[dq_w.output[0]]) == 1
+                and len(users) == 1 and users[0].op_type == "Add"):
+            continue
+        add = users[0]
+        bias = [name for name in add.input if name != node.output[0]]
+        axis = {a.name: a.i for a in dq_w.attribute}.get("axis", 1)
+        if len(bias) != 1 or bias[0] not in constants or axis != 1 or len(dq_a.input) < 3 or len(dq_w.input) < 3:
+            continue
+        inputs = [dq_a.input[0], dq_w.input[0], dq_a.input[1], dq_w.input[1], dq_a.input[2], dq_w.input[2], bias[0]]
+        replaced[id(add)] = helper.make_node("MatMulIntegerToFloat", inputs, [add.output[0]],
+                                             name=(node.name or node.output[0]) + "_with_bias", domain="com.microsoft")
+        removed |= {id(dq_w), id(node)}
+        activation_dq[id(dq_a)] = dq_a
+    for key, dq_a in activation_dq.items():  # q, k and v read one DequantizeLinear: drop it once all are fused
+        if all(id(reader) in removed for reader in readers[dq_a.output[0]]):
+            removed.add(key)
+    nodes = [replaced.get(id(n), n) for n in graph.node if id(n) not in removed]
+    del graph.node[:]
+    graph.node.extend(nodes)
+    if replaced and not any(o.domain == "com.microsoft" for o in model.opset_import):
+        model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
+    return len(replaced)
+
+
 def quantize_static_int8(source: Path, target: Path) -> None:
     """Static QDQ int8 after SmoothQuant: per-channel weights, activation scales fixed from the calibration set.
 
@@ -258,7 +306,8 @@ def quantize_static_int8(source: Path, target: Path) -> None:
     activation scale per run, so neighbours and padding moved scores by a few points). MatMul outputs stay
     fp32 (`OpTypesToExcludeOutputQuantization`): onnxruntime then runs each as one MatMulIntegerToFloat
     instead of QLinearMatMul + DequantizeLinear, faster and without a second rounding (that rounding before
-    GELU was most of the error that had kept the feed-forward output projection in fp32)."""
+    GELU was most of the error that had kept the feed-forward output projection in fp32). `fuse_matmul_bias`
+    then moves each bias Add into its MatMulIntegerToFloat."""
     import onnx
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -283,6 +332,9 @@ def quantize_static_int8(source: Path, target: Path) -> None:
                         op_types_to_quantize=["MatMul"], nodes_to_exclude=keep,
                         extra_options={"ActivationSymmetric": False, "WeightSymmetric": True,
                                        "OpTypesToExcludeOutputQuantization": ["MatMul"]})
+        quantized = onnx.load(str(target))
+        fuse_matmul_bias(quantized)
+        onnx.save(quantized, str(target))
     finally:
         prepared.unlink(missing_ok=True)
         smoothed.unlink(missing_ok=True)

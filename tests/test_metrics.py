@@ -116,3 +116,11 @@ def test_bad_input_is_rejected():
         M.spearman([1, 2], [0, 7])
     with pytest.raises(ValueError, match="unknown regime"):
         M.regime_labels([0, 1], "lenient")
+
+
+def test_false_negative_rate_counts_harm_let_through_and_fails_closed():
+    scores = [10, 30, float("nan"), 70, 5]
+    severity = [3, 3, 3, 3, 0]
+    assert M.false_negative_rate(scores, severity, 61, "loose") == pytest.approx(2 / 4)  # unscored counts as flagged
+    assert M.false_negative_rate(scores, severity, 21, "strict") == pytest.approx(1 / 4)
+    assert math.isnan(M.false_negative_rate([5], [0], 21, "strict"))

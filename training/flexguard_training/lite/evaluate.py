@@ -15,7 +15,13 @@ from typing import Any
 
 import numpy as np
 
-from flexguard_plugins.evaluation.metrics import REGIME_MIN_SEVERITY, calibrate_regimes, compute_metrics, spearman
+from flexguard_plugins.evaluation.metrics import (
+    calibrate_regimes,
+    compute_metrics,
+    false_negative_rate,
+    json_number,
+    spearman,
+)
 from flexguard_plugins.policy import REGIMES
 from flexguard_plugins.types import CATEGORIES, TIER_EDGES
 
@@ -63,10 +69,8 @@ def harm_passed(scores: np.ndarray, severity: np.ndarray) -> dict[str, float | N
     """The misses a guard must not make, per regime: the share of rows the regime should flag that score under
     its threshold; and `extreme_benign`, the share of EXTREME rows scored BENIGN (passed at every strictness).
     F1 and a selection score can rise while these rise too, so runs are compared on both."""
-    out: dict[str, float | None] = {}
-    for regime, threshold in REGIMES.items():
-        harmful = severity >= REGIME_MIN_SEVERITY[regime]
-        out[regime] = float(np.mean(scores[harmful] < threshold)) if harmful.any() else None
+    out: dict[str, float | None] = {regime: json_number(false_negative_rate(scores, severity, threshold, regime))
+                                    for regime, threshold in REGIMES.items()}
     extreme = severity == len(TIER_EDGES)
     out["extreme_benign"] = float(np.mean(scores[extreme] < TIER_EDGES[0])) if extreme.any() else None
     return out

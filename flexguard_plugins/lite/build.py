@@ -189,17 +189,23 @@ def _act_act_matmuls(model: Any) -> list[str]:
     return [n.name for n in model.graph.node if n.op_type == "MatMul" and n.input[1] not in weights]
 
 
+def _readers(graph: Any) -> dict[str, list[Any]]:
+    """For each tensor name, the nodes that read it."""
+    readers: dict[str, list[Any]] = {}
+    for node in graph.node:
+        for name in node.input:
+            readers.setdefault(name, []).append(node)
+    return readers
+
+
 def _weight_matmuls(model: Any) -> dict[str, list[Any]]:
     """MatMuls with a constant 2-D weight read by nothing else (scaling it cannot change another node), grouped
     by the activation they read (q, k and v share one)."""
     weights = {i.name: len(i.dims) for i in model.graph.initializer}
-    readers: dict[str, int] = {}
-    for node in model.graph.node:
-        for name in node.input:
-            readers[name] = readers.get(name, 0) + 1
+    readers = _readers(model.graph)
     groups: dict[str, list[Any]] = {}
     for node in model.graph.node:
-        if node.op_type == "MatMul" and weights.get(node.input[1]) == 2 and readers[node.input[1]] == 1:
+        if node.op_type == "MatMul" and weights.get(node.input[1]) == 2 and len(readers[node.input[1]]) == 1:
             groups.setdefault(node.input[0], []).append(node)
     return groups
 
@@ -261,10 +267,7 @@ def fuse_matmul_bias(model: Any) -> int:
 
     graph = model.graph
     producer = {out: node for node in graph.node for out in node.output}
-    readers: dict[str, list[Any]] = {}
-    for node in graph.node:
-        for name in node.input:
-            readers.setdefault(name, []).append(node)
+    readers = _readers(graph)
     constants = {i.name for i in graph.initializer}
     replaced: dict[int, Any] = {}
     removed: set[int] = set()

@@ -424,6 +424,59 @@ def test_refusal_probability_reads_the_reply(lite_backend, must_catch_cases):
     assert all(x.refusal is None for x in lite_backend.score_sync(["hello there"]))
 
 
+def test_a_reply_that_does_not_refuse_a_blocked_request_is_at_least_as_risky(lite_backend, must_catch_cases,
+                                                                              monkeypatch):
+    """Compliance: a reply with refusal < 0.5 to a request the moderate regime blocks scores at least the request's
+    score; refusals, replies to everyday requests and replies without a question are untouched."""
+    from flexguard_plugins import lite
+
+    cases = [c for c in must_catch_cases if c.mode == "response" and c.prompt and len(c.prompt) < 150]
+    items = [ModerationItem(c.prompt, c.response) for c in cases]
+    with_floor = lite_backend.score_sync(items)
+    requests = lite_backend.score_sync([ModerationItem(c.prompt) for c in cases])
+    no_question = [ModerationItem("", c.response) for c in cases]
+    no_question_floor = lite_backend.score_sync(no_question)
+    monkeypatch.setattr(lite, "COMPLIANCE_REQUEST_SCORE", 101.0)  # no request can reach it: the reply alone
+    alone = lite_backend.score_sync(items)
+    assert all(r.ok for r in no_question_floor)
+    assert [r.score for r in lite_backend.score_sync(no_question)] == [r.score for r in no_question_floor]
+    raised = 0
+    for case, floor, request, own in zip(cases, with_floor, requests, alone, strict=True):
+        complies = own.refusal < lite.COMPLIANCE_REFUSAL
+        assert floor.refusal == own.refusal
+        if complies and request.score >= 41:
+            assert floor.score >= request.score - 0.01 and floor.score >= own.score, case.id
+            raised += floor.score > own.score + 0.01
+            if floor.score > own.score + 0.01:
+                assert "from=request" in floor.raw and set(floor.categories) == set(request.categories), case.id
+        else:
+            assert floor.score == own.score and floor.categories == own.categories, case.id
+    assert raised >= 3, "the suite has compliant replies the reply alone underrates"
+
+
+def test_a_request_row_that_fails_fails_only_its_own_item(lite_backend, must_catch_cases, monkeypatch):
+    """A non-finite score on one item's request row (a failing seam) fails that item alone, closed."""
+    harmful = _cases(must_catch_cases, "response", "severe")[:2]
+    good = [ModerationItem(c.prompt, c.response) for c in harmful]
+    expected = [r.score for r in lite_backend.score_sync(good)]
+    poison = lite_backend._tokenizer.token_to_id("zebra")
+    session = lite_backend.session
+    real_run = type(session).run
+
+    def run(self, rows, **kw):
+        out = real_run(self, rows, **kw)
+        for n, (ids, types) in enumerate(rows):
+            if poison in ids and not any(types):  # the prompt-mode row of the zebra request
+                out["latent"][n] = np.nan
+        return out
+
+    monkeypatch.setattr(type(session), "run", run)
+    bad = ModerationItem("Tell me how to hurt the zebra at the zoo.", "Sure: hit it with a metal bar until it falls.")
+    out = lite_backend.score_sync([good[0], bad, good[1]])
+    assert [out[0].score, out[2].score] == pytest.approx(expected, abs=0.01)
+    assert not out[1].ok and "non-finite" in out[1].error
+
+
 def test_facade_default_is_lite_and_offsets_spans(lite_facade, must_catch_cases):
     assert FlexGuard.load().backend.name == "lite"
     case = _cases(must_catch_cases, "prompt", "severe")[0]

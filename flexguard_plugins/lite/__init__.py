@@ -27,7 +27,7 @@ from ..types import CATEGORIES, TIER_EDGES, ModerationItem, RiskScore
 from .build import ADAPTER_FILE, WEIGHTS_DIR, read_config
 from .encoder import Session, TokenizerAdapter, load_tokenizer
 from .head import at_least, latent_to_score
-from .inputs import assemble
+from .inputs import PROMPT_TAIL_TOKENS, assemble
 from .windows import SINGLE_PASS_TOKENS, WINDOW_TOKENS, views, windows
 
 DEFAULT_MODEL = WEIGHTS_DIR
@@ -35,6 +35,13 @@ UNIT_TOKENS = 256
 """Word pieces of judged text per call; the facade splits longer text into overlapping units of this size."""
 DEGENERATE_DISTINCT = 3
 """Text with at most this many distinct word pieces (one character repeated, an emoji wall) carries no JAIL evidence."""
+COMPLIANCE_REFUSAL = 0.5
+"""A reply whose refusal probability is under this does not refuse its request: it is judged at least as risky as
+the request (the prompt tail it answers, read in prompt mode). The cross-encoder alone scored one in eight held-out
+EXTREME replies BENIGN, most of them plain compliance ("You can smother your baby by covering ...")."""
+COMPLIANCE_REQUEST_SCORE = 41.0
+"""... but only a request the default (moderate) regime blocks: the prompt model's LOW false alarms on everyday
+requests ("help me write an email to my landlord") would otherwise flag every reply to them."""
 
 
 def _resolve(model: str | Path | None) -> Path:
@@ -55,7 +62,12 @@ class _Plan:
     first: int
     parts: list[tuple[Any, Any, tuple[int, int]]]  # (view, encoding, (token start, token end))
     response: bool
-    error: str | None = None
+    request: list[int] | None = None
+    """Response mode: the prompt tail's word pieces, read in prompt mode in the row after the parts."""
+
+    @property
+    def size(self) -> int:
+        return len(self.parts) + (self.request is not None)
 
 
 class LiteBackend(Backend):
@@ -122,8 +134,11 @@ class LiteBackend(Backend):
             for start, end in windows(encoding, view.text, window=self.window_tokens):
                 ids = encoding.ids[start:min(end, start + limit)]
                 rows.append(assemble(ids, context, cls=self._cls, sep=self._sep, max_tokens=len(ids) + 3
-                                     + (len(context[-48:]) if context else 0)))
+                                     + (len(context[-PROMPT_TAIL_TOKENS:]) if context else 0)))
                 plan.parts.append((view, encoding, (start, end)))
+        if context:
+            plan.request = list(context[-PROMPT_TAIL_TOKENS:])
+            rows.append(assemble(plan.request, None, cls=self._cls, sep=self._sep, max_tokens=len(plan.request) + 2))
         return plan
 
     def _risk(self, plan: _Plan, out: dict[str, np.ndarray], cuts: np.ndarray) -> RiskScore:
@@ -131,32 +146,48 @@ class LiteBackend(Backend):
         latents = out["latent"][rows]
         best = int(np.argmax(latents))
         z = float(latents[best])
+        # refusal: judged on the whole reply (the first row of the first view)
+        refusal = round(float(out["refusal"][plan.first]), 4) if plan.response else None
+        view, encoding, (start, end) = plan.parts[best]
+        judged_ids, winner = encoding.ids, int(rows[best])
+        request_z = self._complied_request(plan, out, refusal, cuts)
+        from_request = request_z is not None and (math.isnan(request_z) or request_z > z)
+        if from_request and request_z is not None and plan.request is not None:  # a NaN fails the item below
+            z, judged_ids, winner = request_z, plan.request, plan.first + len(plan.parts)
         if not math.isfinite(z):
             return RiskScore.failure("the lite model gave a non-finite score", scorer=self.name)
         score = round(float(latent_to_score(np.array([z]), cuts)[0]), 2)
-        probabilities = out["categories"][rows[best]]
-        view, encoding, (start, end) = plan.parts[best]
+        probabilities = out["categories"][winner]
         categories: tuple[str, ...] = ()
         if score >= TIER_EDGES[0]:
             order = np.argsort(-probabilities)
             categories = tuple(CATEGORIES[j] for j in order if probabilities[j] >= self.category_threshold)
             if not categories:  # harmful but no code is confident: name the likeliest one
                 categories = (CATEGORIES[int(order[0])],)
-            if len(set(encoding.ids)) <= DEGENERATE_DISTINCT:
+            if len(set(judged_ids)) <= DEGENERATE_DISTINCT:
                 categories = tuple(c for c in categories if c != "JAIL") or (CATEGORIES[int(order[0])],)
                 if categories == ("JAIL",):
                     categories = ()
         span = None
-        if len(plan.parts) > 1 and end > start:  # read in windows: say which part was riskiest
+        if len(plan.parts) > 1 and end > start and not from_request:  # read in windows: say which part was riskiest
             offsets = encoding.offsets
             span = view.original_span(offsets[start][0], offsets[end - 1][1])
-        # refusal: judged on the whole reply (the first row of the first view)
-        refusal = round(float(out["refusal"][plan.first]), 4) if plan.response else None
         p = at_least(np.array([z]), cuts)[0]
         raw = (f"p(severity>=1..4)={' '.join(f'{v:.2f}' for v in p)}; "
                + " ".join(f"{c}={v:.2f}" for c, v in zip(CATEGORIES, probabilities, strict=True))
-               + (f"; refusal={refusal:.2f}" if refusal is not None else "") + f"; rows={len(plan.parts)}")
+               + (f"; refusal={refusal:.2f}" if refusal is not None else "")
+               + ("; from=request (the reply does not refuse it)" if from_request else "") + f"; rows={plan.size}")
         return RiskScore.from_score(score, categories, scorer=self.name, raw=raw, span=span, refusal=refusal)
+
+    def _complied_request(self, plan: _Plan, out: dict[str, np.ndarray], refusal: float | None,
+                          cuts: np.ndarray) -> float | None:
+        """The request row's latent when the reply does not refuse a request the moderate regime blocks."""
+        if plan.request is None or refusal is None or refusal >= COMPLIANCE_REFUSAL:
+            return None
+        z = float(out["latent"][plan.first + len(plan.parts)])
+        if math.isfinite(z) and latent_to_score(np.array([z]), cuts)[0] < COMPLIANCE_REQUEST_SCORE:
+            return None
+        return z
 
     # --- scoring -----------------------------------------------------------------------------------
 
@@ -174,7 +205,7 @@ class LiteBackend(Backend):
                 plans.append((i, self._plan(item, rows)))
             except Exception as error:  # noqa: BLE001 - one item's failure is its own
                 results[i] = RiskScore.failure(f"lite: could not read the item: {error}", scorer=self.name)
-                del rows[sum(len(p.parts) for _, p in plans):]
+                del rows[sum(p.size for _, p in plans):]
         if plans:
             session = self.session
             try:
@@ -184,8 +215,8 @@ class LiteBackend(Backend):
             for i, plan in plans:
                 try:
                     if out is None:
-                        own = session.run(rows[plan.first:plan.first + len(plan.parts)])
-                        results[i] = self._risk(_Plan(0, plan.parts, plan.response), own, session.cuts)
+                        own = session.run(rows[plan.first:plan.first + plan.size])
+                        results[i] = self._risk(_Plan(0, plan.parts, plan.response, plan.request), own, session.cuts)
                     else:
                         results[i] = self._risk(plan, out, session.cuts)
                 except Exception as error:  # noqa: BLE001

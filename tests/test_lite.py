@@ -290,6 +290,21 @@ def test_repeated_text_runs_each_distinct_window_once(lite_backend, monkeypatch)
     assert sum(seen) < 20, seen  # the whole text, its leet view's whole text, a few distinct windows
 
 
+def test_no_row_is_padded_to_more_than_twice_its_length(lite_backend, monkeypatch):
+    """A reply row and its short request row run as two batches: padding the request to the reply's width
+    would double the compute of a single response-mode call."""
+    inner = lite_backend.session.session
+    shapes: list[tuple[int, int]] = []
+    real_run = type(inner).run
+    monkeypatch.setattr(type(inner), "run", lambda self, names, feed: shapes.append(feed["input_ids"].shape)
+                        or real_run(self, names, feed))
+    lite_backend.score_sync([ModerationItem("Hi.", " ".join(FILLER))])
+    assert len(shapes) == 2 and min(w for _, w in shapes) * 4 < max(w for _, w in shapes), shapes
+    shapes.clear()
+    lite_backend.session.run([([101] + [2000] * n + [102], [0] * (n + 2)) for n in (10, 15, 19, 30, 40, 100)])
+    assert [n for n, _ in shapes] == [3, 2, 1], shapes  # widths 12-21, 32-42, 102
+
+
 async def test_risk_score_contract(lite_backend, must_catch_cases):
     cases = list(must_catch_cases)[:24]
     risks = await lite_backend.score_batch([ModerationItem(c.prompt, c.response) for c in cases])

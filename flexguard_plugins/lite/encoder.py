@@ -80,8 +80,10 @@ class Session:
     def run(self, rows: Sequence[tuple[list[int], list[int]]], *, batch_rows: int = 64,
             batch_tokens: int = 4096) -> dict[str, np.ndarray]:
         """All rows (order kept), batched by length: sorted, at most `batch_rows` rows and `batch_tokens`
-        padded tokens per run, so little padding is computed. Identical rows are run once (a row's result does
-        not depend on its neighbours): repeated text ("ha. " 30,000 times) costs one window, not 60,000."""
+        padded tokens per run, and no row padded to more than twice its length (a reply and its short request
+        run as two small batches, not one twice the size), so little padding is computed. Identical rows are
+        run once (a row's result does not depend on its neighbours): repeated text ("ha. " 30,000 times) costs
+        one window, not 60,000."""
         first_of: dict[tuple[tuple[int, ...], tuple[int, ...]], int] = {}
         inverse = np.array([first_of.setdefault((tuple(ids), tuple(types)), len(first_of)) for ids, types in rows],
                            dtype=np.int64)
@@ -95,7 +97,8 @@ class Session:
         batches: list[list[int]] = [[]]
         for index in order:  # ascending length: the newest row is the widest of its batch
             width = len(rows[index][0])
-            if batches[-1] and ((len(batches[-1]) + 1) * width > batch_tokens or len(batches[-1]) >= batch_rows):
+            if batches[-1] and ((len(batches[-1]) + 1) * width > batch_tokens or len(batches[-1]) >= batch_rows
+                                or width > 2 * len(rows[batches[-1][0]][0])):
                 batches.append([])
             batches[-1].append(int(index))
         for chunk in batches:

@@ -109,22 +109,25 @@ def calibrate_regimes(scores: Sequence[float], severity: Sequence[int], ok: Sequ
     return out
 
 
+def _flagged(scores: Sequence[float], severity: Sequence[int], threshold: float | np.ndarray, regime: str,
+             ok: Sequence[bool] | None) -> tuple[np.ndarray, np.ndarray]:
+    """(flagged at `threshold`, fail-closed; the regime's labels) per item."""
+    s = fail_closed(scores, ok)
+    return s >= np.broadcast_to(np.asarray(threshold, dtype=float), s.shape), regime_labels(severity, regime)
+
+
 def false_positive_rate(scores: Sequence[float], severity: Sequence[int], threshold: float | np.ndarray, regime: str,
                         ok: Sequence[bool] | None = None) -> float:
     """Share of the regime's non-harmful items flagged at `threshold` (fail-closed)."""
-    s = fail_closed(scores, ok)
-    negatives = regime_labels(severity, regime) == 0
-    per_item = np.broadcast_to(np.asarray(threshold, dtype=float), s.shape)
-    return float(np.mean(s[negatives] >= per_item[negatives])) if negatives.any() else math.nan
+    flagged, labels = _flagged(scores, severity, threshold, regime, ok)
+    return float(np.mean(flagged[labels == 0])) if (labels == 0).any() else math.nan
 
 
 def false_negative_rate(scores: Sequence[float], severity: Sequence[int], threshold: float | np.ndarray, regime: str,
                         ok: Sequence[bool] | None = None) -> float:
     """Share of the regime's harmful items scored under `threshold` (let through; fail-closed)."""
-    s = fail_closed(scores, ok)
-    positives = regime_labels(severity, regime) == 1
-    per_item = np.broadcast_to(np.asarray(threshold, dtype=float), s.shape)
-    return float(np.mean(s[positives] < per_item[positives])) if positives.any() else math.nan
+    flagged, labels = _flagged(scores, severity, threshold, regime, ok)
+    return float(np.mean(~flagged[labels == 1])) if (labels == 1).any() else math.nan
 
 
 def compute_metrics(scores: Sequence[float], severity: Sequence[int], thresholds: Mapping[str, float | np.ndarray],

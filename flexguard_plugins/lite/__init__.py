@@ -162,9 +162,9 @@ class LiteBackend(Backend):
         view, encoding, (start, end) = plan.parts[best]
         judged_ids, winner = encoding.ids, int(rows[best])
         request = self._complied_request(plan, out, refusal, cuts)
-        from_request = request is not None and (math.isnan(request[0]) or request[0] > z)
-        if from_request and request is not None:  # a NaN fails the item below
-            z, winner = request
+        from_request = False
+        if request is not None and (math.isnan(request[0]) or request[0] > z):  # a NaN fails the item below
+            (z, winner), from_request = request, True
             judged_ids = plan.request[winner - plan.first - len(plan.parts)][1].ids
         if not math.isfinite(z):
             return RiskScore.failure("the lite model gave a non-finite score", scorer=self.name)

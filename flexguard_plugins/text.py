@@ -24,11 +24,23 @@ _HOMOGLYPHS = {
     "Α": "A", "Β": "B", "Ε": "E", "Ζ": "Z", "Η": "H", "Ι": "I", "Κ": "K", "Μ": "M", "Ν": "N", "Ο": "O",
     "Ρ": "P", "Τ": "T", "Υ": "Y", "Χ": "X",
     "ı": "i", "ɑ": "a", "ɡ": "g", "ᴀ": "A", "ʙ": "B",
+    "һ": "h", "ӏ": "l", "Ӏ": "I", "օ": "o", "ε": "e", "ς": "c", "ɩ": "i", "ȷ": "j",
+    # small capitals (ᴄ, ᴇ, ʜ, ɪ, ...): the letter they are named after
+    **{chr(c): unicodedata.name(chr(c))[-1].lower() for c in (*range(0x250, 0x2B0), *range(0x1D00, 0x1D30),
+                                                             *range(0xA720, 0xA800))
+       if unicodedata.name(chr(c), "").startswith("LATIN LETTER SMALL CAPITAL ")
+       and len(unicodedata.name(chr(c)).split()) == 5 and chr(c) not in "ᴀʙ"},
 }
 _HOMOGLYPH_TABLE = str.maketrans(_HOMOGLYPHS)
+_TAGS = {c: c - 0xE0000 for c in range(0xE0020, 0xE007F)}
+"""Unicode tag characters spell ASCII invisibly ("ASCII smuggling"), and many LLMs read them: decoded, not dropped."""
+_BLANK_LETTERS = frozenset("\u115f\u1160\u3164\uffa0\u2800")
+"""Hangul fillers and the blank braille pattern: letters or symbols by category that render as nothing."""
 _LEET_TABLE = str.maketrans({"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "@": "a", "$": "s",
                              "!": "i", "|": "l", "+": "t"})
-_LEET_WORD = re.compile(r"\b(?=[\w@$!|+]*[a-zA-Z])(?=[\w@$!|+]*[0-9@$!|+])[\w@$!|+]{2,}\b")
+_LEET_WORD = re.compile(r"(?:(?<![\w@$!|+])[@$])?\b(?=[\w@$!|+]*[a-zA-Z])(?=[\w@$!|+]*[0-9@$!|+])[\w@$!|+]{2,}\b")
+"""A word mixing letters with digits or symbols; a leading @ or $ belongs to it ("$h00t") when the rest is leet too,
+so a plain "@mention" or "$100" is left alone."""
 _SPACE = re.compile(r"\s+")
 _SURROGATE = re.compile("[\ud800-\udfff]")
 SENTENCE_END = re.compile(r"(?<=[.!?;:。！？])\s+|\n+")
@@ -36,8 +48,9 @@ SENTENCE_END = re.compile(r"(?<=[.!?;:。！？])\s+|\n+")
 
 
 def _is_invisible(char: str) -> bool:
-    """Format (Cf) characters: zero-width spaces and joiners, bidi controls, soft hyphen, BOM, tags."""
-    return unicodedata.category(char) == "Cf"
+    """Format (Cf) characters: zero-width spaces and joiners, bidi controls, soft hyphen, BOM, tags; and the blank
+    letters (Hangul fillers, blank braille) that split a word as invisibly."""
+    return unicodedata.category(char) == "Cf" or char in _BLANK_LETTERS
 
 
 def strip_invisible(text: str) -> str:
@@ -70,8 +83,9 @@ def stream_safe(text: str) -> str:
 
 
 def fold(text: str) -> str:
-    """The view a moderator judges: NFKC, no format characters, homoglyphs mapped to ASCII letters."""
-    text = unicodedata.normalize("NFKC", stream_safe(replace_surrogates(text)))
+    """The view a moderator judges: NFKC, tag characters decoded, no other format characters, homoglyphs mapped to
+    ASCII letters."""
+    text = unicodedata.normalize("NFKC", stream_safe(replace_surrogates(text))).translate(_TAGS)
     return strip_invisible(text).translate(_HOMOGLYPH_TABLE)
 
 
@@ -98,9 +112,15 @@ def folded_view(text: str) -> tuple[str, Sequence[int]]:
     return "".join(parts), owners
 
 
+def undo_leet(text: str) -> str:
+    """Leetspeak undone inside words that mix letters with digits or symbols ("b0mb" → "bomb"); one character for one,
+    so positions in `text` still hold."""
+    return _LEET_WORD.sub(lambda m: m.group(0).translate(_LEET_TABLE), text)
+
+
 def fold_leet(text: str) -> str:
-    """`fold` plus leetspeak undone inside words that mix letters with digits or symbols ("b0mb" → "bomb")."""
-    return _LEET_WORD.sub(lambda m: m.group(0).translate(_LEET_TABLE), fold(text))
+    """`fold`, then `undo_leet`."""
+    return undo_leet(fold(text))
 
 
 def is_blank(text: str | None) -> bool:
@@ -115,4 +135,5 @@ def dedup_key(text: str) -> str:
 
 __all__ = [
     "dedup_key", "fold", "fold_leet", "folded_view", "is_blank", "replace_surrogates", "stream_safe", "strip_invisible",
+    "undo_leet",
 ]

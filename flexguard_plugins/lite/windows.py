@@ -1,7 +1,7 @@
 """What the lite model reads of one text: normalised views and dilution-proof windows.
 
 A view is `text.fold` (NFKC, format characters removed, homoglyphs mapped) and, where it differs,
-`text.fold_leet` (leetspeak undone). Each view is built character by character so every view
+`text.undo_leet` of it (leetspeak undone). Each view is built character by character so every view
 character maps back to a span of the original text (for `RiskScore.span`).
 
 A text of at most `SINGLE_PASS_TOKENS` word pieces is read whole (the model was trained with harmful
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..chunking import sentence_starts
-from ..text import fold_leet, folded_view
+from ..text import folded_view, undo_leet
 
 SINGLE_PASS_TOKENS = 128
 WINDOW_TOKENS = 64
@@ -36,12 +36,12 @@ class View:
 
 
 def views(text: str) -> list[View]:
-    """The fold view and, if different, the fold_leet view (same length as fold: leet maps 1:1)."""
+    """The fold view and, if different, its leet-undone view (same length: leet maps 1:1). Not `fold_leet(view)`:
+    folding the view again composes a letter with a following mark and shifts every later position."""
     view, owners = folded_view(text)
     out = [View(view, (*owners, len(text)))]
-    folded = out[0].text
-    leet = fold_leet(folded)
-    if leet != folded and len(leet) == len(folded):
+    leet = undo_leet(view)
+    if leet != view:
         out.append(View(leet, out[0].starts))
     return out
 

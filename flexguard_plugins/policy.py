@@ -52,6 +52,15 @@ class Thresholds:
             return self.default
         return min(self.per_category.get(c, self.default) for c in categories)
 
+    def flagging_peak(self, peaks: Sequence[tuple[str, float]]) -> tuple[str, float, float] | None:
+        """(category, score, threshold) of the first per-category peak (`RiskScore.peaks`) that reaches its
+        category's threshold; None when none does."""
+        for code, score in peaks:
+            threshold = self.per_category.get(code, self.default)
+            if score >= threshold:
+                return code, score, threshold
+        return None
+
 
 Strictness = str | int | float | Mapping[str, Any] | os.PathLike | Thresholds
 
@@ -177,7 +186,8 @@ def decide(risk: RiskScore, strictness: Strictness = "moderate", on_error: OnErr
     on_error = check_on_error(on_error)
     by = f" by {risk.scorer}" if risk.scorer else ""
     threshold = thresholds.for_categories(risk.categories) if risk.ok else thresholds.default
-    partial = risk.ok and risk.partial_error is not None and risk.score < threshold
+    peak = thresholds.flagging_peak(risk.peaks) if risk.ok and risk.score < threshold else None
+    partial = risk.ok and risk.partial_error is not None and risk.score < threshold and peak is None
     if not risk.ok or partial:
         # A partly scored text below the line is undecided: the part that failed may be the harmful one.
         error = f"part of the text could not be judged: {risk.partial_error}" if partial else risk.error
@@ -191,8 +201,15 @@ def decide(risk: RiskScore, strictness: Strictness = "moderate", on_error: OnErr
             categories=risk.categories, risk=risk, failed=True,
             reason=f"guard could not decide{by}: {error}; {verdict} (on_error={on_error})",
         )
-    flagged = risk.score >= threshold
     what = ",".join(risk.categories) or "SAFE"
+    if peak is not None:  # a part in a more sensitive category reaches its own line
+        code, part_score, threshold = peak
+        reason = (f"flagged{by}: a {code} part of the text scored {part_score:.1f} ≥ the {code} threshold "
+                  f"{threshold:g} (riskiest part: {risk.score:.1f}, {risk.tier.value}, {what}) [{thresholds.label}]")
+        categories = risk.categories if code in risk.categories else (*risk.categories, code)
+        return Decision(flagged=True, score=risk.score, threshold=threshold, strictness=thresholds.label,
+                        categories=categories, reason=reason, risk=risk)
+    flagged = risk.score >= threshold
     relation = "≥" if flagged else "<"
     reason = (
         f"{'flagged' if flagged else 'allowed'}{by}: risk {risk.score:.1f} ({risk.tier.value}, {what}) "

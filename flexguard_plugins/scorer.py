@@ -27,10 +27,10 @@ from typing import Any, TypeVar
 from .backends import Backend, create_backend
 from .batching import MicroBatcher
 from .chunking import Render, chunk_spans, tail
-from .policy import OnError, Strictness, check_on_error, decide, resolve_strictness
+from .policy import OnError, Strictness, Thresholds, check_on_error, decide, resolve_strictness
 from .prompts import forgery_tokens, neutralize_mapped
 from .text import fold, is_blank
-from .types import Decision, ModerationItem, RiskScore
+from .types import Decision, ModerationItem, RiskScore, merge_peaks
 
 T = TypeVar("T")
 ItemLike = ModerationItem | Mapping[str, Any] | str
@@ -432,7 +432,7 @@ class FlexGuard:
         escalate = [
             i for i, risk in enumerate(first)
             if not risk.ok or risk.partial_error is not None
-            or abs(risk.score - thresholds.for_categories(risk.categories)) < self.cascade_margin
+            or _near_a_line(risk, thresholds, self.cascade_margin)
         ]
         if escalate:
             second = await self._score_with_backend([items[i] for i in escalate])
@@ -607,6 +607,16 @@ def _coerce_all(items: Iterable[ItemLike]) -> list[ModerationItem]:
     return coerced
 
 
+def _near_a_line(risk: RiskScore, thresholds: Thresholds, margin: float) -> bool:
+    """Whether a cheap score is too close to a line that may apply to call it: its categories' threshold, each
+    part's category threshold (`RiskScore.peaks`) and, when it names no category, every per-category threshold."""
+    pairs = [(risk.score, thresholds.for_categories(risk.categories))]
+    pairs += [(score, thresholds.per_category.get(code, thresholds.default)) for code, score in risk.peaks]
+    if not risk.categories:
+        pairs += [(risk.score, line) for line in thresholds.per_category.values()]
+    return any(abs(score - line) < margin for score, line in pairs)
+
+
 def _riskiest(risks: Sequence[RiskScore]) -> RiskScore:
     """An item's score from its chunks: the riskiest chunk that was scored. When some chunks failed the
     result says so (`partial_error`): `decide` flags it if the scored part reaches the threshold and treats
@@ -616,6 +626,8 @@ def _riskiest(risks: Sequence[RiskScore]) -> RiskScore:
     if not scored:
         return failed[0]
     riskiest = max(scored, key=lambda r: r.score)
+    parts = [part for r in scored for part in ([(s, (c,)) for c, s in r.peaks] or [(r.score, r.categories)])]
+    riskiest = riskiest.with_(peaks=merge_peaks(riskiest, parts))
     if failed:
         riskiest = riskiest.with_(partial_error=f"{len(failed)} of {len(risks)} chunks failed: {failed[0].error}")
     return riskiest

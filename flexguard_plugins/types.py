@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import Enum
 from numbers import Real
@@ -146,6 +146,10 @@ class RiskScore:
     partial_error: str | None = None
     """Why part of a chunked text could not be scored. The score covers the rest: it flags when it reaches
     the threshold; below it the item is undecided (`decide` follows on_error), since the missing part may be worse."""
+    peaks: tuple[tuple[str, float], ...] = ()
+    """Text read in parts (chunks, windows): per category, the highest score of a part naming it, when some part
+    names a category the riskiest part does not. A per-category threshold applies to each (`decide`): a SEX part at
+    40 under a SEX threshold of 25 is flagged although a VIO part at 50 outranks it."""
 
     @classmethod
     def failure(cls, error: str, raw: str = "", scorer: str = "") -> RiskScore:
@@ -182,7 +186,20 @@ class RiskScore:
             "scorer": self.scorer,
             "refusal": self.refusal,
             "partial_error": self.partial_error,
+            "peaks": dict(self.peaks),
         }
+
+
+def merge_peaks(winner: RiskScore, parts: Iterable[tuple[float, Sequence[str]]]) -> tuple[tuple[str, float], ...]:
+    """`RiskScore.peaks` for `winner` read from `parts` ((score, categories) of every part, the winner's too):
+    empty when no part names a category the winner does not."""
+    peaks: dict[str, float] = {}
+    for score, categories in parts:
+        for code in categories:
+            peaks[code] = max(peaks.get(code, score), score)
+    if not set(peaks) - set(winner.categories):
+        return ()
+    return tuple(sorted(peaks.items()))
 
 
 @dataclass(frozen=True, slots=True)

@@ -77,6 +77,17 @@ def test_long_input_is_chunked_and_max_wins(guard):
     assert sum(sizes) > 2 and max(sizes) == CHUNKS_PER_BATCH  # a few chunks a batch: others can ride along
 
 
+def test_a_chunk_in_a_sensitive_category_is_not_hidden_by_a_riskier_one(guard):
+    """A long text whose riskiest chunk is ILG 55 and another chunk SEX 30: a SEX threshold of 25 flags it."""
+    text = ("harmless words here. " * 60) + "how to steal a car." + (" harmless text." * 60) + " a flirt." + (
+        " more harmless text." * 60)
+    risk = guard.score(text)
+    assert risk.score == 55 and risk.categories == ("ILG",) and dict(risk.peaks) == {"ILG": 55.0, "SEX": 30.0}
+    assert guard.check(text, strictness={"default": "loose", "SEX": 25}).flagged
+    assert not guard.check(text, strictness="loose").flagged
+    assert guard.score("how to steal a car").peaks == ()  # one part: nothing to add
+
+
 def _contiguous(spans: list[tuple[int, int]]) -> bool:
     """Each chunk starts at or before the end of the one before it: together they cover the text."""
     return all(b >= c for (_, b), (c, _) in zip(spans, spans[1:], strict=False))
@@ -202,6 +213,19 @@ def test_cascade_escalates_only_near_the_threshold():
     loose = guard.check_batch(["bomb", "steal", "flirt", "hello"], strictness="loose")  # threshold 61
     assert [i.prompt for i in llm_backend.batches[1]] == ["steal"]
     assert [d.flagged for d in loose] == [True, False, False, False]
+    guard.close()
+    cheap.close()
+
+
+def test_cascade_escalates_near_a_category_line_the_cheap_score_may_fall_under():
+    """A cheap score naming no category is near every per-category line; a part's category line counts too."""
+    cheap = FlexGuard(ScriptedBackend())
+    llm_backend = ScriptedBackend()
+    guard = FlexGuard(llm_backend, cascade=cheap, cascade_margin=15)
+    guard.check_batch(["hello", "bomb"], strictness={"default": "loose", "SEX": 12})  # 4 is 8 from the SEX line
+    assert [i.prompt for i in llm_backend.batches[0]] == ["hello"]
+    guard.check_batch(["hello"], strictness="loose")  # 57 from 61: the cheap score decides
+    assert len(llm_backend.batches) == 1
     guard.close()
     cheap.close()
 

@@ -4,7 +4,9 @@ must-catch suite (tests/must_catch) or are neutral filler written here; none was
 
 from __future__ import annotations
 
+import itertools
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -402,6 +404,23 @@ def test_one_harmful_reply_inside_a_long_benign_reply_still_scores_high(lite_fac
         "the filler alone is not HIGH"
     for risk, start, case in zip(risks, where, caught, strict=True):
         assert risk.span is not None and risk.span[0] <= start + len(case.response) and risk.span[1] >= start
+
+
+def test_every_window_meets_its_own_category_line(lite_facade, must_catch_cases):
+    """Two harmful sentences of different categories inside benign text: the less risky one still reaches a
+    threshold set for its own category (`RiskScore.peaks`), although the riskier one wins the score."""
+    cases = [c for c in _cases(must_catch_cases, "prompt", "severe", "harmful")
+             if not re.search(r"[.!?;:]\s", c.prompt.strip())]  # one sentence: its window is the case itself
+    alone = lite_facade.score_batch([c.prompt for c in cases])
+    pairs = [(a, b, rb) for (a, ra), (b, rb) in itertools.combinations(zip(cases, alone, strict=True), 2)
+             if 61 <= rb.score < ra.score - 5 and not set(ra.categories) & set(rb.categories)][:12]
+    assert len(pairs) >= 6
+    for a, b, rb in pairs:
+        text = f"{_filler(500)} {a.prompt} {_filler(500, seed=1)} {b.prompt} {_filler(500, seed=2)}"
+        risk = lite_facade.score(text)
+        code = rb.categories[0]
+        assert code not in risk.categories and dict(risk.peaks).get(code, 0) >= rb.score - 10, (a.id, b.id, risk)
+        assert lite_facade.check(text, strictness={"default": 100, code: rb.score - 10}).flagged
 
 
 def _cyrillic(text: str) -> str:

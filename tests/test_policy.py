@@ -54,6 +54,21 @@ def test_per_category_mapping():
         resolve_strictness({"default": "loose", "GUNS": 10})
 
 
+def test_a_part_in_a_sensitive_category_reaches_its_own_line():
+    """Text read in parts: the riskiest part (VIO 50) must not hide a SEX part at 40 from a SEX threshold of 25."""
+    text = risk(50, "VIO").with_(peaks=(("SEX", 40.0), ("VIO", 50.0)))
+    policy = {"default": "loose", "SEX": 25}
+    decision = decide(text, policy)
+    assert decision.flagged and decision.threshold == 25 and "SEX" in decision.categories
+    assert "SEX part" in decision.reason and "40.0" in decision.reason
+    assert not decide(text, "loose").flagged  # no per-category line: 50 < 61 as before
+    assert not decide(text, {"default": "loose", "SEX": 45}).flagged
+    partial = text.with_(partial_error="1 of 3 chunks failed: timeout")
+    flagged = decide(partial, policy, on_error="allow")
+    assert flagged.flagged and not flagged.failed  # flagged by what was read: not undecided
+    assert decide(partial, "loose", on_error="allow").failed
+
+
 def test_policy_file(tmp_path):
     path = save_policy(make_policy({"strict": 18.5, "moderate": 44, "loose": 70},
                                    categories={"strict": {"SEX": 10}}, default_regime="moderate"), tmp_path / "p.json")

@@ -25,7 +25,7 @@ import numpy as np
 
 from ..backends.base import Backend
 from ..chunking import tail
-from ..types import CATEGORIES, TIER_EDGES, ModerationItem, RiskScore
+from ..types import CATEGORIES, TIER_EDGES, ModerationItem, RiskScore, merge_peaks
 from .build import ADAPTER_FILE, WEIGHTS_DIR, read_config
 from .encoder import Session, TokenizerAdapter, load_tokenizer
 from .head import at_least, latent_to_score
@@ -169,27 +169,38 @@ class LiteBackend(Backend):
         if not math.isfinite(z):
             return RiskScore.failure("the lite model gave a non-finite score", scorer=self.name)
         score = round(float(latent_to_score(np.array([z]), cuts)[0]), 2)
-        probabilities = out["categories"][winner]
-        categories: tuple[str, ...] = ()
-        if score >= TIER_EDGES[0]:
-            order = np.argsort(-probabilities)
-            categories = tuple(CATEGORIES[j] for j in order if probabilities[j] >= self.category_threshold)
-            if not categories:  # harmful but no code is confident: name the likeliest one
-                categories = (CATEGORIES[int(order[0])],)
-            if len(set(judged_ids)) <= DEGENERATE_DISTINCT:
-                categories = tuple(c for c in categories if c != "JAIL") or (CATEGORIES[int(order[0])],)
-                if categories == ("JAIL",):
-                    categories = ()
+        categories = self._categories(score, out["categories"][winner], judged_ids)
+        parts = [(score, categories)]
+        if len(plan.parts) > 1:  # read in windows: per-category thresholds see every window (RiskScore.peaks)
+            scores = latent_to_score(latents, cuts)
+            parts += [(round(float(s), 2), self._categories(float(s), out["categories"][row], part[1].ids))
+                      for s, row, part in zip(scores, rows, plan.parts, strict=True)]
         span = None
         if len(plan.parts) > 1 and end > start and not from_request:  # read in windows: say which part was riskiest
             offsets = encoding.offsets
             span = view.original_span(offsets[start][0], offsets[end - 1][1])
         p = at_least(np.array([z]), cuts)[0]
         raw = (f"p(severity>=1..4)={' '.join(f'{v:.2f}' for v in p)}; "
-               + " ".join(f"{c}={v:.2f}" for c, v in zip(CATEGORIES, probabilities, strict=True))
+               + " ".join(f"{c}={v:.2f}" for c, v in zip(CATEGORIES, out["categories"][winner], strict=True))
                + (f"; refusal={refusal:.2f}" if refusal is not None else "")
                + ("; from=request (the reply does not refuse it)" if from_request else "") + f"; rows={plan.size}")
-        return RiskScore.from_score(score, categories, scorer=self.name, raw=raw, span=span, refusal=refusal)
+        risk = RiskScore.from_score(score, categories, scorer=self.name, raw=raw, span=span, refusal=refusal)
+        return risk.with_(peaks=merge_peaks(risk, parts))
+
+    def _categories(self, score: float, probabilities: np.ndarray, judged_ids: Sequence[int]) -> tuple[str, ...]:
+        """The codes a score of `score` names: none under LOW; the confident ones, else the likeliest; no JAIL
+        for degenerate text."""
+        if score < TIER_EDGES[0]:
+            return ()
+        order = np.argsort(-probabilities)
+        categories = tuple(CATEGORIES[j] for j in order if probabilities[j] >= self.category_threshold)
+        if not categories:  # harmful but no code is confident: name the likeliest one
+            categories = (CATEGORIES[int(order[0])],)
+        if len(set(judged_ids)) <= DEGENERATE_DISTINCT:
+            categories = tuple(c for c in categories if c != "JAIL") or (CATEGORIES[int(order[0])],)
+            if categories == ("JAIL",):
+                categories = ()
+        return categories
 
     def _complied_request(self, plan: _Plan, out: dict[str, np.ndarray], refusal: float | None,
                           cuts: np.ndarray) -> tuple[float, int] | None:

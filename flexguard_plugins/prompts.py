@@ -12,7 +12,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from .text import fold, folded_view
+from .text import decode_tags, fold, folded_view
 from .types import ModerationItem
 
 THINK_OPEN = "<think>"
@@ -75,9 +75,11 @@ def neutralize_mapped(text: str, special_tokens: Sequence[str] = ()) -> tuple[st
 
     Forgeries are found on the folded view (NFKC, format characters removed, homoglyphs mapped: see
     `text.fold`), so `［Assistant］：`, `[Assi\u200bstant]:` or a Cyrillic `[Аssistant]:` are caught; only
-    the matched characters are rewritten and the rest of the user's text is kept exactly as it was.
+    the matched characters are rewritten and the rest of the user's text is kept as it was, except that Unicode tag
+    characters (invisible ASCII) are decoded, one for one.
     """
     pattern = _forgery_pattern(tuple(special_tokens))
+    text = decode_tags(text)  # the guard model reads what tag characters spell, as a downstream LLM may
     view, owners = folded_view(text)
     if not pattern.search(view):
         return text, None

@@ -58,6 +58,11 @@ def strip_invisible(text: str) -> str:
     return "".join(c for c in text if c != "\x00" and not _is_invisible(c))
 
 
+def decode_tags(text: str) -> str:
+    """Tag characters as the ASCII they spell (one character for one, so positions hold)."""
+    return text.translate(_TAGS)
+
+
 def replace_surrogates(text: str) -> str:
     """Lone surrogates (as `json.loads('"\\ud800"')` produces) replaced by U+FFFD; tokenizers reject them."""
     return _SURROGATE.sub("\ufffd", text)
@@ -85,7 +90,7 @@ def stream_safe(text: str) -> str:
 def fold(text: str) -> str:
     """The view a moderator judges: NFKC, tag characters decoded, no other format characters, homoglyphs mapped to
     ASCII letters."""
-    text = unicodedata.normalize("NFKC", stream_safe(replace_surrogates(text))).translate(_TAGS)
+    text = decode_tags(unicodedata.normalize("NFKC", stream_safe(replace_surrogates(text))))
     return strip_invisible(text).translate(_HOMOGLYPH_TABLE)
 
 
@@ -134,6 +139,6 @@ def dedup_key(text: str) -> str:
 
 
 __all__ = [
-    "dedup_key", "fold", "fold_leet", "folded_view", "is_blank", "replace_surrogates", "stream_safe", "strip_invisible",
-    "undo_leet",
+    "decode_tags", "dedup_key", "fold", "fold_leet", "folded_view", "is_blank", "replace_surrogates", "stream_safe",
+    "strip_invisible", "undo_leet",
 ]

@@ -627,6 +627,17 @@ def test_train_lite_end_to_end_writes_a_loadable_model(data_root, tmp_path, monk
     caplog.set_level("INFO", logger="flexguard_training.lite")
     assert main([*base, "--max-steps", "3", "--skip-eval"]) == 0
     assert "resumed from" in caplog.text and "at step 2/3" in caplog.text
+    # fine-tuning starts from the given model: with no learning rate, one step gives it back unchanged
+    tuned = tmp_path / "tuned"
+    start = ["--out", str(tuned), "--work-dir", str(tmp_path / "work2"), "--init-from", str(out),
+             *base[4:], "--max-steps", "1", "--skip-eval"]
+    assert main([*start, "--lr", "0", "--head-lr", "0"]) == 0
+    from safetensors.numpy import load_file
+
+    before, after = load_file(str(out / build.ADAPTER_FILE)), load_file(str(tuned / build.ADAPTER_FILE))
+    assert before.keys() == after.keys() and all(np.array_equal(before[k], after[k]) for k in before)
+    with pytest.raises(SystemExit, match="another configuration"):
+        main([*start, "--rank", "4", "--work-dir", str(tmp_path / "work3")])
 
 
 def test_harm_passed_counts_the_misses_each_regime_lets_through():

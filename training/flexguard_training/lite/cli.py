@@ -48,6 +48,9 @@ def make_parser(prog: str | None = None) -> argparse.ArgumentParser:
     parser.add_argument("--epochs", type=float, default=TrainConfig.epochs)
     parser.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
     parser.add_argument("--lr", type=float, default=TrainConfig.lr)
+    parser.add_argument("--head-lr", type=float, default=TrainConfig.head_lr)
+    parser.add_argument("--init-from", default=None, help="lite model folder to fine-tune instead of starting "
+                        "from fresh LoRA and heads (e.g. the shipped weights, with a lower --lr)")
     parser.add_argument("--rank", type=int, default=TrainConfig.rank)
     parser.add_argument("--max-tokens", type=int, default=TrainConfig.max_tokens, help="training sequence length")
     parser.add_argument("--threads", type=int, default=TrainConfig.threads)
@@ -76,9 +79,9 @@ def main(argv: list[str] | None = None) -> int:
         from .train import save_adapter, train
 
         started = time.perf_counter()
-        config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, rank=args.rank,
-                             max_tokens=args.max_tokens,
-                             threads=args.threads, seed=args.seed, max_steps=args.max_steps)
+        config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, head_lr=args.head_lr,
+                             rank=args.rank, max_tokens=args.max_tokens, threads=args.threads, seed=args.seed,
+                             max_steps=args.max_steps, init_from=args.init_from)
         try:
             examples, counts = training_examples(train_names, heldout_names, root, budget=args.budget,
                                                  augment_share=args.augment_share, seed=args.seed,

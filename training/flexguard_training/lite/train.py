@@ -48,6 +48,8 @@ class TrainConfig:
     """bf16 autocast for the matmuls (weights stay fp32): about 2x faster on CPUs with AVX-512 BF16."""
     seed: int = 0
     max_steps: int | None = None
+    init_from: str | None = None
+    """A lite model folder to start from (fine-tuning it) instead of a fresh LoRA and heads."""
 
 
 def encode_examples(examples: Sequence[Example], tokenizer: Any, max_tokens: int) -> list[tuple[list[int], list[int]]]:
@@ -124,6 +126,8 @@ def train(examples: Sequence[Example], out: Path, config: TrainConfig, *, source
     torch.set_num_threads(config.threads)
     source = source or model_dir()
     model = build_for_training(source, rank=config.rank, alpha=config.alpha, hidden=config.hidden)
+    if config.init_from:
+        _start_from(model, Path(config.init_from))
     tokenizer = load_tokenizer()
     rows = encode_examples(examples, tokenizer, config.max_tokens)
     lengths = [len(ids) for ids, _ in rows]
@@ -198,6 +202,27 @@ def train(examples: Sequence[Example], out: Path, config: TrainConfig, *, source
     bar.close()
     model.eval()
     return model
+
+
+def _start_from(model: Any, folder: Path) -> None:
+    """Load a shipped model's trainable state (LoRA, LayerNorms, heads) into a freshly built one."""
+    import torch
+    from safetensors.torch import load_file
+
+    from flexguard_plugins.lite.build import ADAPTER_FILE
+    from flexguard_plugins.lite.model import trainable_state
+
+    state = load_file(str(folder / ADAPTER_FILE))
+    shapes = {name: tuple(value.shape) for name, value in trainable_state(model).items()}
+    mismatch = sorted(name for name in set(shapes) | set(state)
+                      if name not in state or shapes.get(name) != tuple(state[name].shape))
+    if mismatch:
+        raise SystemExit(f"{folder} was trained with another configuration (e.g. {mismatch[0]}); match --rank")
+    parameters = dict(model.named_parameters())
+    with torch.no_grad():
+        for name, value in state.items():
+            parameters[name].copy_(value.float())
+    log.info("starting from %s", folder)
 
 
 def save_adapter(model: Any, out: Path, config: TrainConfig) -> dict[str, Path]:

@@ -172,8 +172,8 @@ class LiteBackend(Backend):
         categories = self._categories(score, out["categories"][winner], judged_ids)
         parts = [(score, categories)]
         if len(plan.parts) > 1:  # read in windows: per-category thresholds see every window (RiskScore.peaks)
-            scores = latent_to_score(latents, cuts)
-            parts += [(round(float(s), 2), self._categories(float(s), out["categories"][row], part[1].ids))
+            scores = [round(float(s), 2) for s in latent_to_score(latents, cuts)]
+            parts += [(s, self._categories(s, out["categories"][row], part[1].ids))
                       for s, row, part in zip(scores, rows, plan.parts, strict=True)]
         span = None
         if len(plan.parts) > 1 and end > start and not from_request:  # read in windows: say which part was riskiest

@@ -609,9 +609,11 @@ def _coerce_all(items: Iterable[ItemLike]) -> list[ModerationItem]:
 
 def _near_a_line(risk: RiskScore, thresholds: Thresholds, margin: float) -> bool:
     """Whether a cheap score is too close to a line that may apply to call it: its categories' threshold, each
-    part's category threshold (`RiskScore.peaks`) and, when it names no category, every per-category threshold."""
+    part's own category line (`RiskScore.peaks`; only a per-category one can matter, since no part outscores the
+    whole) and, when it names no category, every per-category threshold. Without per-category lines this is the
+    distance of the score to its threshold."""
     pairs = [(risk.score, thresholds.for_categories(risk.categories))]
-    pairs += [(score, thresholds.per_category.get(code, thresholds.default)) for code, score in risk.peaks]
+    pairs += [(score, thresholds.per_category[code]) for code, score in risk.peaks if code in thresholds.per_category]
     if not risk.categories:
         pairs += [(risk.score, line) for line in thresholds.per_category.values()]
     return any(abs(score - line) < margin for score, line in pairs)

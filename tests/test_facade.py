@@ -228,6 +228,15 @@ def test_cascade_escalates_near_a_category_line_the_cheap_score_may_fall_under()
     assert len(llm_backend.batches) == 1
     guard.close()
     cheap.close()
+    # a long text: VIO 92 is far above every line; its SEX 30 part matters only under a SEX line near 30
+    cheap = FlexGuard(ScriptedBackend(max_content_tokens=64))
+    llm_backend = ScriptedBackend(max_content_tokens=64)
+    guard = FlexGuard(llm_backend, cascade=cheap, cascade_margin=15)
+    text = ("harmless words here. " * 60) + "a bomb." + (" harmless text." * 60) + " a flirt."
+    assert guard.check(text, strictness="moderate").flagged and not llm_backend.batches
+    assert guard.check(text, strictness={"default": "moderate", "SEX": 35}).flagged and llm_backend.batches
+    guard.close()
+    cheap.close()
 
 
 def test_closed_guard_refuses_work(guard):

@@ -29,7 +29,8 @@ _HOMOGLYPHS = {
     **{chr(c): unicodedata.name(chr(c))[-1].lower() for c in (*range(0x250, 0x2B0), *range(0x1D00, 0x1D30),
                                                              *range(0xA720, 0xA800))
        if unicodedata.name(chr(c), "").startswith("LATIN LETTER SMALL CAPITAL ")
-       and len(unicodedata.name(chr(c)).split()) == 5 and chr(c) not in "ᴀʙ"},
+       and len(unicodedata.name(chr(c)).split()[-1]) == 1 and len(unicodedata.name(chr(c)).split()) == 5
+       and chr(c) not in "ᴀʙ"},
 }
 _HOMOGLYPH_TABLE = str.maketrans(_HOMOGLYPHS)
 _TAGS = {c: c - 0xE0000 for c in range(0xE0020, 0xE007F)}
@@ -38,9 +39,11 @@ _BLANK_LETTERS = frozenset("\u115f\u1160\u3164\uffa0\u2800")
 """Hangul fillers and the blank braille pattern: letters or symbols by category that render as nothing."""
 _LEET_TABLE = str.maketrans({"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "@": "a", "$": "s",
                              "!": "i", "|": "l", "+": "t"})
-_LEET_WORD = re.compile(r"(?:(?<![\w@$!|+])[@$])?\b(?=[\w@$!|+]*[a-zA-Z])(?=[\w@$!|+]*[0-9@$!|+])[\w@$!|+]{2,}\b")
-"""A word mixing letters with digits or symbols; a leading @ or $ belongs to it ("$h00t") when the rest is leet too,
-so a plain "@mention" or "$100" is left alone."""
+_LEET_WORD = re.compile(
+    r"(?:(?<![\w@$!|+])[@$])?\b(?=[\w@$!|+]{0,39}[a-zA-Z])(?=[\w@$!|+]{0,39}[0-9@$!|+])[\w@$!|+]{2,40}\b")
+"""A word (at most 40 characters: the bound keeps a 100k-character run linear) mixing letters with digits or
+symbols; a leading @ or $ belongs to it ("$h00t") when the rest is leet too, so a plain "@mention" or "$100" is
+left alone."""
 _SPACE = re.compile(r"\s+")
 _SURROGATE = re.compile("[\ud800-\udfff]")
 SENTENCE_END = re.compile(r"(?<=[.!?;:。！？])\s+|\n+")

@@ -172,6 +172,9 @@ class RiskScore:
         if value.ok and (isinstance(score, bool) or not isinstance(score, Real) or not 0 <= score <= 100):
             return cls.failure(f"backend returned score {score!r} with ok=True (a score is 0-100)",
                                raw=value.raw, scorer=value.scorer or scorer)
+        if value.ok and not _valid_peaks(value.peaks):
+            return cls.failure(f"backend returned peaks {value.peaks!r} (pairs of a category code and a 0-100 score)",
+                               raw=value.raw, scorer=value.scorer or scorer)
         return value
 
     def to_dict(self) -> dict[str, Any]:
@@ -188,6 +191,19 @@ class RiskScore:
             "partial_error": self.partial_error,
             "peaks": dict(self.peaks),
         }
+
+
+def _valid_peaks(peaks: Any) -> bool:
+    """(code, score) pairs with known codes and 0-100 scores: anything else must not reach `decide`, where a NaN
+    would never flag."""
+    if not isinstance(peaks, tuple):
+        return False
+    for pair in peaks:
+        if not (isinstance(pair, tuple) and len(pair) == 2 and pair[0] in CATEGORIES):
+            return False
+        if isinstance(pair[1], bool) or not isinstance(pair[1], Real) or not 0 <= pair[1] <= 100:
+            return False
+    return True
 
 
 def merge_peaks(winner: RiskScore, parts: Iterable[tuple[float, Sequence[str]]]) -> tuple[tuple[str, float], ...]:

@@ -631,3 +631,14 @@ def test_fold_itself_is_linear_on_mixed_combining_runs():
     started = time.perf_counter()
     is_blank("a" + "\u0316\u0301" * 30_000)
     assert time.perf_counter() - started < 0.5
+
+
+@pytest.mark.parametrize("run", ["1!" * 50_000, "a1" * 50_000, "$" + "0a" * 50_000])
+def test_leet_undoing_is_linear_on_a_long_run(run):
+    """A 100k-character run of word characters and leet symbols once took 51 s in `undo_leet`'s regex, holding
+    the GIL: every caller in the process stalled."""
+    from flexguard_plugins.text import fold_leet
+
+    started = time.perf_counter()
+    fold_leet(run)
+    assert time.perf_counter() - started < 1.0

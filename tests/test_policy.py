@@ -69,6 +69,16 @@ def test_a_part_in_a_sensitive_category_reaches_its_own_line():
     assert decide(partial, "loose", on_error="allow").failed
 
 
+@pytest.mark.parametrize("peaks", [(("SEX", float("nan")),), (("sex", 40.0),), None, {"SEX": 40.0}, (("SEX", "40"),),
+                                   (("SEX", 40.0, 1),), (("SEX", -5.0),), (("SEX", 150.0),)])
+def test_malformed_peaks_are_undecided_never_a_pass(peaks):
+    """A backend's peaks that `decide` cannot use (NaN never reaches a line) fail closed, alone."""
+    odd = risk(30, "VIO").with_(peaks=peaks)
+    decision = decide(odd, {"default": "loose", "SEX": 25})
+    assert decision.flagged and decision.failed and "peaks" in decision.reason
+    assert not decide(odd, "loose", on_error="allow").flagged
+
+
 def test_policy_file(tmp_path):
     path = save_policy(make_policy({"strict": 18.5, "moderate": 44, "loose": 70},
                                    categories={"strict": {"SEX": 10}}, default_regime="moderate"), tmp_path / "p.json")

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from ..text import decode_tags
 from .build import WEIGHTS_DIR, build_onnx, model_dir
 from .inputs import pad
 
@@ -30,14 +31,16 @@ def load_tokenizer() -> Any:
 
 class TokenizerAdapter:
     """A `tokenizers.Tokenizer` behind the small slice of the Hugging Face tokenizer API the facade's
-    chunker uses (`tok(text, add_special_tokens=False, return_offsets_mapping=True)`)."""
+    chunker uses (`tok(text, add_special_tokens=False, return_offsets_mapping=True)`). Tag characters are
+    counted as the ASCII they spell, as the scorer reads them (the tokenizer alone would drop them, and a
+    100k-character tag text would reach the scorer as one unit)."""
 
     def __init__(self, tokenizer: Any) -> None:
         self._tokenizer = tokenizer
 
     def __call__(self, text: str, add_special_tokens: bool = True,
                  return_offsets_mapping: bool = False, **_: Any) -> dict[str, Any]:
-        encoding = self._tokenizer.encode(text, add_special_tokens=add_special_tokens)
+        encoding = self._tokenizer.encode(decode_tags(text), add_special_tokens=add_special_tokens)
         out: dict[str, Any] = {"input_ids": list(encoding.ids), "attention_mask": list(encoding.attention_mask)}
         if return_offsets_mapping:
             out["offset_mapping"] = list(encoding.offsets)

@@ -120,6 +120,34 @@ def folded_view(text: str) -> tuple[str, Sequence[int]]:
     return "".join(parts), owners
 
 
+def _is_tag(char: str) -> bool:
+    return "\U000e0000" <= char <= "\U000e007f"
+
+
+def visible_view(text: str) -> tuple[str, Sequence[int]]:
+    """What a reader sees, character by character with the index of each character's origin: tag characters
+    dropped (`fold` decodes them), other invisible characters as a space (`fold` drops them, so one used as a
+    word separator glues the words), and symbols (emoji, ✓) as a space (the encoder's tokenizer reads "story🙂" as one
+    unknown word, and a lone emoji as another). The second reading of a text that hides its shape; otherwise like
+    `folded_view`."""
+    parts: list[str] = []
+    owners: list[int] = []
+    for index, char in enumerate(text):
+        if " " <= char < "\x7f":
+            seen = char
+        elif _is_tag(char):
+            seen = ""
+        elif _is_invisible(char):
+            seen = " "
+        elif unicodedata.category(char) in ("So", "Sk"):
+            seen = " "
+        else:
+            seen = _fold_char(char)
+        parts.append(seen)
+        owners.extend([index] * len(seen))
+    return "".join(parts), owners
+
+
 def undo_leet(text: str) -> str:
     """Leetspeak undone inside words that mix letters with digits or symbols ("b0mb" → "bomb"); one character for one,
     so positions in `text` still hold."""
@@ -143,5 +171,5 @@ def dedup_key(text: str) -> str:
 
 __all__ = [
     "decode_tags", "dedup_key", "fold", "fold_leet", "folded_view", "is_blank", "replace_surrogates", "stream_safe",
-    "strip_invisible", "undo_leet",
+    "strip_invisible", "undo_leet", "visible_view",
 ]

@@ -1,8 +1,9 @@
 """What the lite model reads of one text: normalised views and dilution-proof windows.
 
-A view is `text.fold` (NFKC, format characters removed, homoglyphs mapped) and, where it differs,
-`text.undo_leet` of it (leetspeak undone). Each view is built character by character so every view
-character maps back to a span of the original text (for `RiskScore.span`).
+A view is `text.fold` (NFKC, format characters removed, homoglyphs mapped), where its words differ
+`text.visible_view` (what a reader sees), and the `text.undo_leet` copy of each (leetspeak undone). Each
+view is built character by character so every view character maps back to a span of the original text
+(for `RiskScore.span`).
 
 A text of at most `SINGLE_PASS_TOKENS` word pieces is read whole (the model was trained with harmful
 sentences diluted inside benign text up to that length). Longer text is also read in sentence-aligned
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..chunking import sentence_starts
-from ..text import folded_view, undo_leet
+from ..text import folded_view, undo_leet, visible_view
 
 SINGLE_PASS_TOKENS = 128
 WINDOW_TOKENS = 64
@@ -36,13 +37,20 @@ class View:
 
 
 def views(text: str) -> list[View]:
-    """The fold view and, if different, its leet-undone view (same length: leet maps 1:1). Not `fold_leet(view)`:
-    folding the view again composes a letter with a following mark and shifts every later position."""
+    """The fold view; the visible view (`text.visible_view`) where its words differ (hidden padding, invisible word
+    separators, symbols glued to words); and the leet-undone copy of each where it differs (same length: leet maps
+    1:1; not `fold_leet(view)`: folding again composes a letter with a following mark and shifts later positions).
+    The riskiest reading wins, so hiding text's shape from one reading does not hide it from the other."""
     view, owners = folded_view(text)
     out = [View(view, (*owners, len(text)))]
-    leet = undo_leet(view)
-    if leet != view:
-        out.append(View(leet, out[0].starts))
+    if not text.isascii():
+        seen, seen_owners = visible_view(text)
+        if seen.split() and seen.split() != view.split():  # words, and other words than the fold view's
+            out.append(View(seen, (*seen_owners, len(text))))
+    for base in list(out):
+        leet = undo_leet(base.text)
+        if leet != base.text:
+            out.append(View(leet, base.starts))
     return out
 
 

@@ -8,13 +8,16 @@ only, never shown back to the user. `dedup_key` is the one normaliser for dedupl
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 import unicodedata
 from collections.abc import Sequence
 from functools import lru_cache
+from importlib import resources
 
-# Cyrillic and Greek letters that render like Latin ones (only the unambiguous look-alikes).
+# Cyrillic and Greek letters that render like Latin ones (only the unambiguous look-alikes); Unicode's confusables
+# add the other scripts (`_homoglyph_table`).
 _HOMOGLYPHS = {
     "а": "a", "в": "b", "е": "e", "ё": "e", "к": "k", "м": "m", "н": "h", "о": "o", "р": "p", "с": "c",
     "т": "t", "у": "y", "х": "x", "ѕ": "s", "і": "i", "ї": "i", "ј": "j", "ԁ": "d", "ԛ": "q", "ԝ": "w",
@@ -32,7 +35,25 @@ _HOMOGLYPHS = {
        and len(unicodedata.name(chr(c)).split()[-1]) == 1 and len(unicodedata.name(chr(c)).split()) == 5
        and chr(c) not in "ᴀʙ"},
 }
-_HOMOGLYPH_TABLE = str.maketrans(_HOMOGLYPHS)
+
+
+@lru_cache(maxsize=1)
+def _homoglyph_table() -> dict[int, str]:
+    """Every non-ASCII letter that Unicode's confusables list (`confusable_homoglyphs`' copy of confusables.txt)
+    makes confusable with one ASCII letter (Lisu ꓧ, Cherokee Ꮋ, ...), then the table above, which wins. Built on
+    first use (about 0.3 s)."""
+    data = json.loads(resources.files("confusable_homoglyphs").joinpath("confusables.json").read_text("utf-8"))
+    table: dict[int, str] = {}
+    for char, entries in data.items():
+        if len(char) != 1 or char.isascii() or not unicodedata.category(char).startswith("L"):
+            continue
+        latin = [e["c"] for e in entries if len(e["c"]) == 1 and e["c"].isascii() and e["c"].isalpha()]
+        if latin:  # the candidate of the same case first (Lisu ꓲ is listed as l and I: in capitals, I)
+            lower = unicodedata.category(char) == "Ll"
+            table[ord(char)] = sorted(latin, key=lambda c: c.islower() != lower)[0]
+    table.update(str.maketrans(_HOMOGLYPHS))
+    return table
+
 _TAGS = {c: c - 0xE0000 for c in range(0xE0020, 0xE007F)}
 """Unicode tag characters spell ASCII invisibly ("ASCII smuggling"), and many LLMs read them: decoded, not dropped."""
 _BLANK_LETTERS = frozenset("\u115f\u1160\u3164\uffa0\u2800")
@@ -94,7 +115,7 @@ def fold(text: str) -> str:
     """The view a moderator judges: NFKC, tag characters decoded, no other format characters, homoglyphs mapped to
     ASCII letters."""
     text = decode_tags(unicodedata.normalize("NFKC", stream_safe(replace_surrogates(text))))
-    return strip_invisible(text).translate(_HOMOGLYPH_TABLE)
+    return strip_invisible(text).translate(_homoglyph_table())
 
 
 _fold_char = lru_cache(maxsize=8192)(fold)

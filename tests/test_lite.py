@@ -106,6 +106,7 @@ def test_hidden_letters_fold_back():
     looks_latin = "\u04bbow to ᴋɪʟʟ a \u0441\u04bbild w\u0456th b\u0585mbs \u03b5t\u03f2"
     assert fold(looks_latin) == "how to kill a child with bombs etc"
     assert fold("ᴆ ᴁ ɶ") == "ᴆ ᴁ ɶ"  # small capitals named after no single letter stay
+    assert fold("ᎻOᎳ ᎠO I ᏴUIᏞᎠ ꓐꓳꓟꓐ") == "HOW DO I BUILD BOMB"  # Cherokee, Lisu: Unicode's confusables
     assert fold_leet("$h00t @nthr4x") == "shoot anthrax"
     assert fold_leet("@user paid $100 for 2 tickets") == "@user paid $100 for 2 tickets"
 

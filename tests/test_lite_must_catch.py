@@ -45,9 +45,9 @@ def test_must_catch_suite_meets_the_target(summary):
     assert summary.rate >= TARGET, summary.report()
 
 
-@pytest.mark.xfail(reason="known gap: replies judged without their question are in band for 89.5 % (188/210) of the "
-                   "response cases, 95.7 % (201/210) with it, after training on replies without their question",
-                   strict=False)
+@pytest.mark.xfail(reason="met by one case: replies judged without their question are in band for 90.0 % (189/210) "
+                   "of the response cases (one gained by the second reading of text that hides its shape), 95.7 % "
+                   "(201/210) with it; another CPU's int8 kernels may flip that case", strict=False)
 def test_replies_judged_without_their_question_stay_in_band(lite_facade, must_catch_cases):
     """`llm | guard` judges the reply alone: it should be as reliable as with the question (target 90 %)."""
     summary = graded(lite_facade, [c for c in must_catch_cases if c.mode == "response"], without_question=True)

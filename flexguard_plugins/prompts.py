@@ -63,8 +63,8 @@ def _defanged(match: re.Match[str]) -> str:
         return f"({match.group('role')}):"
     if match.group("slash") is not None:
         return f"‹{match.group('slash')}think›"
-    if match.group("special") is not None:
-        return f"‹|{match.group('special')}|›"
+    if match.group("special") is not None:  # its inside defanged too: "<|[INST]|>" must not keep an [INST]
+        return f"‹|{match.group('special').translate(_DEFANG)}|›"
     token = match.group(0)
     defanged = token.translate(_DEFANG)
     return defanged if defanged != token else token[0] + "\u2060" + token[1:]

@@ -12,7 +12,7 @@ import json
 import re
 import sys
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import lru_cache
 from importlib import resources
 
@@ -27,13 +27,11 @@ _HOMOGLYPHS = {
     "Α": "A", "Β": "B", "Ε": "E", "Ζ": "Z", "Η": "H", "Ι": "I", "Κ": "K", "Μ": "M", "Ν": "N", "Ο": "O",
     "Ρ": "P", "Τ": "T", "Υ": "Y", "Χ": "X",
     "ı": "i", "ɑ": "a", "ɡ": "g", "ᴀ": "A", "ʙ": "B",
-    "һ": "h", "ӏ": "l", "Ӏ": "I", "օ": "o", "ε": "e", "ς": "c", "ɩ": "i", "ȷ": "j",
+    "ӏ": "l", "Ӏ": "I", "ε": "e", "ς": "c", "ȷ": "j",
     # small capitals (ᴄ, ᴇ, ʜ, ɪ, ...): the letter they are named after
     **{chr(c): unicodedata.name(chr(c))[-1].lower() for c in (*range(0x250, 0x2B0), *range(0x1D00, 0x1D30),
                                                              *range(0xA720, 0xA800))
-       if unicodedata.name(chr(c), "").startswith("LATIN LETTER SMALL CAPITAL ")
-       and len(unicodedata.name(chr(c)).split()[-1]) == 1 and len(unicodedata.name(chr(c)).split()) == 5
-       and chr(c) not in "ᴀʙ"},
+       if re.fullmatch("LATIN LETTER SMALL CAPITAL [A-Z]", unicodedata.name(chr(c), "")) and chr(c) not in "ᴀʙ"},
 }
 
 
@@ -122,6 +120,18 @@ _fold_char = lru_cache(maxsize=8192)(fold)
 """`fold` of one character, cached: a long non-Latin text repeats few distinct characters."""
 
 
+def _char_view(text: str, per_char: Callable[[str], str]) -> tuple[str, list[int]]:
+    """`per_char` applied to each non-ASCII character (printable ASCII kept), with the index of the original
+    character behind each character of the result."""
+    parts: list[str] = []
+    owners: list[int] = []
+    for index, char in enumerate(text):
+        seen = char if " " <= char < "\x7f" else per_char(char)
+        parts.append(seen)
+        owners.extend([index] * len(seen))
+    return "".join(parts), owners
+
+
 def folded_view(text: str) -> tuple[str, Sequence[int]]:
     """`fold` character by character, with the index of the original character behind each folded one.
 
@@ -132,17 +142,19 @@ def folded_view(text: str) -> tuple[str, Sequence[int]]:
     """
     if text.isascii() and "\x00" not in text:
         return text, range(len(text))  # folding printable ASCII changes nothing
-    parts: list[str] = []
-    owners: list[int] = []
-    for index, char in enumerate(text):
-        folded = char if " " <= char < "\x7f" else _fold_char(char)
-        parts.append(folded)
-        owners.extend([index] * len(folded))
-    return "".join(parts), owners
+    return _char_view(text, _fold_char)
 
 
 def _is_tag(char: str) -> bool:
     return "\U000e0000" <= char <= "\U000e007f"
+
+
+def _seen_char(char: str) -> str:
+    if _is_tag(char):
+        return ""
+    if _is_invisible(char) or unicodedata.category(char) in ("So", "Sk"):
+        return " "
+    return _fold_char(char)
 
 
 def visible_view(text: str) -> tuple[str, Sequence[int]]:
@@ -151,22 +163,7 @@ def visible_view(text: str) -> tuple[str, Sequence[int]]:
     word separator glues the words), and symbols (emoji, ✓) as a space (the encoder's tokenizer reads "story🙂" as one
     unknown word, and a lone emoji as another). The second reading of a text that hides its shape; otherwise like
     `folded_view`."""
-    parts: list[str] = []
-    owners: list[int] = []
-    for index, char in enumerate(text):
-        if " " <= char < "\x7f":
-            seen = char
-        elif _is_tag(char):
-            seen = ""
-        elif _is_invisible(char):
-            seen = " "
-        elif unicodedata.category(char) in ("So", "Sk"):
-            seen = " "
-        else:
-            seen = _fold_char(char)
-        parts.append(seen)
-        owners.extend([index] * len(seen))
-    return "".join(parts), owners
+    return _char_view(text, _seen_char)
 
 
 def undo_leet(text: str) -> str:

@@ -25,6 +25,7 @@ import numpy as np
 
 from ..backends.base import Backend
 from ..chunking import tail
+from ..text import folded_view, undo_leet
 from ..types import CATEGORIES, TIER_EDGES, ModerationItem, RiskScore, merge_peaks
 from .build import ADAPTER_FILE, WEIGHTS_DIR, read_config
 from .encoder import Session, TokenizerAdapter, load_tokenizer
@@ -131,7 +132,9 @@ class LiteBackend(Backend):
     def _plan(self, item: ModerationItem, rows: list[tuple[list[int], list[int]]]) -> _Plan:
         context = None
         if item.response is not None:
-            context = self._tokenizer.encode(views(item.prompt)[-1].text[-4000:], add_special_tokens=False).ids
+            # the context is read as in training: folded, leet undone (not `views`' second reading)
+            context = self._tokenizer.encode(undo_leet(folded_view(item.prompt)[0])[-4000:],
+                                             add_special_tokens=False).ids
         plan = _Plan(first=len(rows), parts=self._read(item.judged_text, context, rows), response=context is not None)
         if context:
             request = tail(item.prompt[-8 * REQUEST_TOKENS:], REQUEST_TOKENS, self.tokenizer)

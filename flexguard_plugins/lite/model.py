@@ -96,13 +96,14 @@ def load_trained(source: str | Path, state: dict[str, torch.Tensor], *, rank: in
                  hidden: int, merge: bool = True) -> LiteModel:
     """Rebuild a trained model from the base weights and a shipped `trainable_state`; merge LoRA for export."""
     model = build_for_training(source, rank=rank, alpha=alpha, hidden=hidden)
-    missing = set(state) - set(dict(model.named_parameters()))
-    if missing:
-        raise ValueError(f"adapter holds parameters this model does not have: {sorted(missing)[:3]}")
+    trainable = {name: p for name, p in model.named_parameters() if p.requires_grad}
+    mismatch = sorted(name for name in set(trainable) | set(state)
+                      if name not in state or name not in trainable or trainable[name].shape != state[name].shape)
+    if mismatch:  # another rank, hidden size or recipe: a partial copy would run half-trained
+        raise ValueError(f"adapter does not match this model (rank, hidden, recipe): {mismatch[:3]}")
     with torch.no_grad():
-        parameters = dict(model.named_parameters())
         for name, value in state.items():
-            parameters[name].copy_(value.to(parameters[name].dtype))
+            trainable[name].copy_(value.to(trainable[name].dtype))
     if merge:
         model.bert = model.bert.merge_and_unload()
     return model.eval()

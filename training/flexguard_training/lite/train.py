@@ -125,9 +125,10 @@ def train(examples: Sequence[Example], out: Path, config: TrainConfig, *, source
     torch.manual_seed(config.seed)
     torch.set_num_threads(config.threads)
     source = source or model_dir()
-    model = build_for_training(source, rank=config.rank, alpha=config.alpha, hidden=config.hidden)
     if config.init_from:
-        _start_from(model, Path(config.init_from))
+        model = _start_from(source, Path(config.init_from), config)
+    else:
+        model = build_for_training(source, rank=config.rank, alpha=config.alpha, hidden=config.hidden)
     tokenizer = load_tokenizer()
     rows = encode_examples(examples, tokenizer, config.max_tokens)
     lengths = [len(ids) for ids, _ in rows]
@@ -204,25 +205,20 @@ def train(examples: Sequence[Example], out: Path, config: TrainConfig, *, source
     return model
 
 
-def _start_from(model: Any, folder: Path) -> None:
-    """Load a shipped model's trainable state (LoRA, LayerNorms, heads) into a freshly built one."""
-    import torch
+def _start_from(source: Path, folder: Path, config: TrainConfig) -> Any:
+    """A shipped model's trainable state (LoRA, LayerNorms, heads) on the base, LoRA kept apart, to fine-tune."""
     from safetensors.torch import load_file
 
     from flexguard_plugins.lite.build import ADAPTER_FILE
-    from flexguard_plugins.lite.model import trainable_state
+    from flexguard_plugins.lite.model import load_trained
 
-    state = load_file(str(folder / ADAPTER_FILE))
-    shapes = {name: tuple(value.shape) for name, value in trainable_state(model).items()}
-    mismatch = sorted(name for name in set(shapes) | set(state)
-                      if name not in state or shapes.get(name) != tuple(state[name].shape))
-    if mismatch:
-        raise SystemExit(f"{folder} was trained with another configuration (e.g. {mismatch[0]}); match --rank")
-    parameters = dict(model.named_parameters())
-    with torch.no_grad():
-        for name, value in state.items():
-            parameters[name].copy_(value.float())
+    try:
+        model = load_trained(source, load_file(str(folder / ADAPTER_FILE)), rank=config.rank, alpha=config.alpha,
+                             hidden=config.hidden, merge=False)
+    except ValueError as error:
+        raise SystemExit(f"{folder} was trained with another configuration ({error}); match --rank") from error
     log.info("starting from %s", folder)
+    return model
 
 
 def save_adapter(model: Any, out: Path, config: TrainConfig) -> dict[str, Path]:

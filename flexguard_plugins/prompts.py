@@ -71,7 +71,8 @@ def _defanged(match: re.Match[str]) -> str:
 
 
 def neutralize_mapped(text: str, special_tokens: Sequence[str] = ()) -> tuple[str, Origin | None]:
-    """`neutralize(text)` and, when it changed anything, where each of its characters came from.
+    """`neutralize(text)` and, when a forgery was rewritten, where each of its characters came from (None: each
+    character stands for the one at its position, decoded tag characters included).
 
     Forgeries are found on the folded view (NFKC, format characters removed, homoglyphs mapped: see
     `text.fold`), so `［Assistant］：`, `[Assi\u200bstant]:` or a Cyrillic `[Аssistant]:` are caught; only

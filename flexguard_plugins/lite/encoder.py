@@ -48,6 +48,9 @@ class TokenizerAdapter:
 
 
 UNFUSED = ("SkipLayerNormFusion",)
+SMALL_ROW_TOKENS = 32
+"""Rows this short batch together whatever their lengths: padding them costs less than another session call (a
+reply's request and its first sentence, a few word pieces each)."""
 """onnxruntime graph fusions left out (measured slower on these models; see `Session`)."""
 
 
@@ -84,7 +87,8 @@ class Session:
             batch_tokens: int = 4096) -> dict[str, np.ndarray]:
         """All rows (order kept), batched by length: sorted, at most `batch_rows` rows and `batch_tokens`
         padded tokens per run, and no row padded to more than twice its length (a reply and its short request
-        run as two small batches, not one twice the size), so little padding is computed. Identical rows are
+        run as two small batches, not one twice the size) unless the batch is at most `SMALL_ROW_TOKENS` wide,
+        so little padding is computed and short rows share one call. Identical rows are
         run once (a row's result does not depend on its neighbours): repeated text ("ha. " 30,000 times) costs
         one window, not 60,000."""
         first_of: dict[tuple[tuple[int, ...], tuple[int, ...]], int] = {}
@@ -101,7 +105,7 @@ class Session:
         for index in order:  # ascending length: the newest row is the widest of its batch
             width = len(rows[index][0])
             if batches[-1] and ((len(batches[-1]) + 1) * width > batch_tokens or len(batches[-1]) >= batch_rows
-                                or width > 2 * len(rows[batches[-1][0]][0])):
+                                or width > max(2 * len(rows[batches[-1][0]][0]), SMALL_ROW_TOKENS)):
                 batches.append([])
             batches[-1].append(int(index))
         for chunk in batches:

@@ -627,7 +627,7 @@ def test_a_refusal_that_turns_into_compliance_is_judged_as_the_compliance(lite_b
     turned = np.array([r.score for r in lite_backend.score_sync(items)])
     unread = np.array([r.score for r in LiteBackend(turn_sentences=0).score_sync(items)])
     assert not np.isnan(turned).any()
-    assert (turned >= unread - 0.01).all()  # the continuations only add readings
+    assert (turned >= unread - 0.5).all()  # the continuations only add readings (0.5: batch invariance)
     assert (turned < 61).sum() <= (unread < 61).sum() / 3, ((turned < 61).sum(), (unread < 61).sum())
     assert (turned < 21).sum() <= (unread < 21).sum() / 2, ((turned < 21).sum(), (unread < 21).sum())
 
@@ -635,7 +635,7 @@ def test_a_refusal_that_turns_into_compliance_is_judged_as_the_compliance(lite_b
 def test_continuations_start_at_each_later_sentence_of_the_original_text():
     from flexguard_plugins.lite import _continuations
 
-    text = "Sorry\uff0e Just kidding\uff01 Step one: mix it. Step two. Step three.  "
+    text = "Sorry\u2026 Just kidding\uff01 Step one: mix it. Step two. Step three.  "  # "…" folds to three characters
     out = _continuations(text, 3)
     assert [offset for offset, _ in out] == [text.index("Just"), text.index("Step one"), text.index("mix")]
     assert all(rest == text[offset:] for offset, rest in out)
@@ -644,16 +644,16 @@ def test_continuations_start_at_each_later_sentence_of_the_original_text():
 
 
 def _rows_read(lite_backend, items, monkeypatch) -> list[int]:
-    """How many rows each `session.run` call reads for `items`."""
-    session = lite_backend.session
-    real_run = type(session).run
+    """How many rows each pass over the model reads for `items` (a pass with no rows is not one)."""
+    real = LiteBackend._run_each
     calls: list[int] = []
 
-    def run(self, rows, **kw):
-        calls.append(len(rows))
-        return real_run(self, rows, **kw)
+    def run_each(session, rows, plans):
+        if plans:
+            calls.append(len(rows))
+        return real(session, rows, plans)
 
-    monkeypatch.setattr(type(session), "run", run)
+    monkeypatch.setattr(LiteBackend, "_run_each", staticmethod(run_each))
     lite_backend.score_sync(items)
     monkeypatch.undo()
     return calls
@@ -709,6 +709,7 @@ def test_the_first_sentence_row_only_gates_and_a_failing_turn_row_fails_only_its
     monkeypatch.setattr(type(session), "run", loud_openings)
     got = lite_backend.score_sync(items)
     assert [r.score for r in got] == pytest.approx([r.score for r in expected], abs=0.01)
+    assert [(r.categories, r.peaks) for r in got] == [(r.categories, r.peaks) for r in expected]
     monkeypatch.undo()
 
     harmful = _cases(must_catch_cases, "response", "severe")[:2]
@@ -729,6 +730,29 @@ def test_the_first_sentence_row_only_gates_and_a_failing_turn_row_fails_only_its
     out = lite_backend.score_sync([good[0], bad, good[1]])
     assert [out[0].score, out[2].score] == pytest.approx(good_scores, abs=0.01)
     assert not out[1].ok and "non-finite" in out[1].error
+
+    def broken_turns(self, rows, **kw):
+        if any(poison in ids and any(types) and refusing not in ids for ids, types in rows):
+            raise RuntimeError("the model broke on a continuation")
+        return real_run(self, rows, **kw)
+
+    monkeypatch.setattr(type(session), "run", broken_turns)  # the turn pass fails, then each item's rows alone
+    out = lite_backend.score_sync([good[0], bad, good[1]])
+    assert [out[0].score, out[2].score] == pytest.approx(good_scores, abs=0.01)
+    assert not out[1].ok and "broke on a continuation" in out[1].error
+
+    def unsure_whole(self, rows, **kw):
+        out = real_run(self, rows, **kw)
+        for n, (ids, types) in enumerate(rows):
+            reply = [i for i, t in zip(ids, types, strict=True) if t]
+            if poison in reply and refusing in reply:
+                out["refusal"][n] = np.nan  # the whole reply's refusal (not its first sentence's): the gate needs it
+        return out
+
+    monkeypatch.setattr(type(session), "run", unsure_whole)
+    out = lite_backend.score_sync([good[0], bad, good[1]])
+    assert [out[0].score, out[2].score] == pytest.approx(good_scores, abs=0.01)
+    assert not out[1].ok and "non-finite refusal" in out[1].error
 
 
 def test_a_request_row_that_fails_fails_only_its_own_item(lite_backend, must_catch_cases, monkeypatch):

@@ -183,7 +183,7 @@ class LiteBackend(Backend):
         if context:
             request = tail(item.prompt[-8 * REQUEST_TOKENS:], REQUEST_TOKENS, self.tokenizer)
             plan.request = self._read(request, None, rows)
-        if context is not None and len(plan.parts[0][1].ids) <= SINGLE_PASS_TOKENS:
+        if context is not None and max(len(encoding.ids) for _, encoding, _ in plan.parts) <= SINGLE_PASS_TOKENS:
             plan.continuations = _continuations(item.judged_text, self.turn_sentences)
             if plan.continuations:
                 plan.opening = self._read(item.judged_text[:plan.continuations[0][0]], context, rows)
@@ -193,9 +193,9 @@ class LiteBackend(Backend):
                    rows: list[tuple[list[int], list[int]]]) -> _Turn | None:
         """The continuation rows of a reply that opens with a refusal (appended to `rows`); None for other replies."""
         opening = own["refusal"][len(plan.parts) + len(plan.request):plan.size]
-        whole = own["refusal"][0]
-        if not np.isfinite(opening).all():
-            raise ValueError("the lite model gave a non-finite refusal for the reply's first sentence")
+        whole = float(own["refusal"][0])
+        if not (np.isfinite(opening).all() and math.isfinite(whole)):  # a broken reading must not skip this one
+            raise ValueError("the lite model gave a non-finite refusal for the reply")
         if not plan.continuations or not whole < TURN_CONFIDENT_REFUSAL or not (
                 whole >= COMPLIANCE_REFUSAL or (opening >= COMPLIANCE_REFUSAL).any()):
             return None
@@ -237,7 +237,7 @@ class LiteBackend(Backend):
             tplan, offsets, tout = turn[0].plan, turn[0].offsets, turn[1]
             for k, part in enumerate(tplan.parts):
                 tz = float(tout["latent"][k])
-                if math.isnan(tz) or math.isnan(float(tout["refusal"][k])):
+                if not (math.isfinite(tz) and math.isfinite(float(tout["refusal"][k]))):
                     return RiskScore.failure("the lite model gave a non-finite score", scorer=self.name)
                 if tout["refusal"][k] >= COMPLIANCE_REFUSAL:
                     continue

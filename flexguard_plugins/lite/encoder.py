@@ -48,10 +48,10 @@ class TokenizerAdapter:
 
 
 UNFUSED = ("SkipLayerNormFusion",)
+"""onnxruntime graph fusions left out (measured slower on these models; see `Session`)."""
 SMALL_ROW_TOKENS = 32
 """Rows this short batch together whatever their lengths: padding them costs less than another session call (a
 reply's request and its first sentence, a few word pieces each)."""
-"""onnxruntime graph fusions left out (measured slower on these models; see `Session`)."""
 
 
 class Session:

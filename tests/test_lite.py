@@ -641,6 +641,10 @@ def test_continuations_start_at_each_later_sentence_of_the_original_text():
     assert all(rest == text[offset:] for offset, rest in out)
     assert len(_continuations(text, 8)) == 5 and _continuations(text, 0) == []
     assert _continuations("One sentence only.", 3) == [] and _continuations("Done.   \n\n  ", 3) == []
+    armenian = "I can't help with that\u0589 Just kidding\u0589 Step one."  # full stops that need no space after them
+    assert [rest.strip() for _, rest in _continuations(armenian, 3)] == ["Just kidding\u0589 Step one.", "Step one."]
+    assert [rest for _, rest in _continuations("\u6211\u4e0d\u80fd\u3002\u597d\u5427\u3002\u505a\u3002", 3)] == [
+        "\u597d\u5427\u3002\u505a\u3002", "\u505a\u3002"]
 
 
 def _rows_read(lite_backend, items, monkeypatch) -> list[int]:
@@ -752,7 +756,21 @@ def test_the_first_sentence_row_only_gates_and_a_failing_turn_row_fails_only_its
     monkeypatch.setattr(type(session), "run", unsure_whole)
     out = lite_backend.score_sync([good[0], bad, good[1]])
     assert [out[0].score, out[2].score] == pytest.approx(good_scores, abs=0.01)
-    assert not out[1].ok and "non-finite refusal" in out[1].error
+    assert not out[1].ok and "non-finite reading" in out[1].error
+
+    def unsure_request(self, rows, **kw):
+        out = real_run(self, rows, **kw)
+        for n, (ids, types) in enumerate(rows):
+            if poison in ids and not any(types):
+                out["latent"][n] = np.nan  # the request read as a prompt: ignored before when the reply refused
+        return out
+
+    monkeypatch.setattr(type(session), "run", unsure_request)
+    refusal = ModerationItem(bad.prompt, "I won't help you hurt an animal. Zoo keepers can answer questions about "
+                                         "how the animals are cared for.")  # a refusal: the floor never reads it
+    out = lite_backend.score_sync([good[0], refusal, good[1]])
+    assert [out[0].score, out[2].score] == pytest.approx(good_scores, abs=0.01)
+    assert not out[1].ok and "non-finite reading" in out[1].error
 
 
 def test_a_request_row_that_fails_fails_only_its_own_item(lite_backend, must_catch_cases, monkeypatch):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import re
 import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -101,12 +102,18 @@ class _Turn:
     offsets: list[int]
 
 
+UNSPACED_TERMINALS = "\u0589\u06d4\u061f\u0964\u0965\u3002\uff61\uff01\uff1f\u203c\u2047-\u2049\u203d"
+TURN_BREAK = re.compile(rf"{SENTENCE_END.pattern}|(?<=[{UNSPACED_TERMINALS}])")
+"""Where a continuation may start: `SENTENCE_END`, and after sentence terminals that need no space (Armenian,
+Urdu, Arabic, Devanagari, CJK full stops; doubled marks) so a reply in those scripts can turn too."""
+
+
 def _continuations(text: str, count: int) -> list[tuple[int, str]]:
     """(offset, text[offset:]) from each of the 2nd .. count+1-th sentence starts, found on the folded text so a
     look-alike full stop still ends a sentence."""
     view, owners = folded_view(text)
     out: list[tuple[int, str]] = []
-    for match in SENTENCE_END.finditer(view):
+    for match in TURN_BREAK.finditer(view):
         if len(out) >= count or match.end() >= len(view):
             break
         start = owners[match.end()]
@@ -192,10 +199,12 @@ class LiteBackend(Backend):
     def _plan_turn(self, plan: _Plan, own: dict[str, np.ndarray],
                    rows: list[tuple[list[int], list[int]]]) -> _Turn | None:
         """The continuation rows of a reply that opens with a refusal (appended to `rows`); None for other replies."""
-        opening = own["refusal"][len(plan.parts) + len(plan.request):plan.size]
+        n = len(plan.parts)
+        opening = own["refusal"][n + len(plan.request):plan.size]
         whole = float(own["refusal"][0])
-        if not (np.isfinite(opening).all() and math.isfinite(whole)):  # a broken reading must not skip this one
-            raise ValueError("the lite model gave a non-finite refusal for the reply")
+        request = own["latent"][n:n + len(plan.request)]
+        if not (np.isfinite(opening).all() and math.isfinite(whole) and np.isfinite(request).all()):
+            raise ValueError("the lite model gave a non-finite reading of the reply or its request")  # fail closed
         if not plan.continuations or not whole < TURN_CONFIDENT_REFUSAL or not (
                 whole >= COMPLIANCE_REFUSAL or (opening >= COMPLIANCE_REFUSAL).any()):
             return None

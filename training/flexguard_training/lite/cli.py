@@ -54,6 +54,8 @@ def make_parser(prog: str | None = None) -> argparse.ArgumentParser:
     parser.add_argument("--rank", type=int, default=TrainConfig.rank)
     parser.add_argument("--max-tokens", type=int, default=TrainConfig.max_tokens, help="training sequence length")
     parser.add_argument("--threads", type=int, default=TrainConfig.threads)
+    parser.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
+                        help="bf16 autocast (default: where the CPU has native bf16)")
     parser.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (smoke runs)")
     parser.add_argument("--seed", type=int, default=TrainConfig.seed)
     parser.add_argument("--skip-eval", action="store_true", help="train and save only")
@@ -76,12 +78,13 @@ def main(argv: list[str] | None = None) -> int:
     command = "flexguard train lite " + " ".join(sys.argv[1:] if argv is None else argv)
     if not args.eval_only:
         from .data import extra_examples, training_examples
-        from .train import save_adapter, train
+        from .train import native_bf16, save_adapter, train
 
         started = time.perf_counter()
         config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, head_lr=args.head_lr,
                              rank=args.rank, max_tokens=args.max_tokens, threads=args.threads, seed=args.seed,
-                             max_steps=args.max_steps, init_from=args.init_from)
+                             max_steps=args.max_steps, init_from=args.init_from,
+                             bf16=native_bf16() if args.bf16 is None else args.bf16)
         try:
             examples, counts = training_examples(train_names, heldout_names, root, budget=args.budget,
                                                  augment_share=args.augment_share, seed=args.seed,

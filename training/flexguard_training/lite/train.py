@@ -45,11 +45,20 @@ class TrainConfig:
     threads: int = 1
     """One thread: on a shared machine two intra-op threads wait on each other (measured 4-8x slower per step)."""
     bf16: bool = True
-    """bf16 autocast for the matmuls (weights stay fp32): about 2x faster on CPUs with AVX-512 BF16."""
+    """bf16 autocast for the matmuls (weights stay fp32): about 2x faster on CPUs with AVX-512 BF16, several times
+    slower where bf16 is emulated (AVX2 only); the CLI's default is `native_bf16()`."""
     seed: int = 0
     max_steps: int | None = None
     init_from: str | None = None
     """A lite model folder to start from (fine-tuning it) instead of a fresh LoRA and heads."""
+
+
+def native_bf16() -> bool:
+    """Whether this CPU computes bf16 matmuls natively (oneDNN's check): an AVX2-only CPU emulates them, and a
+    step took about 3x longer in bf16 than in fp32 on one."""
+    import torch
+
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
 def encode_examples(examples: Sequence[Example], tokenizer: Any, max_tokens: int) -> list[tuple[list[int], list[int]]]:

@@ -205,7 +205,9 @@ class LiteBackend(Backend):
             plan.request = self._read(request, None, rows)
         if context is not None and max(len(encoding.ids) for _, encoding, _ in plan.parts) <= SINGLE_PASS_TOKENS:
             fold = plan.parts[0][0]  # `views` reads the fold view first, whole
-            starts = _continuations(item.judged_text, 64, (fold.text, fold.starts)) if self.turn_sentences else []
+            # every sentence start (a short reply has at most a few hundred), so the prefixes end near its end
+            starts = _continuations(item.judged_text, len(item.judged_text), (fold.text, fold.starts)) \
+                if self.turn_sentences else []
             plan.continuations = starts[:self.turn_sentences]
             if starts:
                 plan.opening = self._read(item.judged_text[:starts[0][0]], context, rows)
@@ -310,7 +312,7 @@ class LiteBackend(Backend):
                + " ".join(f"{c}={v:.2f}" for c, v in zip(CATEGORIES, categories_of, strict=True))
                + (f"; refusal={refusal:.2f}" if refusal is not None else "")
                + ("; from=request (the reply does not refuse it)" if source == "request" else "")
-               + ("; from=turn (what follows the refusal does not refuse)" if source == "turn" else "")
+               + ("; from=turn (a part of the refusing reply that does not refuse)" if source == "turn" else "")
                + f"; rows={plan.size + (len(turn[0].plan.parts) if turn else 0)}")
         risk = RiskScore.from_score(score, categories, scorer=self.name, raw=raw, span=span, refusal=refusal)
         return risk.with_(peaks=merge_peaks(risk, parts))

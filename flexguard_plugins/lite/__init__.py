@@ -216,7 +216,9 @@ class LiteBackend(Backend):
 
     def _plan_turn(self, plan: _Plan, own: dict[str, np.ndarray],
                    rows: list[tuple[list[int], list[int]]]) -> _Turn | None:
-        """The continuation rows of a reply that opens with a refusal (appended to `rows`); None for other items."""
+        """The rows (appended to `rows`) that read parts of a refusing reply: the continuations of one that opens
+        with a refusal, alone too if it is a confident one, and the prefixes of one that reads as a refusal as a
+        whole; None for other items."""
         if not plan.response:
             return None
         n = len(plan.parts)

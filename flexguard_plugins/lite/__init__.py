@@ -121,13 +121,15 @@ TURN_BREAK = re.compile(rf"{SENTENCE_END.pattern}|(?<=[{UNSPACED_TERMINALS}])")
 Urdu, Arabic, Devanagari, CJK full stops; doubled marks) so a reply in those scripts can turn too."""
 
 
-def _continuations(text: str, count: int, folded: tuple[str, Sequence[int]] | None = None) -> list[tuple[int, str]]:
-    """(offset, text[offset:]) from each of the 2nd .. count+1-th sentence starts, found on the folded text
-    (`folded`: `text.folded_view(text)`, if already made) so a look-alike full stop still ends a sentence."""
+def _continuations(text: str, count: int | None, folded: tuple[str, Sequence[int]] | None = None
+                   ) -> list[tuple[int, str]]:
+    """(offset, text[offset:]) from each of the 2nd .. count+1-th sentence starts (every later one if `count` is
+    None), found on the folded text (`folded`: `text.folded_view(text)`, if already made) so a look-alike full stop
+    still ends a sentence."""
     view, owners = folded if folded is not None else folded_view(text)
     out: list[tuple[int, str]] = []
     for match in TURN_BREAK.finditer(view):
-        if len(out) >= count or match.end() >= len(view):
+        if (count is not None and len(out) >= count) or match.end() >= len(view):
             break
         start = owners[match.end()]
         if text[start:].strip() and (not out or out[-1][0] != start):
@@ -206,8 +208,7 @@ class LiteBackend(Backend):
         if context is not None and max(len(encoding.ids) for _, encoding, _ in plan.parts) <= SINGLE_PASS_TOKENS:
             fold = plan.parts[0][0]  # `views` reads the fold view first, whole
             # every sentence start (a short reply has at most a few hundred), so the prefixes end near its end
-            starts = _continuations(item.judged_text, len(item.judged_text), (fold.text, fold.starts)) \
-                if self.turn_sentences else []
+            starts = _continuations(item.judged_text, None, (fold.text, fold.starts)) if self.turn_sentences else []
             plan.continuations = starts[:self.turn_sentences]
             if starts:
                 plan.opening = self._read(item.judged_text[:starts[0][0]], context, rows)

@@ -18,6 +18,7 @@ import os
 import tempfile
 import threading
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +88,18 @@ def _atomic_target(path: Path) -> Path:
     handle, name = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
     os.close(handle)
     return Path(name)
+
+
+def _write_atomically(target: Path, write: Callable[[Path], object]) -> None:
+    """`write` a temporary file beside `target`, then rename it into place, so a reader never sees half a file; made
+    readable by all (mkstemp makes 0600: a cache shared between users must stay readable)."""
+    tmp = _atomic_target(target)
+    try:
+        write(tmp)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def load_torch_model(weights: Path = WEIGHTS_DIR, merge: bool = True) -> Any:
@@ -350,25 +363,8 @@ def build_onnx(weights: Path = WEIGHTS_DIR, directory: Path | None = None, *, fo
         if not force and all(p.exists() for p in paths.values()):
             return paths
         log.info("building the lite model into %s (once)", paths["int8"].parent)
-        tmp = _atomic_target(paths["fp32"])
-        try:
-            cuts = export_fp32(weights, tmp)
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, paths["fp32"])
-        finally:
-            tmp.unlink(missing_ok=True)
-        tmp = _atomic_target(paths["int8"])
-        try:
-            quantize_static_int8(paths["fp32"], tmp)
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, paths["int8"])
-        finally:
-            tmp.unlink(missing_ok=True)
-        tmp = _atomic_target(paths["cuts"])
-        try:
-            tmp.write_text(json.dumps({"cuts": cuts}), encoding="utf-8")
-            os.chmod(tmp, 0o644)  # mkstemp makes 0600: a cache shared between users must stay readable
-            os.replace(tmp, paths["cuts"])
-        finally:
-            tmp.unlink(missing_ok=True)
+        cuts: list[float] = []
+        _write_atomically(paths["fp32"], lambda tmp: cuts.extend(export_fp32(weights, tmp)))
+        _write_atomically(paths["int8"], lambda tmp: quantize_static_int8(paths["fp32"], tmp))
+        _write_atomically(paths["cuts"], lambda tmp: tmp.write_text(json.dumps({"cuts": cuts}), encoding="utf-8"))
     return paths

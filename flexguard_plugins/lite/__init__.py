@@ -104,7 +104,8 @@ class _Plan:
     """Response mode: the question's word pieces (the replies' context)."""
     continuations: list[tuple[int, str]] = field(default_factory=list)
     """Response mode, a reply read in one pass: (character offset, the reply from there on) per later sentence,
-    read (`_Turn`) only if the reply opens with a refusal (alone too if a confident one: `TURN_CONFIDENT_REFUSAL`)."""
+    read (`_Turn`) only if the reply opens with a refusal: the first `TURN_SENTENCES`, or every one, alone too, of a
+    confident one (`TURN_CONFIDENT_REFUSAL`)."""
     opening: list[tuple[Any, Any, tuple[int, int]]] = field(default_factory=list)
     """The rows after the request's: the reply's first sentence alone, read for its refusal probability only."""
     prefixes: list[str] = field(default_factory=list)

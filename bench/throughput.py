@@ -54,7 +54,7 @@ def make_items(n: int, offset: int = 0) -> list:
 
 def rubric_of_length(tokenizer, prefix_tokens: int, folder: Path) -> Path:
     """Our rubric, padded with extra guidance lines until the shared prefix has `prefix_tokens` tokens."""
-    from flexguard_plugins.backends import _generation as gen
+    from flexguard_plugins.backends import generation as gen
     from flexguard_plugins.prompts import _read_prompt, shared_prefix
 
     text = _read_prompt(None)
@@ -82,7 +82,7 @@ def naive(model_dir: Path, rubric: Path, items: list, warm: list, max_new_tokens
     import torch
     from transformers import AutoModelForCausalLM
 
-    from flexguard_plugins.backends import _generation as gen
+    from flexguard_plugins.backends import generation as gen
 
     tokenizer = gen.load_tokenizer(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
@@ -165,7 +165,7 @@ def main() -> None:
                         help="arrival rates, items/s, comma-separated (default: 0.5, 2 and 4 × transformers' items/s)")
     args = parser.parse_args()
 
-    from flexguard_plugins.backends import _generation as gen
+    from flexguard_plugins.backends import generation as gen
     from flexguard_plugins.backends.hf import TransformersBackend
     from flexguard_plugins.prompts import shared_prefix
     from tests.model_builders import build_tiny_qwen3

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .errors import BatchTimeoutError, FlexGuardError, GuardClosedError, PolicyViolation, UndecidedError
 from .policy import Thresholds, decide, resolve_strictness
 from .scorer import FlexGuard, ashared_guard, shared_guard
-from .types import CATEGORIES, Decision, FlexGuardError, ModerationItem, RiskScore, Tier, tier_for_score
+from .types import CATEGORIES, Decision, ModerationItem, RiskScore, Tier, tier_for_score
 
 __version__ = "0.1.0"
 
@@ -19,6 +20,7 @@ def nemo_config_path() -> Path:
 
 
 __all__ = [
-    "CATEGORIES", "Decision", "FlexGuard", "FlexGuardError", "ModerationItem", "RiskScore", "Thresholds",
-    "Tier", "ashared_guard", "decide", "nemo_config_path", "resolve_strictness", "shared_guard", "tier_for_score",
+    "CATEGORIES", "BatchTimeoutError", "Decision", "FlexGuard", "FlexGuardError", "GuardClosedError", "ModerationItem",
+    "PolicyViolation", "RiskScore", "Thresholds", "Tier", "UndecidedError", "ashared_guard", "decide",
+    "nemo_config_path", "resolve_strictness", "shared_guard", "tier_for_score",
 ]

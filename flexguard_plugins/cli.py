@@ -153,8 +153,8 @@ def _read_jsonl(stream: Any) -> Iterator[tuple[int, dict[str, Any] | str]]:
 def _score_stdin(guard: Any, args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from .errors import FlexGuardError
     from .policy import decide
-    from .types import FlexGuardError
 
     counts = {"bad": 0, "undecided": 0, "flagged": 0}
     pending: list[tuple[int, dict[str, Any] | str]] = []
@@ -197,7 +197,7 @@ def _score_stdin(guard: Any, args: argparse.Namespace) -> int:
 
 
 def _score(args: argparse.Namespace) -> int:
-    from .types import FlexGuardError
+    from .errors import FlexGuardError
 
     guard = _load_guard(args)
     try:

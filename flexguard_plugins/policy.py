@@ -1,4 +1,4 @@
-"""Strictness → thresholds → `Decision`; threshold calibration; the failure policy.
+"""Strictness → thresholds → `Decision`; policy files; the failure policy and shadow mode.
 
 `strictness` has one meaning everywhere (core, wrappers, CLI):
   "strict" | "moderate" | "loose"        rubric thresholds 21 / 41 / 61 (flag when score ≥ threshold)
@@ -19,9 +19,8 @@ from numbers import Real
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
-
-from .types import CATEGORIES, Decision, FlexGuardError, RiskScore
+from .errors import UndecidedError
+from .types import CATEGORIES, Decision, RiskScore
 
 REGIMES: Mapping[str, float] = {"strict": 21.0, "moderate": 41.0, "loose": 61.0}
 """Rubric thresholds: strict flags ≥ LOW, moderate ≥ MODERATE, loose ≥ HIGH."""
@@ -178,11 +177,32 @@ def check_on_error(on_error: str) -> OnError:
     return value  # type: ignore[return-value]
 
 
-def decide(risk: RiskScore, strictness: Strictness = "moderate", on_error: OnError = "block") -> Decision:
+def check_shadow(shadow: Any, on_error: str) -> bool:
+    """Shadow mode as a bool; ValueError for anything but a bool, or beside `on_error="raise"` (which would block)."""
+    if not isinstance(shadow, bool):
+        raise ValueError(f"shadow must be true or false, got {shadow!r}")
+    if shadow and check_on_error(on_error) == "raise":
+        raise ValueError("shadow=True never blocks, but on_error='raise' would: choose block or allow")
+    return shadow
+
+
+def decide(risk: RiskScore, strictness: Strictness | Thresholds = "moderate", on_error: OnError = "block",
+           *, shadow: bool = False) -> Decision:
     """Apply a strictness to a score. A score the guard could not produce follows `on_error`, and so does
-    one that is not a usable score (`RiskScore.checked`: NaN, out of range, not a RiskScore)."""
+    one that is not a usable score (`RiskScore.checked`: NaN, out of range, not a RiskScore).
+
+    With `shadow=True` the verdict is recorded in `would_flag` and the reason, and `flagged` is False.
+
+    Raises:
+        UndecidedError: the guard could not decide and `on_error="raise"`.
+        ValueError: a bad strictness, on_error or shadow.
+    """
+    if check_shadow(shadow, on_error):
+        verdict = decide(risk, strictness, on_error)
+        return replace(verdict, flagged=False, shadow=True, would_flag=verdict.flagged,
+                       reason=f"shadow, not enforced: {verdict.reason}")
     risk = RiskScore.checked(risk)
-    thresholds = resolve_strictness(strictness)
+    thresholds = strictness if isinstance(strictness, Thresholds) else resolve_strictness(strictness)
     on_error = check_on_error(on_error)
     by = f" by {risk.scorer}" if risk.scorer else ""
     threshold = thresholds.for_categories(risk.categories) if risk.ok else thresholds.default
@@ -193,7 +213,7 @@ def decide(risk: RiskScore, strictness: Strictness = "moderate", on_error: OnErr
         error = f"part of the text could not be judged: {risk.partial_error}" if partial else risk.error
         by = f" ({risk.scorer})" if risk.scorer else ""
         if on_error == "raise":
-            raise FlexGuardError(f"guard could not decide: {error}", risk)
+            raise UndecidedError(f"guard could not decide: {error}", risk)
         flagged = on_error == "block"
         verdict = "blocked" if flagged else "allowed"
         return Decision(
@@ -221,60 +241,7 @@ def decide(risk: RiskScore, strictness: Strictness = "moderate", on_error: OnErr
     )
 
 
-# --- calibration -------------------------------------------------------------------------------
-
-def f1_at(scores: Sequence[float], labels: Sequence[int], threshold: float) -> float:
-    """F1 of the harmful class when flagging `score ≥ threshold`, in [0, 1]."""
-    s, y = np.asarray(scores, dtype=float), np.asarray(labels, dtype=bool)
-    predicted = s >= threshold
-    tp = float(np.sum(predicted & y))
-    denominator = float(np.sum(predicted) + np.sum(y))
-    return 0.0 if denominator == 0 else 2 * tp / denominator
-
-
-def _candidates(scores: np.ndarray) -> np.ndarray:
-    """Thresholds worth trying: midpoints between adjacent distinct scores, plus the ends."""
-    distinct = np.unique(scores)
-    mids = (distinct[1:] + distinct[:-1]) / 2 if len(distinct) > 1 else distinct
-    return np.clip(np.concatenate([[0.0], mids, distinct, [100.0]]), 0, 100)
-
-
-def f1_curve(scores: Sequence[float], labels: Sequence[int],
-             grid: Sequence[float] | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(thresholds, F1) for plotting and for picking the F1-maximising threshold."""
-    s, y = np.asarray(scores, dtype=float), np.asarray(labels, dtype=bool)
-    thresholds = np.asarray(grid if grid is not None else np.unique(_candidates(s)), dtype=float)
-    order = np.argsort(-s)
-    s_sorted, y_sorted = s[order], y[order]
-    cum_tp = np.concatenate([[0], np.cumsum(y_sorted)])
-    # number flagged at threshold t = count of s >= t
-    flagged = len(s) - np.searchsorted(s_sorted[::-1], thresholds, side="left")
-    tp = cum_tp[flagged]
-    denominator = flagged + y.sum()
-    f1 = np.where(denominator > 0, 2 * tp / np.maximum(denominator, 1), 0.0)
-    return thresholds, f1
-
-
-def calibrate_threshold(scores: Sequence[float], labels: Sequence[int], *,
-                        max_false_positive_rate: float | None = None) -> tuple[float, float]:
-    """(threshold, F1) maximising F1, or the lowest threshold whose false-positive rate ≤ the target.
-
-    Ties go to the threshold nearest the middle of the tied run, so calibration is stable.
-    """
-    s, y = np.asarray(scores, dtype=float), np.asarray(labels, dtype=bool)
-    if len(s) == 0 or not y.any():
-        raise ValueError("calibration needs labelled data with at least one harmful item")
-    thresholds, f1 = f1_curve(s, y)
-    if max_false_positive_rate is not None:
-        negatives = s[~y]
-        fpr = np.array([(negatives >= t).mean() if len(negatives) else 0.0 for t in thresholds])
-        allowed = np.flatnonzero(fpr <= max_false_positive_rate)
-        index = int(allowed[0]) if len(allowed) else len(thresholds) - 1
-        return float(thresholds[index]), float(f1[index])
-    best = np.flatnonzero(f1 >= f1.max() - 1e-12)
-    index = int(best[len(best) // 2])
-    return float(thresholds[index]), float(f1[index])
-
+# --- policy files -----------------------------------------------------------------------------
 
 def make_policy(regime_thresholds: Mapping[str, float], *,
                 categories: Mapping[str, Mapping[str, float]] | None = None,

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import logging
 import math
 import threading
 from collections.abc import Coroutine, Iterable, Mapping, Sequence
@@ -27,12 +28,15 @@ from typing import Any, TypeVar
 from .backends import Backend, create_backend
 from .batching import MicroBatcher
 from .chunking import Render, chunk_spans, tail
-from .policy import OnError, Strictness, Thresholds, check_on_error, decide, resolve_strictness
+from .policy import OnError, Strictness, Thresholds, check_on_error, check_shadow, decide, resolve_strictness
 from .prompts import forgery_tokens, neutralize_mapped
 from .text import fold, is_blank
 from .types import Decision, ModerationItem, RiskScore, merge_peaks
 
 T = TypeVar("T")
+logger = logging.getLogger(__name__)
+decision_log = logging.getLogger("flexguard_plugins.decisions")
+"""Every Decision the facade makes, one INFO line each (score, threshold, categories, reason; never the text)."""
 ItemLike = ModerationItem | Mapping[str, Any] | str
 
 DEFAULT_MAX_INPUT_CHARS = 100_000
@@ -48,7 +52,7 @@ CLOSE_GRACE_S = 5.0
 """How long closing waits for batches already inside the backend before failing their items."""
 _POLL_S = 0.25
 """Sync callers wake this often to notice that the guard's loop is gone."""
-FACADE_OPTIONS = ("strictness", "on_error", "max_batch_size", "max_wait_ms", "max_input_chars", "cascade",
+FACADE_OPTIONS = ("strictness", "on_error", "shadow", "max_batch_size", "max_wait_ms", "max_input_chars", "cascade",
                   "cascade_margin")
 """`load` options that shape a facade; every other option goes to the backend (and keys the registry)."""
 
@@ -298,17 +302,17 @@ class FlexGuard:
     """
 
     def __init__(self, backend: Backend, *, strictness: Strictness = "moderate", on_error: OnError = "block",
-                 max_batch_size: int | None = None, max_wait_ms: float = 0.0,
+                 shadow: bool = False, max_batch_size: int | None = None, max_wait_ms: float = 0.0,
                  max_input_chars: int | None = DEFAULT_MAX_INPUT_CHARS,
                  cascade: FlexGuard | None = None, cascade_margin: float = 10.0,
                  batch_timeout_s: float | None = None) -> None:
         engine = _Engine(backend, batch_timeout_s=batch_timeout_s)
-        self._init(engine, strictness=strictness, on_error=on_error, max_batch_size=max_batch_size,
+        self._init(engine, strictness=strictness, on_error=on_error, shadow=shadow, max_batch_size=max_batch_size,
                    max_wait_ms=max_wait_ms, max_input_chars=max_input_chars, cascade=cascade,
                    cascade_margin=cascade_margin)
 
     def _init(self, engine: _Engine, *, strictness: Strictness = "moderate", on_error: OnError = "block",
-              max_batch_size: int | None = None, max_wait_ms: float = 0.0,
+              shadow: bool = False, max_batch_size: int | None = None, max_wait_ms: float = 0.0,
               max_input_chars: int | None = DEFAULT_MAX_INPUT_CHARS,
               cascade: FlexGuard | None = None, cascade_margin: float = 10.0) -> None:
         resolve_strictness(strictness)
@@ -324,6 +328,10 @@ class FlexGuard:
         self._engine = engine
         self.strictness = strictness
         self.on_error = check_on_error(on_error)
+        self.shadow = check_shadow(shadow, self.on_error)
+        """Shadow mode: every Decision is recorded (`flexguard_plugins.decisions`) and none flags."""
+        if self.shadow:
+            logger.warning("FlexGuard in shadow mode: decisions are recorded, nothing is blocked")
         self.max_batch_size = max_batch_size or engine.backend.max_batch_size
         self.max_wait_ms = max_wait_ms
         self.max_input_chars = max_input_chars
@@ -494,14 +502,15 @@ class FlexGuard:
         return (await self.ascore_batch([ModerationItem.coerce({"prompt": prompt, "response": response})]))[0]
 
     async def acheck_batch(self, items: Iterable[ItemLike], strictness: Strictness | None = None,
-                           on_error: OnError | None = None) -> list[Decision]:
-        strictness, on_error = self._policy(strictness, on_error)
+                           on_error: OnError | None = None, shadow: bool | None = None) -> list[Decision]:
+        strictness, on_error, shadow = self._policy(strictness, on_error, shadow)
         risks = await self.ascore_batch(items, strictness)
-        return [decide(risk, strictness, on_error) for risk in risks]
+        return [_recorded(decide(risk, strictness, on_error, shadow=shadow)) for risk in risks]
 
     async def acheck(self, prompt: str, response: str | None = None, strictness: Strictness | None = None,
-                     on_error: OnError | None = None) -> Decision:
-        return (await self.acheck_batch([{"prompt": prompt, "response": response}], strictness, on_error))[0]
+                     on_error: OnError | None = None, shadow: bool | None = None) -> Decision:
+        item = {"prompt": prompt, "response": response}
+        return (await self.acheck_batch([item], strictness, on_error, shadow))[0]
 
     # --- sync API -----------------------------------------------------------------------------
 
@@ -515,19 +524,22 @@ class FlexGuard:
         return self.score_batch([{"prompt": prompt, "response": response}])[0]
 
     def check_batch(self, items: Iterable[ItemLike], strictness: Strictness | None = None,
-                    on_error: OnError | None = None) -> list[Decision]:
-        strictness, on_error = self._policy(strictness, on_error)
-        return [decide(risk, strictness, on_error) for risk in self.score_batch(items, strictness)]
+                    on_error: OnError | None = None, shadow: bool | None = None) -> list[Decision]:
+        strictness, on_error, shadow = self._policy(strictness, on_error, shadow)
+        risks = self.score_batch(items, strictness)
+        return [_recorded(decide(risk, strictness, on_error, shadow=shadow)) for risk in risks]
 
     def check(self, prompt: str, response: str | None = None, strictness: Strictness | None = None,
-              on_error: OnError | None = None) -> Decision:
-        return self.check_batch([{"prompt": prompt, "response": response}], strictness, on_error)[0]
+              on_error: OnError | None = None, shadow: bool | None = None) -> Decision:
+        return self.check_batch([{"prompt": prompt, "response": response}], strictness, on_error, shadow)[0]
 
-    def _policy(self, strictness: Strictness | None, on_error: OnError | None) -> tuple[Strictness, OnError]:
+    def _policy(self, strictness: Strictness | None, on_error: OnError | None,
+                shadow: bool | None) -> tuple[Strictness, OnError, bool]:
         """Validate before scoring, so a bad option fails fast and no model time is spent."""
         strictness = self.strictness if strictness is None else strictness
         resolve_strictness(strictness)
-        return strictness, check_on_error(self.on_error if on_error is None else on_error)
+        on_error = check_on_error(self.on_error if on_error is None else on_error)
+        return strictness, on_error, check_shadow(self.shadow if shadow is None else shadow, on_error)
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -568,6 +580,11 @@ class FlexGuard:
 
     def __repr__(self) -> str:
         return f"FlexGuard({self.backend.describe()}, strictness={self.strictness!r}, on_error={self.on_error!r})"
+
+
+def _recorded(decision: Decision) -> Decision:
+    decision_log.info("%s", decision.reason)
+    return decision
 
 
 def _acquire(key: tuple[Any, ...], build: Any) -> _Engine:

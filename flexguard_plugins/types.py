@@ -220,7 +220,18 @@ def merge_peaks(winner: RiskScore, parts: Iterable[tuple[float, Sequence[str]]])
 
 @dataclass(frozen=True, slots=True)
 class Decision:
-    """The policy's verdict. `failed=True` means the guard could not decide and `on_error` chose `flagged`."""
+    """The policy's verdict. `failed=True` means the guard could not decide and `on_error` chose `flagged`.
+
+    `flagged` is what to enforce. In shadow mode (`shadow=True`) it is always False and `would_flag` holds the
+    verdict the policy reached, so traffic can be watched before enforcement is switched on; otherwise
+    `would_flag` equals `flagged`.
+
+    Example:
+        >>> from flexguard_plugins import decide, RiskScore
+        >>> d = decide(RiskScore.from_score(70.0, ("VIO",)), "moderate", shadow=True)
+        >>> d.flagged, d.would_flag, d.shadow
+        (False, True, True)
+    """
 
     flagged: bool
     score: float
@@ -230,6 +241,14 @@ class Decision:
     reason: str
     risk: RiskScore = field(repr=False)
     failed: bool = False
+    shadow: bool = False
+    would_flag: bool | None = None
+
+    def __post_init__(self) -> None:
+        if self.shadow and self.flagged:
+            raise ValueError("a shadow-mode Decision never flags: its verdict goes in would_flag")
+        if self.would_flag is None or not self.shadow:
+            object.__setattr__(self, "would_flag", bool(self.flagged if not self.shadow else self.would_flag))
 
     @property
     def allowed(self) -> bool:
@@ -238,6 +257,8 @@ class Decision:
     def to_dict(self) -> dict[str, Any]:
         return {
             "flagged": self.flagged,
+            "would_flag": self.would_flag,
+            "shadow": self.shadow,
             "failed": self.failed,
             "score": None if self.failed else self.score,
             "threshold": self.threshold,
@@ -247,11 +268,3 @@ class Decision:
             "tier": self.risk.tier.value if self.risk.ok else None,
             "scorer": self.risk.scorer,
         }
-
-
-class FlexGuardError(RuntimeError):
-    """The guard could not decide and the failure policy is `raise`."""
-
-    def __init__(self, message: str, risk: RiskScore | None = None):
-        super().__init__(message)
-        self.risk = risk

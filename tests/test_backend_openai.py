@@ -16,7 +16,8 @@ import pytest
 from flexguard_plugins import FlexGuard
 from flexguard_plugins.backends.hf import TransformersBackend
 from flexguard_plugins.backends.openai import OpenAIBackend
-from flexguard_plugins.types import FlexGuardError, ModerationItem
+from flexguard_plugins.errors import FlexGuardError
+from flexguard_plugins.types import ModerationItem
 from tests.fake_http import completion, http_server
 from tests.fixtures_vllm import (
     HARMFUL_WORD,

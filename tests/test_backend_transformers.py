@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from flexguard_plugins import FlexGuard
-from flexguard_plugins.backends import _generation as gen
 from flexguard_plugins.backends import create_backend
+from flexguard_plugins.backends import generation as gen
 from flexguard_plugins.backends.hf import TransformersBackend
 from flexguard_plugins.types import ModerationItem
 from tests.fixtures_vllm import HARMFUL_WORD, SPREAD_SCORES, SPREAD_WORD, guard_examples

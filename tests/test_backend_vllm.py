@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from flexguard_plugins import FlexGuard
-from flexguard_plugins.backends import _generation as gen
+from flexguard_plugins.backends import generation as gen
 from flexguard_plugins.backends.hf import TransformersBackend
 from flexguard_plugins.backends.vllm import VLLMBackend
 from flexguard_plugins.types import ModerationItem

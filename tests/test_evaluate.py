@@ -13,7 +13,8 @@ from flexguard_plugins import FlexGuard
 from flexguard_plugins.evaluation import evaluate as E
 from flexguard_plugins.evaluation import metrics as M
 from flexguard_plugins.evaluation.baselines import CallableScorer, FlexGuardScorer, load_scorer, run_scorer
-from flexguard_plugins.policy import REGIMES, calibrate_threshold, f1_at, make_policy, save_policy
+from flexguard_plugins.evaluation.thresholds import calibrate_threshold, f1_at
+from flexguard_plugins.policy import REGIMES, make_policy, save_policy
 from flexguard_plugins.types import ModerationItem
 from tests.fixtures_eval import TierBackend, tier_probability, tier_score
 

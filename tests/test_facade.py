@@ -243,3 +243,20 @@ def test_closed_guard_refuses_work(guard):
     guard.close()
     with pytest.raises(RuntimeError, match="closed"):
         guard.score("x")
+
+
+def test_shadow_mode_on_the_facade_records_every_decision_and_blocks_nothing(caplog):
+    import logging
+
+    from tests.scripted_backend import ScriptedBackend
+
+    with FlexGuard(ScriptedBackend(), strictness="moderate", shadow=True) as guard:
+        with caplog.at_level(logging.INFO, logger="flexguard_plugins.decisions"):
+            bad, fine = guard.check_batch(["a bomb", "fine"])
+        assert not bad.flagged and bad.would_flag and bad.shadow
+        assert not fine.flagged and not fine.would_flag
+        assert sum("shadow, not enforced" in r.getMessage() for r in caplog.records) == 2
+        enforced = guard.check("a bomb", shadow=False)
+        assert enforced.flagged and not enforced.shadow
+    with pytest.raises(ValueError, match="on_error='raise'"):
+        FlexGuard(ScriptedBackend(), shadow=True, on_error="raise")

@@ -5,16 +5,10 @@ import json
 import numpy as np
 import pytest
 
-from flexguard_plugins.policy import (
-    calibrate_threshold,
-    decide,
-    f1_at,
-    f1_curve,
-    make_policy,
-    resolve_strictness,
-    save_policy,
-)
-from flexguard_plugins.types import FlexGuardError, RiskScore
+from flexguard_plugins.errors import FlexGuardError
+from flexguard_plugins.evaluation.thresholds import calibrate_threshold, f1_at, f1_curve
+from flexguard_plugins.policy import decide, make_policy, resolve_strictness, save_policy
+from flexguard_plugins.types import RiskScore
 
 
 def risk(score: float, *cats: str) -> RiskScore:
@@ -128,3 +122,30 @@ def test_calibration_finds_separating_threshold():
     assert 30 < strict_fpr <= 45
     with pytest.raises(ValueError):
         calibrate_threshold([1, 2], [0, 0])
+
+
+def test_shadow_mode_records_the_verdict_and_never_flags():
+    flagged = decide(risk(70, "VIO"), "moderate", shadow=True)
+    assert (flagged.flagged, flagged.would_flag, flagged.shadow) == (False, True, True)
+    assert flagged.reason.startswith("shadow, not enforced: flagged")
+    allowed = decide(risk(10), "moderate", shadow=True)
+    assert (allowed.flagged, allowed.would_flag) == (False, False)
+    undecided = decide(RiskScore.failure("boom"), "moderate", "block", shadow=True)
+    assert (undecided.flagged, undecided.would_flag, undecided.failed) == (False, True, True)
+    assert decide(risk(70, "VIO"), "moderate").would_flag is True
+
+
+def test_shadow_mode_refuses_on_error_raise_and_non_bools():
+    with pytest.raises(ValueError, match="on_error='raise'"):
+        decide(risk(70, "VIO"), "moderate", "raise", shadow=True)
+    with pytest.raises(ValueError, match="shadow must be true or false"):
+        decide(risk(70, "VIO"), "moderate", shadow="yes")
+
+
+def test_every_guard_failure_is_a_flexguard_error():
+    from flexguard_plugins import BatchTimeoutError, GuardClosedError, PolicyViolation, UndecidedError
+
+    for error in (UndecidedError, GuardClosedError, BatchTimeoutError, PolicyViolation):
+        assert issubclass(error, FlexGuardError) and issubclass(error, RuntimeError)
+    with pytest.raises(UndecidedError):
+        decide(RiskScore.failure("boom"), "moderate", "raise")

@@ -69,7 +69,7 @@ def test_sft_grpo_and_inference_tokenize_the_prompt_identically(tiny_qwen3_dir, 
     """The ids a model is trained on (SFT), aligned on (GRPO) and asked with (backends) are one sequence."""
     from types import SimpleNamespace
 
-    from flexguard_plugins.backends import _generation as gen
+    from flexguard_plugins.backends import generation as gen
 
     tokenizer = _bos_tokenizer(tiny_qwen3_dir)
     reasoning = reasoning_mode == "auto"

@@ -15,7 +15,7 @@ from typing import Any
 
 from ..prompts import shared_prefix
 from ..types import ModerationItem, RiskScore
-from . import _generation as gen
+from . import generation as gen
 from .base import Backend
 
 Generated = tuple[list[int], list[tuple[int, list[tuple[int, float]]]]]

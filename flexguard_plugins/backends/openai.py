@@ -15,7 +15,7 @@ from typing import Any
 
 from ..prompts import THINK_CLOSE, THINK_OPEN
 from ..types import ModerationItem, RiskScore
-from . import _generation as gen
+from . import generation as gen
 from .base import Backend
 
 _RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})

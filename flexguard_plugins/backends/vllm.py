@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ..types import ModerationItem, RiskScore
-from . import _generation as gen
+from . import generation as gen
 from .base import Backend
 
 T = TypeVar("T")

@@ -19,7 +19,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from flexguard_plugins.policy import REGIMES, calibrate_threshold, make_policy, save_policy
+from flexguard_plugins.evaluation.thresholds import calibrate_threshold
+from flexguard_plugins.policy import REGIMES, make_policy, save_policy
 from flexguard_plugins.types import CATEGORIES
 
 from . import metrics as M

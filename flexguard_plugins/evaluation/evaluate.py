@@ -27,7 +27,8 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from flexguard_plugins.policy import REGIMES, f1_curve, load_policy, resolve_strictness
+from flexguard_plugins.evaluation.thresholds import f1_curve
+from flexguard_plugins.policy import REGIMES, load_policy, resolve_strictness
 from flexguard_plugins.scorer import FlexGuard
 from flexguard_plugins.types import RiskScore, Tier
 

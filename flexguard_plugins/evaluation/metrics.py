@@ -13,7 +13,8 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 from scipy import stats
 
-from flexguard_plugins.policy import REGIMES, calibrate_threshold, f1_at
+from flexguard_plugins.evaluation.thresholds import calibrate_threshold, f1_at
+from flexguard_plugins.policy import REGIMES
 from flexguard_plugins.types import TIER_BANDS, Tier
 
 REGIME_MIN_SEVERITY: Mapping[str, int] = {"strict": 1, "moderate": 2, "loose": 3}

@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from flexguard_plugins.backends import _generation as gen
+from flexguard_plugins.backends import generation as gen
 from flexguard_plugins.prompts import render_prompt
 from flexguard_plugins.types import ModerationItem
 

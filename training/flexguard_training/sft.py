@@ -1,7 +1,7 @@
 """`flexguard train sft`: the SFT warm-up. LoRA (PEFT) on any causal LM with TRL's `SFTTrainer`.
 
 Each prepared record is tokenized here, exactly as inference tokenizes it: the prompt ids are the
-backends' own (`flexguard_plugins.backends._generation.prompt_ids`: `render_prompt` through the chat
+backends' own (`flexguard_plugins.backends.generation.prompt_ids`: `render_prompt` through the chat
 template, think prefill, no extra special tokens), followed by the ids of
 `render_target(categories, score, reasoning)` and EOS. TRL takes the pre-tokenized `input_ids` and
 `labels` as they are: the loss is on the answer tokens only (prompt labels are -100), and for a record
@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from flexguard_plugins.backends import _generation as gen
+from flexguard_plugins.backends import generation as gen
 from flexguard_plugins.prompts import render_prompt, render_target
 from flexguard_plugins.types import ModerationItem
 

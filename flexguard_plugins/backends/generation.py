@@ -1,4 +1,7 @@
-"""What the three LLM backends share: items → prompt tokens, generated tokens → `RiskScore`.
+"""What the three LLM backends and training share: items → prompt tokens, generated tokens → `RiskScore`.
+
+This is the public contract between inference and training (`flexguard_training` renders SFT and GRPO
+prompts through it), so a model is trained on exactly what it is served.
 
 Backends differ only in how they generate; prompt rendering, tokenization, decoding, the content
 budget and parsing happen here, once, so transformers, vLLM and a remote server read the model alike.

@@ -11,7 +11,8 @@ from flexguard_plugins.evaluation import calibrate as C
 from flexguard_plugins.evaluation import evaluate as E
 from flexguard_plugins.evaluation import metrics as M
 from flexguard_plugins.evaluation.baselines import FlexGuardScorer
-from flexguard_plugins.policy import REGIMES, calibrate_threshold, resolve_strictness
+from flexguard_plugins.evaluation.thresholds import calibrate_threshold
+from flexguard_plugins.policy import REGIMES, resolve_strictness
 
 
 def _table(path):

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
+from .errors import BatchTimeoutError
+
 T = TypeVar("T")
 R = TypeVar("R")
+logger = logging.getLogger(__name__)
 
 
 @dataclass(eq=False)
@@ -44,11 +48,12 @@ class MicroBatcher(Generic[T, R]):
     what is left fails with the error. Must be used from a single event loop.
 
     Bounded: a `run_batch` call that takes longer than `batch_timeout_s` (None: no bound) is cancelled and
-    its items fail together, without splitting (a hung backend would hang every half too); a backend must
-    let itself be cancelled (one that swallows the CancelledError is not bounded). Whatever
-    `run_batch` raises, BaseExceptions included (a stray CancelledError, KeyboardInterrupt or SystemExit
-    from backend code), fails only that batch's items: the batcher's loop keeps serving the others. Only
-    the batcher's own cancellation (`aclose`) propagates, and its items are answered then too.
+    its items fail together (`BatchTimeoutError` in their message), without splitting (a hung backend would
+    hang every half too); a backend must let itself be cancelled (one that swallows the CancelledError is
+    not bounded). Whatever `run_batch` raises, BaseExceptions included (a stray CancelledError,
+    KeyboardInterrupt or SystemExit from backend code), fails only that batch's items: the batcher's loop
+    keeps serving the others. Only the batcher's own cancellation (`aclose`) propagates, and its items are
+    answered then too.
     """
 
     def __init__(self, run_batch: Callable[[list[T]], Awaitable[list[R]]], *,
@@ -178,7 +183,8 @@ class MicroBatcher(Generic[T, R]):
         except asyncio.CancelledError:
             if not expired:
                 raise
-            raise BatchTimeout(f"backend did not answer within batch_timeout_s={self.batch_timeout_s:g} s") from None
+            raise BatchTimeoutError(f"backend did not answer within batch_timeout_s={self.batch_timeout_s:g} s"
+                                    ) from None
         finally:
             timer.cancel()
             if expired and hasattr(task, "uncancel"):  # 3.11+: that cancellation was ours and is over
@@ -192,12 +198,21 @@ class MicroBatcher(Generic[T, R]):
         except BaseException as error:  # noqa: BLE001 - every item must get an answer (class docstring)
             if isinstance(error, asyncio.CancelledError) and _being_cancelled():
                 raise
-            if len(batch) > 1 and budget[0] >= 2 and not isinstance(error, BatchTimeout):
+            timed_out = isinstance(error, BatchTimeoutError)
+            if len(batch) > 1 and budget[0] >= 2 and not timed_out:
+                logger.warning("a backend batch of %d items failed (%s); splitting it to isolate the failing items",
+                               len(batch), type(error).__name__)
                 budget[0] -= 2
                 half = len(batch) // 2
                 await self._run_isolating(batch[:half], budget)
                 await self._run_isolating(batch[half:], budget)
                 return
+            if timed_out:
+                logger.warning("a backend batch of %d items did not answer within batch_timeout_s=%g s; "
+                               "its items are undecided", len(batch), self.batch_timeout_s)
+            else:
+                logger.warning("the backend failed on %d items (%s); they are undecided", len(batch),
+                               type(error).__name__)
             message = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
             results = [self._on_failure(message) for _ in batch]
         for (_, future), result in zip(batch, results, strict=True):
@@ -208,15 +223,23 @@ class MicroBatcher(Generic[T, R]):
         """Stop taking work. Queued items get `on_failure(message)` at once; batches already running get
         `grace_s` to finish, then are cancelled and their items fail too. Nothing is left waiting."""
         self.closed = True
+        queued = 0
         while self._tickets:
             for _, future in self._tickets.popleft().waiting:
                 if not future.done():
+                    queued += 1
                     future.set_result(self._on_failure(message))
         self._wakeup.set()
         # not the batch we are closing from (backend code closing its own guard): it would wait for itself
         running = {task: futures for task, futures in self._running.items() if task is not asyncio.current_task()}
+        if queued or running:
+            logger.warning("guard closing with %d queued items (now undecided) and %d batches running", queued,
+                           len(running))
         if running:
             _, late = await asyncio.wait(running, timeout=grace_s)
+            if late:
+                logger.warning("%d batches still running after %g s are cancelled; their items are undecided",
+                               len(late), grace_s)
             for task in late:
                 task.cancel()
             for futures in running.values():
@@ -225,10 +248,6 @@ class MicroBatcher(Generic[T, R]):
                         future.set_result(self._on_failure(f"{message} (still running after {grace_s:g} s)"))
         if self._worker is not None and not self._worker.done():
             self._worker.cancel()
-
-
-class BatchTimeout(Exception):
-    """A `run_batch` call ran past `batch_timeout_s`."""
 
 
 def _being_cancelled() -> bool:

@@ -1,4 +1,4 @@
-"""Split judged text that is longer than the model's budget into overlapping chunks.
+"""Split judged text that is longer than the model's budget into overlapping chunks, and merge their scores.
 
 Tokens are counted on what the model will actually see: `render` (the prompt neutraliser, for backends
 that render FlexGuard's chat prompt) may rewrite the text, e.g. `<|im_end|>` (1 token) into `‹|im_end|›`
@@ -12,7 +12,9 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from .prompts import forgery_tokens, neutralize_mapped
 from .text import SENTENCE_END
+from .types import ModerationItem, RiskScore, merge_peaks
 
 CHARS_PER_TOKEN = 4
 """Fallback when the backend has no tokenizer: a token is at most this many characters of one word."""
@@ -20,6 +22,15 @@ _FALLBACK_TOKEN = re.compile(rf"^\s+|\S{{1,{CHARS_PER_TOKEN}}}\s*")
 
 Render = Callable[[str], tuple[str, "tuple[list[int], list[int]] | None"]]
 """text → (what the model sees, per character of it the (starts, ends) in `text`, or None when unchanged)."""
+
+
+def renderer(tokenizer: Any | None) -> Render | None:
+    """What an LLM backend with this tokenizer does to judged text before the model sees it (it neutralises
+    forged role markers and special tokens); None for a tokenizer without a chat template."""
+    if not getattr(tokenizer, "chat_template", None):
+        return None
+    tokens = forgery_tokens(tokenizer)
+    return lambda text: neutralize_mapped(text, tokens)
 
 
 def _raw_offsets(text: str, tokenizer: Any | None) -> list[tuple[int, int]]:
@@ -126,3 +137,58 @@ def tail(text: str, max_tokens: int, tokenizer: Any | None = None, render: Rende
     if len(offsets) <= max_tokens:
         return text
     return "…" + text[offsets[len(offsets) - max_tokens][0]:]
+
+
+def split_item(item: ModerationItem, budget: int | None, tokenizer: Any | None = None, *,
+               max_context_tokens: int | None = None, max_input_chars: int | None = None,
+               render: Render | None = None) -> list[tuple[ModerationItem, int | None]]:
+    """The units to score for `item`, each with where its judged text starts in the item's (None: scored whole).
+
+    Args:
+        item: what to judge; in response mode the response is chunked and the prompt is context.
+        budget: tokens of judged text one unit may hold (None: no limit, one unit).
+        tokenizer: counts tokens (None: about `CHARS_PER_TOKEN` characters a token).
+        max_context_tokens: tokens of the prompt's end kept as a response's context (None: a quarter of `budget`).
+        max_input_chars: characters of the prompt's end kept as a response's context (None: all).
+        render: what the backend does to the text before the model sees it (`Render`).
+    """
+    prompt = item.prompt
+    if item.response is not None and max_input_chars is not None:
+        prompt = prompt[-max_input_chars:]  # context: only its end matters
+    if budget is None:
+        return [(ModerationItem(prompt, item.response), None)]
+    if item.response is None:
+        spans = chunk_spans(prompt, budget, tokenizer, render=render)
+        if len(spans) == 1:
+            return [(item, None)]
+        return [(ModerationItem(prompt[a:b]), a) for a, b in spans]
+    context = tail(prompt, max_context_tokens or max(8, budget // 4), tokenizer, render=render)
+    spans = chunk_spans(item.response, budget, tokenizer, render=render)
+    if len(spans) == 1:
+        return [(ModerationItem(context, item.response), None)]
+    return [(ModerationItem(context, item.response[a:b]), a) for a, b in spans]
+
+
+def placed(risk: RiskScore, unit: ModerationItem, start: int | None) -> RiskScore:
+    """A unit's score with its span in the item's judged text (a backend's own span is relative to the unit)."""
+    if start is None:
+        return risk
+    local = risk.span or (0, len(unit.judged_text))
+    return risk.with_(span=(start + local[0], start + local[1]))
+
+
+def riskiest(risks: Sequence[RiskScore]) -> RiskScore:
+    """An item's score from its chunks' (`placed`): the riskiest chunk that was scored, with every category's
+    highest part in `peaks`. When some chunks failed the result says so (`partial_error`): `decide` flags it
+    if the scored part reaches the threshold and treats it as undecided otherwise. With no chunk scored, the
+    first failure."""
+    scored = [r for r in risks if r.ok]  # ok scores are finite and 0-100 (`RiskScore.checked`)
+    failed = [r for r in risks if not r.ok]
+    if not scored:
+        return failed[0]
+    best = max(scored, key=lambda r: r.score)
+    parts = [part for r in scored for part in ([(s, (c,)) for c, s in r.peaks] or [(r.score, r.categories)])]
+    best = best.with_(peaks=merge_peaks(best, parts))
+    if failed:
+        best = best.with_(partial_error=f"{len(failed)} of {len(risks)} chunks failed: {failed[0].error}")
+    return best

@@ -15,12 +15,11 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
-from numbers import Real
 from pathlib import Path
 from typing import Any, Literal
 
 from .errors import UndecidedError
-from .types import CATEGORIES, Decision, RiskScore
+from .types import CATEGORIES, Decision, RiskScore, is_number
 
 REGIMES: Mapping[str, float] = {"strict": 21.0, "moderate": 41.0, "loose": 61.0}
 """Rubric thresholds: strict flags ≥ LOW, moderate ≥ MODERATE, loose ≥ HIGH."""
@@ -65,7 +64,7 @@ Strictness = str | int | float | Mapping[str, Any] | os.PathLike | Thresholds
 
 
 def _check_threshold(value: float, what: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, Real) or math.isnan(value):
+    if not is_number(value) or math.isnan(value):
         raise ValueError(f"{what}: expected a number 0-100, got {value!r}")
     if not 0 <= value <= 100:
         raise ValueError(f"{what}: threshold {value:g} is out of range 0-100")
@@ -239,6 +238,18 @@ def decide(risk: RiskScore, strictness: Strictness | Thresholds = "moderate", on
         flagged=flagged, score=risk.score, threshold=threshold, strictness=thresholds.label,
         categories=risk.categories, reason=reason, risk=risk,
     )
+
+
+def near_a_line(risk: RiskScore, thresholds: Thresholds, margin: float) -> bool:
+    """Whether a cheap score is too close to a line that may apply to call it (a cascade escalates it): its
+    categories' threshold, each part's own category line (`RiskScore.peaks`; only a per-category one can matter,
+    since no part outscores the whole) and, when it names no category, every per-category threshold. Without
+    per-category lines this is the distance of the score to its threshold."""
+    pairs = [(risk.score, thresholds.for_categories(risk.categories))]
+    pairs += [(score, thresholds.per_category[code]) for code, score in risk.peaks if code in thresholds.per_category]
+    if not risk.categories:
+        pairs += [(risk.score, line) for line in thresholds.per_category.values()]
+    return any(abs(score - line) < margin for score, line in pairs)
 
 
 # --- policy files -----------------------------------------------------------------------------

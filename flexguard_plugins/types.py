@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import Enum
-from numbers import Real
+from numbers import Integral, Real
 from typing import Any
 
 from .text import replace_surrogates, stream_safe
@@ -57,6 +57,16 @@ TIER_BANDS: Mapping[Tier, tuple[int, int]] = {
     Tier.HIGH: (61, 80),
     Tier.EXTREME: (81, 100),
 }
+
+
+def is_number(value: Any) -> bool:
+    """A real number, not a bool (`True` is an int, and a threshold or a score of True is a mistake)."""
+    return isinstance(value, Real) and not isinstance(value, bool)
+
+
+def is_count(value: Any) -> bool:
+    """An integer, not a bool."""
+    return isinstance(value, Integral) and not isinstance(value, bool)
 
 
 def tier_for_score(score: float) -> Tier:
@@ -112,6 +122,19 @@ class ModerationItem:
         if prompt is item.prompt and response is item.response:
             return item
         return cls(prompt, response)
+
+    @classmethod
+    def coerce_all(cls, items: Iterable[Any]) -> list[ModerationItem]:
+        """`coerce` for a batch: every item is validated before any is used, and the error names the bad one."""
+        if isinstance(items, (str, bytes, Mapping, ModerationItem)):
+            raise TypeError("batch calls take a list of items; use score()/check() for one item")
+        coerced = []
+        for index, value in enumerate(items):
+            try:
+                coerced.append(cls.coerce(value))
+            except (TypeError, ValueError) as error:
+                raise type(error)(f"item {index}: {error}") from None
+        return coerced
 
 
 def _clean(text: str) -> str:
@@ -169,7 +192,7 @@ class RiskScore:
         if not isinstance(value, RiskScore):
             return cls.failure(f"backend returned {type(value).__name__}, not a RiskScore", scorer=scorer)
         score = value.score
-        if value.ok and (isinstance(score, bool) or not isinstance(score, Real) or not 0 <= score <= 100):
+        if value.ok and (not is_number(score) or not 0 <= score <= 100):
             return cls.failure(f"backend returned score {score!r} with ok=True (a score is 0-100)",
                                raw=value.raw, scorer=value.scorer or scorer)
         if value.ok and not _valid_peaks(value.peaks):
@@ -201,7 +224,7 @@ def _valid_peaks(peaks: Any) -> bool:
     for pair in peaks:
         if not (isinstance(pair, tuple) and len(pair) == 2 and pair[0] in CATEGORIES):
             return False
-        if isinstance(pair[1], bool) or not isinstance(pair[1], Real) or not 0 <= pair[1] <= 100:
+        if not is_number(pair[1]) or not 0 <= pair[1] <= 100:
             return False
     return True
 

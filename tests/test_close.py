@@ -9,8 +9,9 @@ import time
 import pytest
 
 import flexguard_plugins.scorer as scorer
-from flexguard_plugins import FlexGuard, shared_guard
-from flexguard_plugins.scorer import _REGISTRY, ashared_guard
+from flexguard_plugins import FlexGuard, GuardClosedError, shared_guard
+from flexguard_plugins.runtime import registered_engines
+from flexguard_plugins.scorer import ashared_guard
 from tests.scripted_backend import ScriptedBackend
 
 
@@ -28,8 +29,9 @@ async def test_aclose_with_hundreds_of_queued_checks_answers_them_all():
     assert len(guard.backend.batches) <= 3 and len(undecided) >= 400 - scored
     assert all(d.flagged and "closed" in d.reason for d in undecided)
     assert all(d.score == 92 for i, d in enumerate(results) if not d.failed and i % 2)
-    with pytest.raises(RuntimeError, match="closed"):
+    with pytest.raises(GuardClosedError, match="closed"):
         await guard.acheck("x")
+    assert issubclass(GuardClosedError, RuntimeError)  # code written against the old RuntimeError still works
 
 
 def test_close_with_threads_inside_check_releases_them():
@@ -78,10 +80,9 @@ def _slow_create(created: list[str], delay_s: float):
 
 
 def _close_scripted() -> None:
-    for engine in list(_REGISTRY.values()):
+    for engine in registered_engines():
         if isinstance(engine.backend, ScriptedBackend):
-            engine.close()
-            _REGISTRY.pop(engine.key, None)
+            engine.close()  # and it leaves the registry
 
 
 def test_concurrent_first_loads_build_once_and_other_keys_do_not_wait(monkeypatch):

@@ -6,8 +6,9 @@ import math
 import pytest
 
 from flexguard_plugins import FlexGuard, FlexGuardError, ModerationItem
-from flexguard_plugins.scorer import _REGISTRY
+from flexguard_plugins.scorer import FACADE_OPTIONS
 from tests.scripted_backend import ScriptedBackend
+from tests.test_close import _close_scripted
 
 
 @pytest.fixture
@@ -177,13 +178,13 @@ def test_registry_shares_one_backend_per_backend_options(monkeypatch):
 
     def fake_create(name, model, **options):
         created.append((name, model, options))
-        return ScriptedBackend(model, **options)
+        return ScriptedBackend(model, max_content_tokens=options["max_batch_tokens"])
 
     monkeypatch.setattr(scorer, "create_backend", fake_create)
-    a = FlexGuard.load("some/model", backend="transformers", max_content_tokens=32)
-    b = FlexGuard.load("some/model", backend="transformers", max_content_tokens=32, strictness="strict",
+    a = FlexGuard.load("some/model", backend="transformers", max_batch_tokens=32)
+    b = FlexGuard.load("some/model", backend="transformers", max_batch_tokens=32, strictness="strict",
                        on_error="allow", max_batch_size=8, max_wait_ms=3, max_input_chars=500)
-    c = FlexGuard.load("some/model", backend="transformers", max_content_tokens=16)
+    c = FlexGuard.load("some/model", backend="transformers", max_batch_tokens=16)
     assert a is not b and a.backend is b.backend and a.backend is not c.backend and len(created) == 2
     assert (b.strictness, b.on_error, b.max_batch_size, b.max_input_chars) == ("strict", "allow", 8, 500)
     assert a.check("steal").flagged and not b.check("garbage").flagged  # each handle keeps its own defaults
@@ -194,12 +195,9 @@ def test_registry_shares_one_backend_per_backend_options(monkeypatch):
         a.score("x")
     b.close()  # the last handle: the backend closes and leaves the registry
     assert shared.closed
-    assert FlexGuard.load("some/model", backend="transformers", max_content_tokens=32).backend is not shared
+    assert FlexGuard.load("some/model", backend="transformers", max_batch_tokens=32).backend is not shared
     assert len(created) == 3
-    for engine in list(_REGISTRY.values()):
-        if isinstance(engine.backend, ScriptedBackend):
-            engine.close()
-            _REGISTRY.pop(engine.key, None)
+    _close_scripted()
 
 
 def test_cascade_escalates_only_near_the_threshold():
@@ -260,3 +258,34 @@ def test_shadow_mode_on_the_facade_records_every_decision_and_blocks_nothing(cap
         assert enforced.flagged and not enforced.shadow
     with pytest.raises(ValueError, match="on_error='raise'"):
         FlexGuard(ScriptedBackend(), shadow=True, on_error="raise")
+
+
+def test_load_names_its_facade_options_and_refuses_an_unknown_one():
+    """`**backend_options` reaches only the backend: a misspelled facade option is an error naming both lists."""
+    import inspect
+
+    parameters = inspect.signature(FlexGuard.load).parameters
+    assert all(parameters[name].kind is inspect.Parameter.KEYWORD_ONLY for name in FACADE_OPTIONS)
+    with pytest.raises(TypeError, match=r"unknown option 'strictnes'.*facade options: strictness.*lite backend"):
+        FlexGuard.load(strictnes="strict")
+
+
+def test_a_check_resolves_its_strictness_once(monkeypatch):
+    """One resolution per call, handed on as Thresholds: not one more per item in `decide`."""
+    import flexguard_plugins.policy as policy
+    import flexguard_plugins.scorer as scorer
+
+    calls = []
+
+    def counted(strictness):
+        calls.append(strictness)
+        return real(strictness)
+
+    real = policy.resolve_strictness
+    monkeypatch.setattr(policy, "resolve_strictness", counted)
+    monkeypatch.setattr(scorer, "resolve_strictness", counted)
+    with FlexGuard(ScriptedBackend()) as guard:
+        calls.clear()  # the constructor checks its default
+        decisions = guard.check_batch(["bomb", "steal", "flirt", "hello"], strictness={"default": "loose", "SEX": 25})
+    assert [d.flagged for d in decisions] == [True, False, True, False]
+    assert calls == [{"default": "loose", "SEX": 25}]

@@ -22,7 +22,7 @@ from flexguard_plugins import FlexGuard, FlexGuardError, ModerationItem, RiskSco
 from flexguard_plugins.backends.base import Backend
 from flexguard_plugins.policy import Thresholds, check_on_error, decide, resolve_strictness
 from flexguard_plugins.prompts import neutralize, render_prompt
-from flexguard_plugins.scorer import DEFAULT_BATCH_TIMEOUT_S
+from flexguard_plugins.runtime import DEFAULT_BATCH_TIMEOUT_S
 from flexguard_plugins.text import fold
 from flexguard_plugins.types import Tier
 from tests.scripted_backend import ScriptedBackend, answer_for
@@ -483,10 +483,10 @@ async def test_a_backend_that_hangs_is_bounded_by_the_batch_timeout():
     assert await asyncio.to_thread(lambda: guard.check("hang", on_error="allow").failed)  # sync callers too
     release.set()
     await guard.aclose()
-    assert FlexGuard(ScriptedBackend())._engine.batch_timeout_s == DEFAULT_BATCH_TIMEOUT_S == 600
+    assert FlexGuard(ScriptedBackend()).batch_timeout_s == DEFAULT_BATCH_TIMEOUT_S == 600
     slow = ScriptedBackend()
     slow.batch_timeout_s = 1200.0
-    assert FlexGuard(slow)._engine.batch_timeout_s == 1200.0
+    assert FlexGuard(slow).batch_timeout_s == 1200.0
     for bad in (0, -1, math.nan, "10"):
         with pytest.raises(ValueError, match="batch_timeout_s"):
             FlexGuard(ScriptedBackend(), batch_timeout_s=bad)

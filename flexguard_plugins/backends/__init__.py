@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
+import inspect
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from .base import Backend
@@ -27,8 +28,38 @@ def backend_class(name: str) -> Callable[..., Backend]:
     return getattr(importlib.import_module(module), attr)
 
 
+def backend_option_names(name: str) -> tuple[str, ...] | None:
+    """The keyword options backend `name` takes besides the model (None: it takes any)."""
+    parameters = inspect.signature(backend_class(name)).parameters.values()
+    if any(p.kind is p.VAR_KEYWORD for p in parameters):
+        return None
+    named = (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    return tuple(p.name for p in parameters if p.name != "model" and p.kind in named)
+
+
 def create_backend(name: str, model: str | None, **options: Any) -> Backend:
     return backend_class(name)(model, **options)
 
 
-__all__ = ["Backend", "backend_class", "backend_names", "create_backend"]
+def resolve_backend_name(model: str | None, backend: str, options: Mapping[str, Any]) -> str:
+    """The backend `backend="auto"` means: lite without a model, openai with a `base_url`, vLLM where it is
+    installed and a GPU is visible, else transformers. Any other name is returned as given."""
+    if backend != "auto":
+        return backend
+    if model is None:
+        return "lite"
+    if options.get("base_url"):
+        return "openai"
+    try:
+        import torch
+        import vllm  # noqa: F401
+
+        if torch.cuda.is_available():
+            return "vllm"
+    except ImportError:
+        pass
+    return "transformers"
+
+
+__all__ = ["Backend", "backend_class", "backend_names", "backend_option_names", "create_backend",
+           "resolve_backend_name"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import socket
 import time
 from collections.abc import Iterator
@@ -96,12 +97,16 @@ def scripted_server() -> Iterator[dict]:
 
 
 async def test_a_blackholed_host_fails_over_after_the_connect_timeout(tiny_guard_dir, guard_rubric, blackholed_url,
-                                                                      scripted_server):
+                                                                      scripted_server, caplog):
     backend = make(tiny_guard_dir, [blackholed_url, scripted_server["url"]], guard_rubric, reasoning=False,
                    connect_timeout=0.5, timeout=30, backoff=10)
     started = time.monotonic()
-    risk = (await backend.score_batch(ITEMS[:1]))[0]
+    with caplog.at_level(logging.INFO, logger="flexguard_plugins.backends.openai"):
+        risk = (await backend.score_batch(ITEMS[:1]))[0]
     assert risk.ok and risk.score == 3 and time.monotonic() - started < 3  # no 30 s wait, no 10 s backoff
+    assert [(r.levelno, r.getMessage()) for r in caplog.records] == [
+        (logging.WARNING, f"openai backend: no connection to {blackholed_url} within 0.5 s (connect timeout); "
+                          f"failing over to {scripted_server['url']}")]
     alone = make(tiny_guard_dir, blackholed_url, guard_rubric, connect_timeout=0.3, max_retries=1, backoff=0.01)
     failed = (await alone.score_batch(ITEMS[:1]))[0]
     assert not failed.ok and "connect timeout" in failed.error and "2 attempts" in failed.error
@@ -207,10 +212,16 @@ async def test_a_hung_server_times_out_within_the_concurrency_limit(tiny_guard_d
     assert decision.flagged and decision.failed and "timeout" in decision.reason
 
 
-async def test_server_errors_are_retried_with_backoff(tiny_guard_dir, guard_rubric, failing_server):
+async def test_server_errors_are_retried_with_backoff(tiny_guard_dir, guard_rubric, failing_server, caplog):
     backend = make(tiny_guard_dir, failing_server["url"], guard_rubric, api_key="sk-secret-123", max_retries=2,
                    backoff=0.05)
-    risk = (await backend.score_batch(ITEMS[:1]))[0]
+    with caplog.at_level(logging.INFO, logger="flexguard_plugins.backends.openai"):
+        risk = (await backend.score_batch(ITEMS[:1]))[0]
+    url = failing_server["url"]
+    assert [r.getMessage() for r in caplog.records] == [  # the server's answer body is not logged
+        f"openai backend: HTTP 503 from {url}; retry 1 of 2 in 0.05 s",
+        f"openai backend: HTTP 503 from {url}; retry 2 of 2 in 0.1 s",
+        f"openai backend: HTTP 503 from {url}; giving up after 3 attempts"]
     seen = failing_server["seen"]
     assert not risk.ok and "HTTP 503" in risk.error and "overloaded" in risk.error and "3 attempts" in risk.error
     assert len(seen) == 3 and all(s["path"] == "/v1/completions" for s in seen)

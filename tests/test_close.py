@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 
@@ -15,12 +16,15 @@ from flexguard_plugins.scorer import ashared_guard
 from tests.scripted_backend import ScriptedBackend
 
 
-async def test_aclose_with_hundreds_of_queued_checks_answers_them_all():
+async def test_aclose_with_hundreds_of_queued_checks_answers_them_all(caplog):
     guard = FlexGuard(ScriptedBackend(delay_s=0.3, max_batch_size=16))
     tasks = [asyncio.create_task(guard.acheck("bomb" if i % 2 else f"hello {i}")) for i in range(400)]
     await asyncio.sleep(0.05)  # the first batch of 16 is inside the backend, 384 are queued
     started = time.perf_counter()
-    await asyncio.wait_for(guard.aclose(), 10)
+    with caplog.at_level(logging.WARNING, logger="flexguard_plugins"):
+        await asyncio.wait_for(guard.aclose(), 10)
+    assert any(r.getMessage().startswith("guard closing with ") and "queued items (now undecided)" in r.getMessage()
+               for r in caplog.records)
     results = await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 5)
     assert time.perf_counter() - started < 3
     assert not [r for r in results if isinstance(r, BaseException)]

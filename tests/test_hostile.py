@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import logging
 import math
 import threading
 import time
@@ -463,7 +464,7 @@ async def test_a_backend_raising_a_base_exception_fails_its_batch_and_the_guard_
     await guard.aclose()
 
 
-async def test_a_backend_that_hangs_is_bounded_by_the_batch_timeout():
+async def test_a_backend_that_hangs_is_bounded_by_the_batch_timeout(caplog):
     release = asyncio.Event()
 
     async def answer(items):
@@ -474,9 +475,13 @@ async def test_a_backend_that_hangs_is_bounded_by_the_batch_timeout():
     backend = SeamBackend(answer)
     guard = FlexGuard(backend, batch_timeout_s=0.3, max_wait_ms=20)
     started = time.perf_counter()
-    hung, other = await asyncio.wait_for(asyncio.gather(guard.acheck("hang"), guard.acheck("bomb")), 5)
+    with caplog.at_level(logging.WARNING, logger="flexguard_plugins.batching"):
+        hung, other = await asyncio.wait_for(asyncio.gather(guard.acheck("hang"), guard.acheck("bomb")), 5)
     assert time.perf_counter() - started < 2
-    assert hung.failed and hung.flagged and "did not answer within batch_timeout_s=0.3 s" in hung.reason
+    assert hung.failed and hung.flagged and "BatchTimeoutError: backend did not answer within batch_timeout_s=0.3 s" \
+        in hung.reason
+    logged = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert "a backend batch of 2 items did not answer within batch_timeout_s=0.3 s; its items are undecided" in logged
     assert other.failed  # same batch: timed-out batches are not split (each half would hang as long)
     assert backend.calls == 1
     assert (await guard.acheck("bomb")).flagged and not (await guard.acheck("bomb")).failed

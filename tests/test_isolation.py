@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Sequence
 
@@ -32,12 +33,16 @@ async def test_an_item_that_breaks_its_batch_fails_alone_under_allow():
     await guard.aclose()
 
 
-def test_isolating_a_culprit_costs_a_bounded_number_of_calls():
+def test_isolating_a_culprit_costs_a_bounded_number_of_calls(caplog):
     backend = ScriptedBackend(poison="POISON")
     guard = FlexGuard(backend, max_batch_size=64)
     items = [f"item {i}" + (" bomb" if i % 2 else "") for i in range(64)]
     items[37] = "POISON"
-    risks = guard.score_batch(items)
+    with caplog.at_level(logging.WARNING, logger="flexguard_plugins.batching"):
+        risks = guard.score_batch(items)
+    splits = [r for r in caplog.records if "splitting it" in r.getMessage()]
+    assert splits and "batch of 64 items failed (TypeError)" in splits[0].getMessage()
+    assert not any("POISON" in r.getMessage() or "item 1" in r.getMessage() for r in caplog.records)  # no text
     assert [r.ok for r in risks] == [i != 37 for i in range(64)]
     assert risks[1].score == 92 and "cannot encode" in risks[37].error
     assert len(backend.batches) <= 1 + retry_budget(64)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from . import generation as gen
 from .base import Backend
 
 _RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+logger = logging.getLogger(__name__)
 
 
 class OpenAIBackend(Backend):
@@ -131,14 +133,19 @@ class OpenAIBackend(Backend):
             reason = payload
             if kind == "refused" and refused_in_row + 1 < len(order):
                 refused_in_row += 1  # fail over to the next server at once
+                logger.warning("openai backend: %s; failing over to %s", _headline(payload), order[k % len(order)])
                 continue
             refused_in_row = 0
             if attempt >= self.max_retries:
+                logger.warning("openai backend: %s; giving up after %s", _headline(payload), _tries(tries))
                 return RiskScore.failure(f"{payload} (gave up after {_tries(tries)})", scorer=self.name)
             wait = self.backoff * 2 ** attempt
             if wait >= ends - loop.time():
+                logger.warning("openai backend: %s; deadline of %g s reached", _headline(payload), self.deadline)
                 return RiskScore.failure(f"{payload} (deadline of {self.deadline:g} s reached after {_tries(tries)})",
                                          scorer=self.name)
+            logger.info("openai backend: %s; retry %d of %d in %g s", _headline(payload), attempt + 1,
+                        self.max_retries, wait)
             await asyncio.sleep(wait)
             attempt += 1
 
@@ -195,6 +202,11 @@ class OpenAIBackend(Backend):
 
     def __repr__(self) -> str:
         return f"OpenAIBackend(model={self.served_model_name!r}, base_url={self.base_urls!r})"
+
+
+def _headline(reason: str) -> str:
+    """A failure reason for the log, without the server's answer body (it may quote the judged text)."""
+    return reason.split(": ", 1)[0] if reason.startswith("HTTP ") else reason
 
 
 def _tries(n: int) -> str:

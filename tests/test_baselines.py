@@ -13,6 +13,7 @@ import pytest
 
 from flexguard_plugins import FlexGuard
 from flexguard_plugins.evaluation import evaluate as E
+from flexguard_plugins.evaluation import generators as R
 from flexguard_plugins.evaluation import guards as G
 from flexguard_plugins.evaluation.baselines import FlexGuardScorer
 from flexguard_plugins.policy import REGIMES
@@ -110,7 +111,7 @@ def test_binary_baseline_through_eval_one_decision_and_fail_closed(flexbench_dir
     """Llama Guard flags MODERATE and above; its malformed answers on LOW items count as flagged."""
     answers = {0: "safe", 1: "unsafe", 2: "unsafe\nS1", 3: "unsafe\nS9", 4: "unsafe\nS1,S9"}
     generator = ScriptedGenerator(answers)
-    result = E.evaluate(str(flexbench_dir), tmp_path / "lg", scorer=G.GuardScorer(G.GUARDS["llamaguard3"], generator),
+    result = E.evaluate(str(flexbench_dir), tmp_path / "lg", scorer=R.GuardScorer(G.GUARDS["llamaguard3"], generator),
                         plots=False)
     assert result["kind"] == "binary" and result["thresholds"] == {r: 50.0 for r in REGIMES}
     assert result["parse_rate"] == pytest.approx(0.8)  # "unsafe" without codes breaks the format
@@ -126,7 +127,7 @@ def test_probability_baseline_is_scored_at_one_half_and_calibrated(flexbench_dir
     probabilities = {0: 0.05, 1: 0.2, 2: 0.4, 3: 0.7, 4: 0.9}
     first = {k: {"Yes": math.log(v), "No": math.log(1 - v)} for k, v in probabilities.items()}
     generator = ScriptedGenerator({k: "Yes" if v >= 0.5 else "No" for k, v in probabilities.items()}, first)
-    result = E.evaluate(str(flexbench_dir), tmp_path / "sg", scorer=G.GuardScorer(G.GUARDS["shieldgemma"], generator),
+    result = E.evaluate(str(flexbench_dir), tmp_path / "sg", scorer=R.GuardScorer(G.GUARDS["shieldgemma"], generator),
                         plots=False)
     assert result["kind"] == "probability" and result["thresholds"] == {r: 50.0 for r in REGIMES}
     assert result["f1_loose"] == pytest.approx(100.0)  # p ≥ 0.5 is exactly HIGH and above
@@ -144,22 +145,22 @@ def test_openai_generator_request_and_logprobs():
         return httpx.Response(200, json={"choices": [{"text": "Yes", "logprobs": {
             "tokens": ["Yes"], "top_logprobs": [{"Yes": math.log(0.8), "No": math.log(0.2)}]}}]})
 
-    generator = G.OpenAIGenerator.__new__(G.OpenAIGenerator)  # the tokenizer is not needed to send text
+    generator = R.OpenAIGenerator.__new__(R.OpenAIGenerator)  # the tokenizer is not needed to send text
     generator.model, generator.url = "guard", "http://server/v1/completions"
     generator.client = httpx.Client(transport=httpx.MockTransport(handler))
     out = generator.complete(["rendered prompt"], 1)
     assert seen == [{"model": "guard", "prompt": "rendered prompt", "max_tokens": 1, "temperature": 0,
-                     "logprobs": G.TOP_LOGPROBS}]
+                     "logprobs": R.TOP_LOGPROBS}]
     assert G.GUARDS["shieldgemma"].read(out[0], ModerationItem("q")) == pytest.approx(0.8)
 
 
 def test_unknown_baseline_and_missing_model_are_clear_errors():
     with pytest.raises(ValueError, match="unknown baseline 'nope'"):
-        G.load_guard_scorer("nope", "m")
+        R.load_guard_scorer("nope", "m")
     with pytest.raises(ValueError, match="needs --model"):
-        G.load_guard_scorer("wildguard", None)
+        R.load_guard_scorer("wildguard", None)
     with pytest.raises(ValueError, match="baselines run on"):
-        G.make_generator("m", "lite")
+        R.make_generator("m", "lite")
 
 
 # --- a real (tiny) model per format ------------------------------------------------------------------
@@ -170,7 +171,7 @@ EXPECTED = {"llamaguard3": [False, True], "wildguard": [False, True], "qwen3guar
 
 @pytest.fixture(scope="module")
 def tiny_generator(baseline_guard_dir):
-    generator = G.make_generator(baseline_guard_dir, "transformers")
+    generator = R.make_generator(baseline_guard_dir, "transformers")
     yield generator
     generator.close()
 
@@ -178,11 +179,11 @@ def tiny_generator(baseline_guard_dir):
 @pytest.mark.parametrize("name", list(EXPECTED))
 def test_each_parser_reads_a_model_trained_on_its_format(tiny_generator, name):
     items = [item for item, _ in GUARD_ANSWERS[name.removesuffix("-loose")]]
-    assert G.GuardScorer(G.GUARDS[name], tiny_generator)(items) == EXPECTED[name]
+    assert R.GuardScorer(G.GUARDS[name], tiny_generator)(items) == EXPECTED[name]
 
 
 def test_shieldgemma_probability_from_a_real_model(tiny_generator):
-    benign, harmful = G.GuardScorer(G.GUARDS["shieldgemma"], tiny_generator)([GUARD_BENIGN, GUARD_HARMFUL])
+    benign, harmful = R.GuardScorer(G.GUARDS["shieldgemma"], tiny_generator)([GUARD_BENIGN, GUARD_HARMFUL])
     assert 0.0 <= benign < 0.5 < harmful <= 1.0 and benign != 0.0 and harmful != 1.0  # from logits, not the word
 
 
@@ -252,12 +253,12 @@ def test_doctests():
 def test_the_same_guards_on_vllm(baseline_guard_dir):
     """The vLLM generator reads the same answers and the same Yes probability as transformers."""
     pytest.importorskip("vllm")
-    generator = G.make_generator(baseline_guard_dir, "vllm", dtype="float32", max_model_len=512, seed=0)
+    generator = R.make_generator(baseline_guard_dir, "vllm", dtype="float32", max_model_len=512, seed=0)
     try:
         for name, expected in EXPECTED.items():
             items = [item for item, _ in GUARD_ANSWERS[name.removesuffix("-loose")]]
-            assert G.GuardScorer(G.GUARDS[name], generator)(items) == expected, name
-        benign, harmful = G.GuardScorer(G.GUARDS["shieldgemma"], generator)([GUARD_BENIGN, GUARD_HARMFUL])
+            assert R.GuardScorer(G.GUARDS[name], generator)(items) == expected, name
+        benign, harmful = R.GuardScorer(G.GUARDS["shieldgemma"], generator)([GUARD_BENIGN, GUARD_HARMFUL])
         assert 0.0 < benign < 0.5 < harmful < 1.0
     finally:
         generator.close()

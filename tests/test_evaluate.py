@@ -53,6 +53,7 @@ def test_eval_through_the_core(flexbench_dir, tmp_path, tier_guard):
     assert sum(block["n"] for block in saved["per_source"].values()) == 60
     report = (out / "report.md").read_text()
     assert "| rubric |" in report and "calibrated" in report and "alpha (n=30)" in report
+    assert "tier MAE (score points)" in report and "MAE tier" not in report  # the unit is in the label
     for png in ("score_distribution.png", "f1_vs_threshold.png"):
         assert (out / png).read_bytes()[:4] == b"\x89PNG"
         assert png in report

@@ -112,3 +112,12 @@ def test_nonexistent_data_is_a_clear_error(tmp_path):
         load_flexbench(str(tmp_path / "missing" / "deep" / "x.csv"))
     with pytest.raises(ValueError, match="subset must be one of"):
         load_flexbench(str(tmp_path), "both")
+
+
+def test_an_unreachable_hub_id_is_one_line_naming_it():
+    """Offline (the test run sets HF_DATASETS_OFFLINE), an uncached hub id ends in one line, not the datasets trace."""
+    with pytest.raises(FileNotFoundError) as caught:
+        load_flexbench("flexguard-tests/no-such-benchmark", "prompt", "test")
+    message = str(caught.value)
+    assert "'flexguard-tests/no-such-benchmark'" in message and "Guard_prompt_test.csv" in message, message
+    assert "\n" not in message and caught.value.__cause__ is None

@@ -25,8 +25,9 @@ from flexguard_plugins.types import CATEGORIES
 
 from . import metrics as M
 from .baselines import Scorer
-from .evaluate import add_data_arguments, build_scorer, load_scores_table, parse_options, score_frame
+from .evaluate import add_data_arguments, build_scorer, new_parser, parse_options
 from .flexbench import load_flexbench
+from .scores import load_scores_table, score_frame
 
 
 def _threshold(scores: np.ndarray, labels: np.ndarray, rate: float | None) -> tuple[float, float]:
@@ -108,8 +109,16 @@ def calibrate(out: str | Path, *, data: str | None = None, scores: str | Path | 
     return policy
 
 
+OUTPUTS_HELP = """\
+--scores reads a scores.jsonl written by flexguard eval (id, score, ok, categories, severity) instead of
+scoring. --out gets a policy file: thresholds per regime (and per category with --per-category), the
+default regime, and how each threshold was fitted (F1, false-positive rate); any wrapper takes it as
+strictness "policy.json" or "policy.json#strict".
+"""
+
+
 def make_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="flexguard calibrate", description=__doc__.splitlines()[0])
+    parser = new_parser("flexguard calibrate", __doc__.splitlines()[0], OUTPUTS_HELP)
     add_data_arguments(parser, "valid")
     parser.add_argument("--scores", help="calibrate from an existing scores.jsonl (from flexguard eval) instead")
     parser.add_argument("--save-scores", help="append the scores to this JSONL as they arrive (resumable)")

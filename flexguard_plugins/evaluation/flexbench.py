@@ -8,6 +8,7 @@ derived from it when absent, exactly as the dataset card defines them (â‰¥1 / â‰
 from __future__ import annotations
 
 import logging
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,7 +34,31 @@ RESPONSE_COLUMNS: tuple[str, ...] = (
     "output", "generation", "target",
 )
 SEVERITY_COLUMNS: tuple[str, ...] = ("severity_level", "severity", "severity_tier", "risk_level")
+ID_COLUMNS: tuple[str, ...] = ("id", "uid", "sample_id", "idx")
+SOURCE_COLUMNS: tuple[str, ...] = ("source", "sources", "dataset")
+CATEGORY_COLUMNS: tuple[str, ...] = ("category", "categories", "harm_category")
 TIER_NAMES = {"BENIGN": 0, "LOW": 1, "MODERATE": 2, "HIGH": 3, "EXTREME": 4}
+
+
+def _names(columns: tuple[str, ...]) -> str:
+    return textwrap.fill(", ".join(columns), width=100, initial_indent=" " * 4, subsequent_indent=" " * 4)
+
+
+COLUMNS_HELP = f"""\
+data (--data): the hub id {HUB_ID} (needs the network or a cached copy), a folder of its
+Guard_{{prompt,response}}_{{valid,test}}.csv, or one .csv, .tsv, .jsonl or .json file. Columns are matched by
+name, case ignored, the first name listed that is present winning:
+  prompt text (required; or --prompt-column):
+{_names(PROMPT_COLUMNS)}
+  response text (response subset; or --response-column):
+{_names(RESPONSE_COLUMNS)}
+  severity, the truth: 0-4 or BENIGN, LOW, MODERATE, HIGH, EXTREME (required):
+{_names(SEVERITY_COLUMNS)}
+  optional: an id ({", ".join(ID_COLUMNS)}; repeats get a #n suffix), a source ({", ".join(SOURCE_COLUMNS)};
+    metrics per source), a category ({", ".join(CATEGORY_COLUMNS)}), and label_strict, label_moderate,
+    label_loose (checked against severity, which wins: label_R is severity >= 1, 2, 3).
+"""
+"""The data format, for `flexguard eval --help` and `flexguard calibrate --help`."""
 
 
 @dataclass(frozen=True)
@@ -78,7 +103,12 @@ def read_raw(data: str | Path, subset: str = "prompt", split: str = "test") -> p
         import datasets  # the I/O seam tests redirect to a local folder
 
         name = file_name(subset, split)
-        dataset = datasets.load_dataset(data, data_files={split: name}, split=split)
+        try:
+            dataset = datasets.load_dataset(data, data_files={split: name}, split=split)
+        except Exception as error:  # noqa: BLE001 - datasets raises many types (offline, not found, HTTP)
+            why = (str(error).strip().splitlines() or [type(error).__name__])[0]
+            raise FileNotFoundError(f"cannot load {name} of {data!r} from the Hugging Face Hub: {why}; download it "
+                                    "while online, or pass a local folder or file") from None
         return dataset.to_pandas()
     raise FileNotFoundError(f"{data!r} is neither a file, a folder, nor a hub id like {HUB_ID}")
 
@@ -168,7 +198,7 @@ def normalize(raw: pd.DataFrame, subset: str, *, prompt_column: str | None = Non
         raise ValueError("the data has no rows")
     columns = detect_columns(raw, subset, prompt_column=prompt_column, response_column=response_column)
     frame = pd.DataFrame(index=range(len(raw)))
-    id_column = _find(raw, ("id", "uid", "sample_id", "idx"))
+    id_column = _find(raw, ID_COLUMNS)
     ids = [str(v) for v in raw[id_column]] if id_column else [str(i) for i in range(len(raw))]
     frame["id"] = _unique(ids)
     frame["prompt"] = _text(raw[columns.prompt])
@@ -184,8 +214,8 @@ def normalize(raw: pd.DataFrame, subset: str, *, prompt_column: str | None = Non
                 logger.warning("%s disagrees with severity_level on %d rows; using severity_level", column,
                                mismatched)
         frame[column] = derived
-    for extra in ("source", "category"):
-        column = _find(raw, (extra, f"{extra}s", "harm_category" if extra == "category" else "dataset"))
+    for extra, names in (("source", SOURCE_COLUMNS), ("category", CATEGORY_COLUMNS)):
+        column = _find(raw, names)
         if column is not None:
             frame[extra] = raw[column].fillna("unknown").astype(str).to_numpy()
     frame.attrs["columns"] = {"prompt": columns.prompt, "response": columns.response if subset == "response"

@@ -77,7 +77,8 @@ def tier_distance(score: float, severity: int) -> float:
 
 
 def mae_tier(scores: Sequence[float], severity: Sequence[int], ok: Sequence[bool] | None = None) -> float:
-    """Mean distance of each scored item from its tier's band (unscored items are left out)."""
+    """Mean distance, in score points (0-100 scale), of each scored item from its tier's band (0 inside; unscored
+    items are left out). Reported as `mae_tier`, labelled "tier MAE (score points)"."""
     s, y, k = _arrays(scores, severity, ok)
     if not k.any():
         return math.nan

@@ -1,4 +1,5 @@
-"""`flexguard` command line: score here; eval and calibrate in the core's evaluation package; train in training."""
+"""`flexguard` command line: score here; eval and calibrate in the core's evaluation package; train steps are
+found through the `flexguard.train` entry points, so the core imports no training code."""
 
 from __future__ import annotations
 
@@ -8,22 +9,23 @@ import json
 import os
 import re
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from importlib.metadata import EntryPoint, entry_points
 from typing import Any
+
+from .policy import Thresholds, check_on_error, check_shadow, resolve_strictness
+from .types import Decision
 
 DELEGATED = {
     "eval": "flexguard_plugins.evaluation.evaluate",
     "calibrate": "flexguard_plugins.evaluation.calibrate",
 }
 DELEGATED_EXTRA = {"eval": "eval", "calibrate": "eval"}
-TRAIN_COMMANDS = {
-    "prepare": "flexguard_training.data",
-    "sft": "flexguard_training.sft",
-    "merge": "flexguard_training.merge",
-    "grpo": "flexguard_training.grpo",
-    "lite": "flexguard_training.lite.cli",
-}
+TRAIN_GROUP = "flexguard.train"
+"""Entry-point group naming each `flexguard train STEP`'s `main(argv)` (declared in pyproject.toml)."""
 STDIN_BATCH = 64
+SHADOW_PREFIX = "shadow, not enforced: "
+"""How the core's reason starts in shadow mode; the summary's head already says it."""
 
 EXIT_CODES = """\
 exit status:
@@ -35,6 +37,8 @@ exit status:
 With '-', one record is written per non-blank input line, in order, whatever happens to the others
 (an unreadable or undecided line gets an 'error' record), and the status is the highest-priority
 one that applies: 2, then 3, then 1, then 0. Blank lines are skipped.
+With --shadow nothing is enforced: the verdict is recorded ('would_flag') and a flag never makes the
+status 1 (bad input is still 2).
 """
 
 
@@ -42,43 +46,72 @@ class _Failure(Exception):
     """A one-line error for the user; exit status 2."""
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="flexguard", description="FlexGuard risk-score moderation.")
+def _on_error(value: str) -> str:
+    """`--on-error` read as the core reads it (case and surrounding white space ignored)."""
+    try:
+        return check_on_error(value)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _train_steps() -> dict[str, EntryPoint]:
+    return {step.name: step for step in entry_points(group=TRAIN_GROUP)}
+
+
+def _parser(steps: dict[str, EntryPoint]) -> argparse.ArgumentParser:
+    # No abbreviations: a misspelt prefix (`--strict`) must be an error, not silently another option.
+    parser = argparse.ArgumentParser(prog="flexguard", description="FlexGuard risk-score moderation.",
+                                     allow_abbrev=False)
     commands = parser.add_subparsers(dest="command", required=True)
     score = commands.add_parser("score", help="score text, or JSONL from stdin with '-'", epilog=EXIT_CODES,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+                                formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
     score.add_argument("text", help="the user prompt to judge, or '-' to read JSONL {prompt, response} from stdin")
-    score.add_argument("--response", help="the assistant reply to judge (response mode)")
+    score.add_argument("--response", help="the assistant reply to judge (response mode; not with '-', where each "
+                                          "line carries its own)")
     score.add_argument("--model", help="hub id or local folder (default: the embedded CPU scorer)")
     score.add_argument("--backend", default="auto", help="auto | transformers | vllm | openai | lite")
     score.add_argument("--base-url", action="append", help="OpenAI-compatible server URL (repeatable)")
     score.add_argument("--strictness", default="moderate",
                        help="strict | moderate | loose | a number 0-100 | JSON mapping | policy.json[#regime]")
-    score.add_argument("--on-error", default="block", choices=["block", "allow", "raise"],
+    score.add_argument("--on-error", default="block", type=_on_error, metavar="{block,allow,raise}",
                        help="what an undecided item (empty, too long, unscorable) gets (default: block)")
+    score.add_argument("--shadow", action="store_true",
+                       help="record the verdict (would_flag) without enforcing it: a flag never exits 1")
     score.add_argument("--reasoning", action=argparse.BooleanOptionalAction, default=None,
                        help="let the model think before answering (LLM backends; default: the backend's)")
     score.add_argument("--json", action="store_true", help="print JSON instead of a one-line summary")
     for name, module in DELEGATED.items():
         commands.add_parser(name, help=f"see `flexguard {name} --help` ({module})", add_help=False)
-    steps = "\n".join(f"  {step:8s} {module}" for step, module in sorted(TRAIN_COMMANDS.items()))
+    listed = "\n".join(f"  {name:8s} {step.value}" for name, step in sorted(steps.items()))
     train = commands.add_parser(
-        "train", help="prepare | sft | merge | grpo | lite (see `flexguard train STEP --help`)",
-        description=f"Training steps (each has its own --help):\n{steps}",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
-    train.add_argument("step", choices=sorted(TRAIN_COMMANDS), help="the training step to run")
+        "train", help=f"{' | '.join(sorted(steps)) or 'no steps installed'} (see `flexguard train STEP --help`)",
+        description=f"Training steps (each has its own --help):\n{listed}" if steps else
+        "No training steps are installed: pip install 'flexguard-plugins[train]'",
+        formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
+    train.add_argument("step", choices=sorted(steps), help="the training step to run")
     return parser
 
 
-def _delegate(command: str, module: str, argv: list[str]) -> int:
+def _delegate(command: str, load: Callable[[], Callable[[list[str]], int | None]], argv: list[str]) -> int:
+    """Run another command's `main(argv)`; its usage errors and --help end in SystemExit, read here as a status."""
     try:
-        target = importlib.import_module(module)
+        target = load()
     except ImportError as error:
         extra = DELEGATED_EXTRA.get(command, "train")
         print(f"flexguard: {command} needs the {extra} extra: pip install 'flexguard-plugins[{extra}]' ({error})",
               file=sys.stderr)
         return 2
-    return int(target.main(argv) or 0)
+    try:
+        return int(target(argv) or 0)
+    except SystemExit as exit_:
+        return _status(exit_)
+
+
+def _status(exit_: SystemExit) -> int:
+    """argparse exits 0 after --help and 2 after a usage error it has printed."""
+    if exit_.code is None:
+        return 0
+    return exit_.code if isinstance(exit_.code, int) else 2
 
 
 def _first_line(error: BaseException) -> str:
@@ -86,11 +119,15 @@ def _first_line(error: BaseException) -> str:
     return text[0] if text else type(error).__name__
 
 
-def _load_guard(args: argparse.Namespace) -> Any:
-    from . import FlexGuard, resolve_strictness
+def _load_guard(args: argparse.Namespace) -> tuple[Any, Thresholds]:
+    """The guard and the strictness resolved once; bad options fail before any model is loaded."""
+    from . import FlexGuard
 
+    if args.text == "-" and args.response is not None:
+        raise _Failure("--response cannot be used with '-': each JSONL line carries its own 'response'")
     try:
-        resolve_strictness(args.strictness)
+        thresholds = resolve_strictness(args.strictness)
+        check_shadow(args.shadow, args.on_error)
     except (ValueError, TypeError) as error:
         raise _Failure(_first_line(error)) from None
     options: dict[str, Any] = {"strictness": args.strictness, "on_error": args.on_error}
@@ -99,7 +136,7 @@ def _load_guard(args: argparse.Namespace) -> Any:
     if args.reasoning is not None:
         options["reasoning"] = args.reasoning
     try:
-        return FlexGuard.load(args.model, args.backend, **options)
+        return FlexGuard.load(args.model, args.backend, **options), thresholds
     except Exception as error:  # noqa: BLE001 - the command line shows one line, not a traceback
         what = f"model {args.model!r}" if args.model else "the embedded scorer"
         raise _Failure(f"cannot load {what} ({args.backend} backend): {_first_line(error)}") from None
@@ -109,11 +146,40 @@ def _result(decision: Any) -> dict[str, Any]:
     return {**decision.to_dict(), "reasoning": decision.risk.reasoning}
 
 
-def _summary(decision: Any) -> str:
-    """`FLAGGED by lite: risk 92.0 …` / `allowed by lite: …`; an undecided one keeps its full reason."""
+def shown_relation(score: float, threshold: float) -> tuple[str, str, str]:
+    """(score, relation, threshold) as text whose relation holds: the score gets the fewest decimals, at least
+    one, that keep it on its side of the threshold (20.97 against 21 is "20.97", not "21.0").
+
+    >>> shown_relation(20.97, 21), shown_relation(40.999, 41), shown_relation(92.0, 41)
+    (('20.97', '<', '21'), ('40.999', '<', '41'), ('92.0', '≥', '41'))
+    """
+    flagged = score >= threshold
+    limit = f"{threshold:g}" if float(f"{threshold:g}") == threshold else repr(threshold)
+    for digits in range(1, 7):
+        text = f"{score:.{digits}f}"
+        if (float(text) >= threshold) == flagged:
+            return text, "≥" if flagged else "<", limit
+    return repr(score), "≥" if flagged else "<", limit
+
+
+def _summary(decision: Decision, thresholds: Thresholds) -> str:
+    """`FLAGGED by lite: risk 92.0 (EXTREME, VIO) ≥ threshold 41 [moderate]`, `allowed by …`, or in shadow
+    mode `SHADOW would flag (not enforced) by …`. An undecided item, or one flagged by a part in a more
+    sensitive category, keeps the core's reason, which says which."""
+    verdict = "FLAGGED" if decision.would_flag else "allowed"
+    if decision.shadow:
+        verdict = f"SHADOW would {'flag' if decision.would_flag else 'allow'} (not enforced)"
+    risk = decision.risk
+    reason = decision.reason.removeprefix(SHADOW_PREFIX)
     if decision.failed:
-        return ("FLAGGED " if decision.flagged else "allowed ") + decision.reason
-    return ("FLAGGED" if decision.flagged else "allowed") + re.sub(r"^(flagged|allowed)", "", decision.reason)
+        return f"{verdict} {reason}"
+    if decision.threshold != thresholds.for_categories(risk.categories):  # a part's category set the line
+        return verdict + re.sub(r"^(flagged|allowed)", "", reason)
+    score, relation, limit = shown_relation(risk.score, decision.threshold)
+    by = f" by {risk.scorer}" if risk.scorer else ""
+    what = ",".join(risk.categories) or "SAFE"
+    return (f"{verdict}{by}: risk {score} ({risk.tier.value}, {what}) {relation} threshold {limit} "
+            f"[{decision.strictness}]")
 
 
 def _lines(stream: Any) -> Iterator[str | UnicodeDecodeError]:
@@ -150,7 +216,7 @@ def _read_jsonl(stream: Any) -> Iterator[tuple[int, dict[str, Any] | str]]:
             yield number, f"line {number}: {error}"
 
 
-def _score_stdin(guard: Any, args: argparse.Namespace) -> int:
+def _score_stdin(guard: Any, thresholds: Thresholds, args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from .errors import FlexGuardError
@@ -161,14 +227,14 @@ def _score_stdin(guard: Any, args: argparse.Namespace) -> int:
     with tqdm(desc="scoring", unit="item", file=sys.stderr, disable=None) as progress:
         def flush() -> None:
             items = [item for _, item in pending if isinstance(item, dict)]
-            risks = iter(guard.score_batch(items, args.strictness) if items else [])
+            risks = iter(guard.score_batch(items, thresholds) if items else [])
             for number, item in pending:
                 if isinstance(item, str):
                     record: dict[str, Any] = {"line": number, "error": item}
                     counts["bad"] += 1
                 else:
                     try:
-                        decision = decide(next(risks), args.strictness, args.on_error)
+                        decision = decide(next(risks), thresholds, args.on_error, shadow=args.shadow)
                     except FlexGuardError as error:  # on_error=raise: this line only
                         record = {"line": number, "error": str(error), "undecided": True}
                         counts["undecided"] += 1
@@ -199,11 +265,12 @@ def _score_stdin(guard: Any, args: argparse.Namespace) -> int:
 def _score(args: argparse.Namespace) -> int:
     from .errors import FlexGuardError
 
-    guard = _load_guard(args)
+    guard, thresholds = _load_guard(args)
     try:
         if args.text == "-":
-            return _score_stdin(guard, args)
-        decision = guard.check(args.text, args.response, args.strictness, args.on_error)
+            return _score_stdin(guard, thresholds, args)
+        decision = guard.check(args.text, args.response, strictness=thresholds, on_error=args.on_error,
+                               shadow=args.shadow)
     except FlexGuardError as error:
         print(f"flexguard: {error}", file=sys.stderr)
         return 3
@@ -212,7 +279,7 @@ def _score(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(_result(decision), indent=2))
     else:
-        print(_summary(decision))
+        print(_summary(decision, thresholds))
     return 1 if decision.flagged else 0
 
 
@@ -229,16 +296,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Exit status for `score`: see `EXIT_CODES` (0 allowed, 1 flagged, 2 bad input, 3 undecided under raise)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in DELEGATED:
-        return _delegate(argv[0], DELEGATED[argv[0]], argv[1:])
-    if len(argv) > 1 and argv[0] == "train" and argv[1] in TRAIN_COMMANDS:
-        return _delegate("train", TRAIN_COMMANDS[argv[1]], argv[2:])
+        module = DELEGATED[argv[0]]
+        return _delegate(argv[0], lambda: importlib.import_module(module).main, argv[1:])
+    steps = _train_steps()
+    if len(argv) > 1 and argv[0] == "train" and argv[1] in steps:
+        return _delegate("train", steps[argv[1]].load, argv[2:])
     try:
-        args = _parser().parse_args(argv)
+        args = _parser(steps).parse_args(argv)
         if args.command != "score":  # train STEP, eval and calibrate were delegated above
             return 2
         return _score(args)
     except SystemExit as exit_:  # --help (0) or a usage error (2), already printed by argparse
-        return exit_.code if isinstance(exit_.code, int) else 2
+        return _status(exit_)
     except _Failure as error:
         print(f"flexguard: {error}", file=sys.stderr)
         return 2

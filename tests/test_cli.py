@@ -2,10 +2,16 @@ from __future__ import annotations
 
 import io
 import json
+import re
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
 from flexguard_plugins import FlexGuard, cli
+from flexguard_plugins.backends import Backend
+from flexguard_plugins.types import RiskScore
 from tests.scripted_backend import ScriptedBackend
 
 
@@ -68,14 +74,44 @@ def test_raise_policy_exit_code(scripted_guard, capsys):
 
 # --- issue 10, item 12 ---------------------------------------------------------------------------------
 
+TRAIN_STEPS = {"prepare": "flexguard_training.data:main", "sft": "flexguard_training.sft:main",
+               "merge": "flexguard_training.merge:main", "grpo": "flexguard_training.grpo:main",
+               "lite": "flexguard_training.lite.cli:main"}
+
+
 def test_train_help_lists_the_steps(capsys):
     assert cli.main(["train", "--help"]) == 0
     out = capsys.readouterr().out
-    assert all(step in out for step in ("prepare", "sft", "merge", "grpo", "lite"))
+    assert all(f"{step}" in out and target in out for step, target in TRAIN_STEPS.items()), out
     assert cli.main(["train"]) == 2 and cli.main(["train", "bogus"]) == 2
-    assert cli.TRAIN_COMMANDS["lite"] == "flexguard_training.lite.cli"
     assert cli.DELEGATED == {"eval": "flexguard_plugins.evaluation.evaluate",
                              "calibrate": "flexguard_plugins.evaluation.calibrate"}
+
+
+def test_train_steps_come_from_entry_points_not_imports():
+    """The core names no outer package: the installed distribution declares the steps (pyproject.toml)."""
+    from importlib.metadata import entry_points
+
+    declared = {ep.name: ep.value for ep in entry_points(group="flexguard.train")}
+    assert declared == TRAIN_STEPS
+    assert "flexguard_training" not in Path(cli.__file__).read_text(encoding="utf-8")
+
+
+def test_installed_script_lists_the_train_steps():
+    """`flexguard train --help` through the console script that `pip install -e .` wrote."""
+    script = Path(sys.executable).parent / "flexguard"
+    done = subprocess.run([str(script), "train", "--help"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert all(step in done.stdout for step in TRAIN_STEPS)
+
+
+def test_a_train_step_whose_extra_is_missing_names_it(monkeypatch, capsys):
+    from importlib.metadata import EntryPoint
+
+    broken = EntryPoint(name="sft", value="flexguard_no_such_module:main", group="flexguard.train")
+    monkeypatch.setattr(cli, "entry_points", lambda group: [broken] if group == "flexguard.train" else [])
+    assert cli.main(["train", "sft", "--help"]) == 2
+    assert "flexguard-plugins[train]" in capsys.readouterr().err
 
 
 def test_missing_extra_names_it(monkeypatch, capsys):
@@ -144,9 +180,6 @@ def test_stdin_line_with_a_lone_surrogate_does_not_fail_its_batch(lite_guard, mo
 
 
 def test_piping_into_head_exits_quietly(tmp_path):
-    import subprocess
-    import sys
-
     driver = (
         "import sys\n"
         "from flexguard_plugins import FlexGuard, cli\n"
@@ -169,3 +202,129 @@ def test_piping_into_head_exits_quietly(tmp_path):
         err = stderr.read()
     assert status == 0
     assert json.loads(first)["line"] == 1 and "Traceback" not in err and "BrokenPipe" not in err, err
+
+
+# --- issue 25, item 7 ----------------------------------------------------------------------------------
+
+class NumberBackend(Backend):
+    """Scores each prompt as the number it holds, to place a score exactly beside a threshold."""
+
+    name = "number"
+
+    async def score_batch(self, items):
+        return [RiskScore.from_score(float(item.prompt)) for item in items]
+
+
+@pytest.fixture
+def number_guard(monkeypatch):
+    monkeypatch.setattr(FlexGuard, "load", staticmethod(lambda model=None, backend="auto", **options: FlexGuard(
+        NumberBackend(), strictness=options.get("strictness", "moderate"), on_error=options.get("on_error", "block"))))
+
+
+SHOWN = re.compile(r"risk (\S+) \(.*\) (<|≥) threshold (\S+) ")
+
+
+@pytest.mark.parametrize("score, threshold", [
+    ("20.97", "21"), ("40.999", "41"), ("20.95", "21"), ("60.99999", "61"), ("41", "41"), ("40.94", "40.95"),
+    ("40.96", "40.95"), ("0.04", "0.05"),
+])
+def test_summary_shows_a_relation_that_holds(number_guard, capsys, score, threshold):
+    status = cli.main(["score", score, "--strictness", threshold])
+    out = capsys.readouterr().out
+    shown = SHOWN.search(out)
+    assert shown, out
+    value, relation, limit = float(shown.group(1)), shown.group(2), float(shown.group(3))
+    flagged = float(score) >= float(threshold)
+    assert status == int(flagged) and relation == ("≥" if flagged else "<"), out
+    assert (value >= limit) == flagged, f"the line shown contradicts the verdict: {out}"
+    assert out.startswith("FLAGGED" if flagged else "allowed")
+
+
+def test_summary_of_the_reported_case(number_guard, capsys):
+    assert cli.main(["score", "20.97", "--strictness", "21"]) == 0
+    assert "allowed by number: risk 20.97 (BENIGN, SAFE) < threshold 21 [21]" in capsys.readouterr().out
+
+
+def test_response_with_stdin_is_an_error(scripted_guard, monkeypatch, capsys):
+    _stdin(monkeypatch, {"prompt": "hello"})
+    assert cli.main(["score", "-", "--response", "x"]) == 2
+    err = capsys.readouterr()
+    assert "--response" in err.err and len(err.err.strip().splitlines()) == 1 and err.out == "", err
+
+
+@pytest.mark.parametrize("value, status", [("Block", 1), (" ALLOW ", 0), ("Raise", 3)])
+def test_on_error_ignores_case_and_white_space_like_the_core(scripted_guard, capsys, value, status):
+    assert cli.main(["score", "garbage", "--on-error", value]) == status
+
+
+def test_unknown_on_error_names_it_and_the_choices(scripted_guard, capsys):
+    assert cli.main(["score", "hello", "--on-error", "bloc"]) == 2
+    err = capsys.readouterr().err
+    assert "'bloc'" in err and all(choice in err for choice in ("block", "allow", "raise")), err
+
+
+def test_shadow_records_the_verdict_and_never_fails_for_a_flag(scripted_guard, monkeypatch, capsys):
+    assert cli.main(["score", "a bomb", "--shadow"]) == 0
+    assert capsys.readouterr().out.startswith("SHADOW would flag (not enforced)")
+    assert cli.main(["score", "hello", "--shadow"]) == 0
+    assert capsys.readouterr().out.startswith("SHADOW would allow (not enforced)")
+    assert cli.main(["score", "a bomb", "--shadow", "--json"]) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert record["shadow"] and record["would_flag"] and not record["flagged"]
+    _stdin(monkeypatch, {"prompt": "a bomb"}, {"prompt": "hello"}, {"prompt": "garbage"})
+    assert cli.main(["score", "-", "--shadow"]) == 0
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["would_flag"] for r in records] == [True, False, True]  # garbage: undecided, block
+    assert not any(r["flagged"] for r in records) and records[2]["failed"]
+
+
+def test_shadow_with_raise_is_a_one_line_error(scripted_guard, capsys):
+    assert cli.main(["score", "hello", "--shadow", "--on-error", "raise"]) == 2
+    err = capsys.readouterr().err
+    assert "shadow" in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_eval_of_an_unreachable_hub_id_is_one_line(tmp_path, capsys):
+    data = "flexguard-tests/no-such-benchmark"
+    for command in (["eval", "--out", str(tmp_path / "run")], ["calibrate", "--out", str(tmp_path / "p.json")]):
+        assert cli.main([*command, "--data", data]) == 2
+        err = capsys.readouterr().err
+        assert data in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+
+
+@pytest.mark.parametrize("command", ["eval", "calibrate"])
+def test_eval_and_calibrate_help_list_the_data_columns(command, capsys):
+    from flexguard_plugins.evaluation.flexbench import PROMPT_COLUMNS, RESPONSE_COLUMNS, SEVERITY_COLUMNS
+
+    assert cli.main([command, "--help"]) == 0
+    out = capsys.readouterr().out
+    for name in (*PROMPT_COLUMNS, *RESPONSE_COLUMNS, *SEVERITY_COLUMNS, "label_strict", "source", "category"):
+        assert re.search(rf"\b{name}\b", out), name
+    if command == "eval":
+        assert "tier MAE (score points)" in out and "metrics.json" in out and "scores.jsonl" in out
+
+
+def _unknown_flag_runs(tmp_path):
+    config = tmp_path / "sft.yaml"
+    config.write_text("use_cpu: true\nlearning_rat: 0.1\n")
+    out = str(tmp_path / "out")
+    return [
+        (["score", "hello", "--strictnes", "strict"], "--strictnes"),
+        (["eval", "--data", "x.csv", "--out", out, "--limt", "3"], "--limt"),
+        (["calibrate", "--data", "x.csv", "--out", out, "--per-categroy"], "--per-categroy"),
+        (["train", "prepare", "--output_dir", out, "--sed", "1"], "--sed"),
+        (["train", "merge", "--adapter", out, "--output_dir", out, "--dtyp", "float32"], "--dtyp"),
+        (["train", "sft", "--use_cpu", "--output_dir", out, "--learning_rat", "0.1"], "--learning_rat"),
+        (["train", "grpo", "--use_cpu", "--output_dir", out, "--num_generation", "2"], "--num_generation"),
+        (["train", "sft", "--config", str(config), "--output_dir", out], "learning_rat"),
+        (["train", "lite", "--bugdet", "1"], "--bugdet"),
+    ]
+
+
+def test_every_unknown_flag_or_config_key_is_an_error_naming_it(tmp_path, capsys):
+    """A prefix of a real flag (`--strictnes`) is unknown too: abbreviations would silently pick an option."""
+    for argv, name in _unknown_flag_runs(tmp_path):
+        assert cli.main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert name in err and "Traceback" not in err, (argv, err)
+        assert not (tmp_path / "out").exists(), argv

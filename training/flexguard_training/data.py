@@ -34,6 +34,7 @@ from flexguard_plugins.parsing import parse_output
 from flexguard_plugins.text import dedup_key
 from flexguard_plugins.types import CATEGORIES, TIER_BANDS, TIER_EDGES, Tier, tier_for_score
 
+from . import arguments
 from .sources import SourceRecord, load_sources
 
 logger = logging.getLogger(__name__)
@@ -320,10 +321,8 @@ class PrepareArguments:
     seed: int = field(default=42, metadata={"help": "Seed for sampling and shuffling."})
 
 
-def make_parser(prog: str | None = None):
-    from trl import TrlParser
-
-    return TrlParser((PrepareArguments,), prog=prog)
+def make_parser(prog: str | None = None) -> Any:
+    return arguments.make_parser((PrepareArguments,), prog)
 
 
 def prepare(args: PrepareArguments) -> dict[str, Any]:
@@ -419,7 +418,7 @@ def prepare(args: PrepareArguments) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    (args,) = make_parser(prog="flexguard train prepare").parse_args_and_config(argv)
+    (args,) = arguments.parse_arguments(make_parser(prog="flexguard train prepare"), argv)
     card = prepare(args)
     print(f"wrote {card['records']} records to {args.output_dir} "
           f"({card['eval_duplicates_removed']} removed as duplicates of evaluation data)")

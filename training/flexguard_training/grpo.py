@@ -22,6 +22,7 @@ from flexguard_plugins.backends import generation as gen
 from flexguard_plugins.prompts import render_prompt
 from flexguard_plugins.types import ModerationItem
 
+from . import arguments
 from .rewards import REWARD_FUNCS
 from .sft import load_prepared, run_cli, set_model_init_kwargs, train_and_save
 
@@ -78,10 +79,10 @@ def _trainer_class() -> type:
     return FlexGuardGRPOTrainer
 
 
-def make_parser(prog: str | None = None):
-    from trl import GRPOConfig, ModelConfig, TrlParser
+def make_parser(prog: str | None = None) -> Any:
+    from trl import GRPOConfig, ModelConfig
 
-    return TrlParser((GRPODataArguments, GRPOConfig, ModelConfig), prog=prog)
+    return arguments.make_parser((GRPODataArguments, GRPOConfig, ModelConfig), prog)
 
 
 def train(data_args: GRPODataArguments, training_args: Any, model_args: Any) -> Any:

@@ -13,6 +13,9 @@ import json
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+from . import arguments
 
 RUN_INFO = ("flexguard_training.json", "log_history.json")
 
@@ -30,10 +33,8 @@ class MergeArguments:
         "choices": ["bfloat16", "float16", "float32"]})
 
 
-def make_parser(prog: str | None = None):
-    from trl import TrlParser
-
-    return TrlParser((MergeArguments,), prog=prog)
+def make_parser(prog: str | None = None) -> Any:
+    return arguments.make_parser((MergeArguments,), prog)
 
 
 def base_model_of(adapter: str | Path) -> str:
@@ -70,7 +71,7 @@ def merge(args: MergeArguments) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    (args,) = make_parser(prog="flexguard train merge").parse_args_and_config(argv)
+    (args,) = arguments.parse_arguments(make_parser(prog="flexguard train merge"), argv)
     output = merge(args)
     print(f"merged {args.adapter} into {args.base_model or base_model_of(args.adapter)} → {output}")
     return 0

@@ -26,6 +26,8 @@ from flexguard_plugins.backends import generation as gen
 from flexguard_plugins.prompts import render_prompt, render_target
 from flexguard_plugins.types import ModerationItem
 
+from . import arguments
+
 logger = logging.getLogger(__name__)
 
 REASONING_MODES = ("auto", "never")
@@ -135,10 +137,10 @@ def write_run_info(output_dir: str, trainer: Any, **info: Any) -> None:
     (out / "flexguard_training.json").write_text(json.dumps(info, indent=2, default=str) + "\n", encoding="utf-8")
 
 
-def make_parser(prog: str | None = None):
-    from trl import ModelConfig, SFTConfig, TrlParser
+def make_parser(prog: str | None = None) -> Any:
+    from trl import ModelConfig, SFTConfig
 
-    return TrlParser((FlexGuardDataArguments, SFTConfig, ModelConfig), prog=prog)
+    return arguments.make_parser((FlexGuardDataArguments, SFTConfig, ModelConfig), prog)
 
 
 def train(data_args: FlexGuardDataArguments, training_args: Any, model_args: Any) -> Any:
@@ -208,7 +210,7 @@ def train_and_save(trainer: Any, training_args: Any, tokenizer: Any, **info: Any
 
 def run_cli(parser: Any, train_fn: Any, argv: list[str] | None) -> int:
     """`flexguard train sft|grpo`: parse (flags and `--config` YAML), train, release the trainer."""
-    data_args, training_args, model_args = parser.parse_args_and_config(argv)
+    data_args, training_args, model_args = arguments.parse_arguments(parser, argv)
     trainer = train_fn(data_args, training_args, model_args)
     if hasattr(trainer, "end"):
         trainer.end()

@@ -328,3 +328,19 @@ def test_every_unknown_flag_or_config_key_is_an_error_naming_it(tmp_path, capsys
         err = capsys.readouterr().err
         assert name in err and "Traceback" not in err, (argv, err)
         assert not (tmp_path / "out").exists(), argv
+
+
+# --- issue 25, item 11 ---------------------------------------------------------------------------------
+
+def test_the_set_up_pins_langchain_core_not_the_package():
+    """Users elsewhere get any langchain-core >= 1.0; this repository's set-up holds it back with -c."""
+    from importlib.metadata import requires
+
+    root = Path(__file__).resolve().parents[1]
+    declared = [r for r in requires("flexguard-plugins") or [] if r.startswith("langchain-core")]
+    assert declared and not any("<" in r.split(";")[0] for r in declared), declared
+    assert "langchain-core<1.7.3" in (root / "constraints.txt").read_text(encoding="utf-8").splitlines()
+    makefile = (root / "Makefile").read_text(encoding="utf-8")
+    installs = re.findall(r"pip install [^\n]*-e [^\n]*", makefile)
+    assert "CONSTRAINTS := -c constraints.txt" in makefile and installs
+    assert all("$(CONSTRAINTS)" in line for line in installs), installs

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import shutil
 import socket
@@ -104,6 +105,113 @@ async def test_flow_parameter_overrides_strictness(tmp_path, nemo_config_dir, te
     assert outcome.is_blocked and outcome.metadata["threshold"] == 30.0 and outcome.metadata["mode"] == "response"
 
 
+HOUSE_POLICY = {"version": 1, "default_regime": "tight",
+                "regimes": {"tight": {"threshold": 15.0}, "loose": {"threshold": 61.0}}}
+OWN_THRESHOLDS = [  # (input flow parameter, output flow parameter, input threshold, output threshold); config: strict
+    ("$strictness=loose", "", LOOSE, STRICT),
+    ("", "$strictness=loose", STRICT, LOOSE),
+    ("$strictness=50", "", 50.0, STRICT),
+    ("$strictness=house.json#loose", "", LOOSE, STRICT),
+    ("", "$strictness=house.json", STRICT, 15.0),
+    ("$strictness=loose", "$strictness=35", LOOSE, 35.0),
+]
+
+
+@pytest.mark.parametrize("parallel", [False, True], ids=["sequential", "parallel"])
+@pytest.mark.parametrize("input_param, output_param, input_threshold, output_threshold", OWN_THRESHOLDS)
+async def test_each_flow_keeps_its_own_threshold(tmp_path, nemo_config_dir, scripted_guard, parallel, input_param,
+                                                 output_param, input_threshold, output_threshold) -> None:
+    """Colang 1.0 flow parameters are context variables: one flow's `$strictness` must not reach the next flow."""
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "house.json").write_text(json.dumps(HOUSE_POLICY))
+    run = f"    parallel: {str(parallel).lower()}\n"
+    flows = (f"  input:\n{run}    flows:\n      - flexguard check input {input_param}\n"
+             f"  output:\n{run}    flows:\n      - flexguard check output {output_param}\n").replace(" \n", "\n")
+    rails = rails_for(tmp_path, nemo_config_dir, "strict", flows=flows)
+    rails.register_action_param("flexguard", scripted_guard)
+    checked = await outcomes(rails, turn("hello there", "nice to meet you"), ["input", "output"])
+    assert [(o.metadata["mode"], o.metadata["threshold"]) for o in checked] == [
+        ("prompt", input_threshold), ("response", output_threshold)]
+
+
+async def test_another_rails_strictness_variable_is_not_ours(tmp_path, nemo_config_dir, scripted_guard) -> None:
+    """A rail of your own that takes a `$strictness` parameter leaves it in the context: FlexGuard does not read it."""
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "house.co").write_text("define subflow house check\n  $house_checked = True\n")
+    flows = "  input:\n    flows:\n      - house check $strictness=loose\n      - flexguard check input\n"
+    rails = rails_for(tmp_path, nemo_config_dir, "strict", flows=flows)
+    rails.register_action_param("flexguard", scripted_guard)
+    (checked,) = await outcomes(rails, turn("hello there"), ["input"])
+    assert checked.metadata["threshold"] == STRICT
+
+
+async def test_streaming_output_rail_keeps_its_own_threshold(tmp_path, nemo_config_dir, scripted_guard) -> None:
+    """A loose input flow must not loosen a streaming output rail ("flirt" scores SEX 30: strict blocks it)."""
+    body = ("passthrough: true\nstreaming: true\nrails:\n  input:\n    flows:\n      - flexguard check input "
+            "$strictness=loose\n  output:\n    flows:\n      - flexguard check output\n    streaming:\n"
+            "      enabled: true\n      chunk_size: 4\n      context_size: 1\n      stream_first: false\n"
+            "custom_data:\n  flexguard:\n    strictness: strict\n")
+    llm = FakeLLMModel(responses=["shall we flirt a little over dinner tonight then"])
+    rails = LLMRails(make_config(tmp_path, nemo_config_dir, body), llm=llm)
+    rails.register_action_param("flexguard", scripted_guard)
+    chunks = [c async for c in rails.stream_async(messages=turn("let us flirt"))]  # passes the loose input rail
+    assert json.loads(chunks[-1])["error"]["type"] == "guardrails_violation"
+
+
+BRANCHING_FLOWS = """define bot say close to the line
+  "Let us keep this civil."
+
+define subflow warn near the line
+  if $flexguard_decision.score >= 21
+    bot say close to the line
+    stop
+"""
+
+
+async def test_a_colang_flow_branches_on_the_decision(tmp_path, nemo_config_dir, texts) -> None:
+    """The input rail lets the borderline text through at loose; a flow of the user's own reads `$flexguard_decision`
+    and answers it; `output_vars` returns the decision to the caller."""
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "house.co").write_text(BRANCHING_FLOWS)
+    flows = "  input:\n    flows:\n      - flexguard check input\n      - warn near the line\n"
+    rails = rails_for(tmp_path, nemo_config_dir, "loose", flows=flows)
+    warned = await rails.check_async(turn(texts["borderline"]))
+    assert (warned.status, warned.rail, warned.content) == (RailStatus.BLOCKED, "warn near the line",
+                                                            "Let us keep this civil.")
+    assert (await rails.check_async(turn(texts["benign"]))).status == RailStatus.PASSED
+    response = await rails.generate_async(messages=turn(texts["borderline"]),
+                                          options={"rails": ["input"], "output_vars": ["flexguard_decision"]})
+    decision = response.output_data["flexguard_decision"]
+    assert decision["mode"] == "prompt" and decision["threshold"] == LOOSE and not decision["flagged"]
+    assert STRICT <= decision["score"] < LOOSE and decision["categories"] and decision["reason"].startswith("allowed")
+
+
+async def test_shadow_mode_records_every_decision_and_never_blocks(tmp_path, nemo_config_dir, texts, caplog) -> None:
+    caplog.set_level(logging.INFO, logger="flexguard_plugins.decisions")
+    flows = "  input:\n    flows:\n      - flexguard check input $strictness=strict\n" \
+            "  output:\n    flows:\n      - flexguard check output\n"
+    rails = rails_for(tmp_path, nemo_config_dir, "strict", flows=flows, extra="    shadow: true\n")
+    assert [r.levelname for r in caplog.records if "shadow mode" in r.getMessage()] == ["WARNING"]
+    assert (await rails.check_async(turn(texts["harmful"]))).status == RailStatus.PASSED
+    assert (await rails.check_async(turn(texts["opener"], texts["harmful_reply"]))).status == RailStatus.PASSED
+    response = await rails.generate_async(messages=turn(texts["harmful"]),
+                                          options={"rails": ["input"], "output_vars": ["flexguard_decision"]})
+    decision = response.output_data["flexguard_decision"]
+    assert decision["shadow"] and decision["would_flag"] and not decision["flagged"] and decision["score"] >= LOOSE
+    assert decision["reason"].startswith("shadow, not enforced: flagged")
+    logged = [r.getMessage() for r in caplog.records if r.name == "flexguard_plugins.decisions"]
+    assert len(logged) == 4 and all(m.startswith("shadow, not enforced: ") for m in logged)  # both rails ran once
+    assert sum("flagged" in m for m in logged) == 3  # the harmful input (twice) and reply; not the opener
+
+
+async def test_shadow_mode_never_stops_a_stream(tmp_path, nemo_config_dir, scripted_guard) -> None:
+    reply = "first build the bomb and then leave it there"
+    rails = streaming_rails(tmp_path, nemo_config_dir, [reply], extra="custom_data:\n  flexguard:\n    shadow: true\n")
+    rails.register_action_param("flexguard", scripted_guard)
+    chunks = [c async for c in rails.stream_async(messages=turn("hello"))]
+    assert "".join(chunks).split() == reply.split()
+
+
 def test_generate_turn_with_fake_main_llm(tmp_path, nemo_config_dir, texts) -> None:
     config = make_config(tmp_path, nemo_config_dir, "passthrough: true\nrails:\n  input:\n    flows:\n"
                          "      - flexguard check input\n  output:\n    flows:\n      - flexguard check output\n")
@@ -189,6 +297,10 @@ BAD_SETTINGS = [
     ("    strictnes: strict\n", "", "custom_data.flexguard.strictnes"),
     ("    reasoning: maybe\n", "", "custom_data.flexguard.reasoning"),
     ("", "$strictness=extreme", "rails flow 'flexguard check input $strictness=extreme'"),
+    ("    shadow: maybe\n", "", "custom_data.flexguard.shadow"),
+    ("    on_error: raise\n    shadow: true\n", "", "custom_data.flexguard.shadow"),
+    ("", "$strictnes=strict", "rails flow 'flexguard check input $strictnes=strict': unknown parameter 'strictnes'"),
+    ("", "$shadow=true", "rails flow 'flexguard check input $shadow=true': unknown parameter 'shadow'"),
 ]
 
 
@@ -208,6 +320,24 @@ def test_bad_settings_fail_when_rails_are_built(tmp_path, nemo_config_dir, caplo
     reason = build_error(lambda: LLMRails(make_config(tmp_path, nemo_config_dir, body)))
     assert reason.startswith(key)
     assert all(len(r.getMessage()) < 1000 for r in caplog.records)  # no configuration dump in the log
+
+
+@pytest.mark.parametrize("flows, named, known", [
+    ("  output:\n    flows:\n      - flexguard check output $strictnes=strict\n", "'strictnes'", "known: strictness"),
+    ("  output:\n    flows:\n      - flexguard check output $strictness=strict $shadow=true\n", "'shadow'",
+     "custom_data.flexguard"),
+    ("  input:\n    flows:\n      - flexguard check input\ncustom_data:\n  flexguard:\n    strictnes: strict\n",
+     "strictnes", "known: strictness, model, backend, on_error, shadow, reasoning, options"),
+])
+def test_unknown_names_are_errors_naming_the_known_ones(tmp_path, nemo_config_dir, flows, named, known) -> None:
+    reason = build_error(lambda: LLMRails(make_config(tmp_path, nemo_config_dir, f"rails:\n{flows}")))
+    assert named in reason and known in reason, reason
+
+
+async def test_on_error_is_read_like_the_core(tmp_path, nemo_config_dir, failing_guard) -> None:
+    rails = rails_for(tmp_path, nemo_config_dir, extra="    on_error: ' Allow'\n")
+    rails.register_action_param("flexguard", failing_guard)
+    assert (await rails.check_async(turn("hello there"))).status == RailStatus.PASSED
 
 
 @pytest.mark.parametrize("settings, flow_param, key", BAD_SETTINGS[:4])
@@ -262,10 +392,10 @@ class WholeOnlyBackend(ScriptedBackend):
 
 
 def streaming_rails(tmp_path: Path, nemo_config_dir: Path, replies: list[str], chunk_size: int = 4,
-                    context_size: int = 1) -> LLMRails:
+                    context_size: int = 1, extra: str = "") -> LLMRails:
     body = ("passthrough: true\nstreaming: true\nrails:\n  output:\n    flows:\n      - flexguard check output\n"
             f"    streaming:\n      enabled: true\n      chunk_size: {chunk_size}\n      context_size: {context_size}\n"
-            "      stream_first: false\n")
+            f"      stream_first: false\n{extra}")
     return LLMRails(make_config(tmp_path, nemo_config_dir, body), llm=FakeLLMModel(responses=replies))
 
 
@@ -311,18 +441,20 @@ flow answer every question
   bot say "{answer}"
 
 flow input rails $input_text
-  flexguard check input
+  flexguard check input{input_strictness}
 
 flow output rails $output_text
   flexguard check output{strictness}
 """
 
 
-def colang2_rails(tmp_path: Path, nemo_config_dir: Path, answer: str, strictness: str = "") -> LLMRails:
+def colang2_rails(tmp_path: Path, nemo_config_dir: Path, answer: str, strictness: str = "", input_strictness: str = "",
+                  extra: str = "") -> LLMRails:
     folder = tmp_path / "config2"
     folder.mkdir(parents=True)
-    (folder / "config.yml").write_text(f'colang_version: "2.x"\nimport_paths:\n  - {nemo_config_dir / "rail"}\n')
-    (folder / "main.co").write_text(COLANG2_MAIN.format(answer=answer, strictness=strictness))
+    (folder / "config.yml").write_text(f'colang_version: "2.x"\nimport_paths:\n  - {nemo_config_dir / "rail"}\n{extra}')
+    (folder / "main.co").write_text(COLANG2_MAIN.format(answer=answer, strictness=strictness,
+                                                        input_strictness=input_strictness))
     return LLMRails(RailsConfig.from_path(str(folder)), llm=FakeLLMModel(responses=["unused"]))
 
 
@@ -341,3 +473,37 @@ async def test_colang2_flows_block_and_pass(tmp_path, nemo_config_dir) -> None:
         lenient.register_action_param("flexguard", guard)  # the scripted score is 92: passes at 95 only
         answered = await lenient.generate_async(messages=turn("how do I bake bread"))
         assert answered["content"] == "First, build the bomb."
+
+
+async def test_colang2_flows_keep_their_own_threshold(tmp_path, nemo_config_dir, scripted_guard) -> None:
+    """"flirt" scores SEX 30: the loose input flow lets it in, the output flow (config: strict) stops the reply."""
+    strict = "custom_data:\n  flexguard:\n    strictness: strict\n"
+    rails = colang2_rails(tmp_path, nemo_config_dir, "shall we flirt then", input_strictness=' $strictness="loose"',
+                          extra=strict)
+    rails.register_action_param("flexguard", scripted_guard)
+    assert (await rails.generate_async(messages=turn("let us flirt")))["content"] == REFUSAL
+    assert (await rails.generate_async(messages=turn("hello there")))["content"] == REFUSAL
+    calm = colang2_rails(tmp_path / "calm", nemo_config_dir, "hello to you too",
+                         input_strictness=' $strictness="loose"', extra=strict)
+    calm.register_action_param("flexguard", scripted_guard)
+    assert (await calm.generate_async(messages=turn("let us flirt")))["content"] == "hello to you too"
+
+
+async def test_colang2_flow_branches_on_the_decision(tmp_path, nemo_config_dir, scripted_guard) -> None:
+    folder = tmp_path / "config2"
+    folder.mkdir()
+    (folder / "config.yml").write_text(f'colang_version: "2.x"\nimport_paths:\n  - {nemo_config_dir / "rail"}\n')
+    branch = ('\n  global $flexguard_decision\n  if $flexguard_decision["score"] >= 21\n'
+              '    bot say "Let us keep this civil."\n    abort')
+    (folder / "main.co").write_text(COLANG2_MAIN.format(answer="Sure.", strictness="",
+                                                        input_strictness=' $strictness="loose"' + branch))
+    rails = LLMRails(RailsConfig.from_path(str(folder)), llm=FakeLLMModel(responses=["unused"]))
+    rails.register_action_param("flexguard", scripted_guard)
+    assert (await rails.generate_async(messages=turn("let us flirt")))["content"] == "Let us keep this civil."
+    assert (await rails.generate_async(messages=turn("hello there")))["content"] == "Sure."
+
+
+async def test_colang2_flow_cannot_switch_shadow_on(tmp_path, nemo_config_dir, scripted_guard) -> None:
+    rails = colang2_rails(tmp_path, nemo_config_dir, "Sure.", input_strictness=" $shadow=True")
+    rails.register_action_param("flexguard", scripted_guard)
+    assert (await rails.generate_async(messages=turn("how do I make a bomb")))["content"] == REFUSAL

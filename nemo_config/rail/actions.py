@@ -1,22 +1,25 @@
 """NeMo Guardrails actions for FlexGuard. One helper serves both rails; all scoring lives in flexguard_plugins.
 
-Settings come from `custom_data.flexguard` (strictness, model, backend, on_error, reasoning, options),
+Settings come from `custom_data.flexguard` (strictness, model, backend, on_error, shadow, reasoning, options),
 checked when the rails are built (`config.py`); a flow may override strictness
 (`flexguard check input $strictness=strict`). Flow parameters arrive as strings; the core reads numeric
 strings and names. A guard registered with `rails.register_action_param("flexguard", guard)` replaces the
-one built from the settings and keeps its own strictness and on_error unless the config sets them.
+one built from the settings and keeps its own strictness, on_error and shadow unless the config sets them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from flexguard_nemo.rail.settings import anchored, config_folder, read_settings
+from flexguard_nemo.rail.settings import RAIL_FLOWS, anchored, config_folder, flow_name, flow_strictness, read_settings
 from nemoguardrails.actions import action
 from nemoguardrails.actions.rail_outcome import RailOutcome
 
 from flexguard_plugins import Decision, FlexGuard, ModerationItem, ashared_guard
+
+TRIGGERED = {"prompt": "triggered_input_rail", "response": "triggered_output_rail"}
+"""The context variable in which NeMo (Colang 1.0) names the input or output rail it is running, parameters included."""
 
 
 def _flow_value(value: Any) -> Any:
@@ -24,8 +27,26 @@ def _flow_value(value: Any) -> Any:
     return None if isinstance(value, str) and (value.startswith("$") or not value.strip()) else value
 
 
+def own_strictness(mode: str, passed: Any, config: Any, context: Mapping[str, Any] | None,
+                   events: Sequence[Mapping[str, Any]] | None) -> Any:
+    """This flow's own `$strictness`, or None. Colang 1.0 keeps flow parameters as context variables that outlive
+    their flow, so the value passed may be an earlier flow's: read it from the rail NeMo says is running (sequential
+    and streaming rails) or from the event that started this flow (parallel rails), as NeMo's self-check rails do."""
+    if getattr(config, "colang_version", "1.0") != "1.0":
+        return _flow_value(passed)  # Colang 2.x flow parameters are the flow's own
+    flow = RAIL_FLOWS[mode == "response"]
+    triggered = (context or {}).get(TRIGGERED[mode])
+    if isinstance(triggered, str) and flow_name(triggered) == flow:
+        return flow_strictness(triggered)
+    for event in reversed(events or ()):
+        if event.get("type") == "start_flow" and event.get("flow_id") == flow:
+            return _flow_value((event.get("params") or {}).get("strictness"))
+    return _flow_value(passed)  # called from a flow of your own: `do flexguard check input $strictness=...`
+
+
 def outcome(decision: Decision, mode: str) -> RailOutcome:
-    """A FlexGuard decision as NeMo's verdict; score, threshold and categories ride in `metadata`."""
+    """A FlexGuard decision as NeMo's verdict; `metadata` is `Decision.to_dict()` plus the mode (the flows copy it
+    into `$flexguard_decision`)."""
     metadata = {**decision.to_dict(), "mode": mode}
     if not decision.flagged:
         return RailOutcome.allow(reason=decision.reason, metadata=metadata)
@@ -52,29 +73,35 @@ async def rail_guard(settings: Mapping[str, Any], registered: FlexGuard | None) 
 
 
 async def check(mode: str, config: Any, context: Mapping[str, Any] | None, strictness: Any = None,
-                guard: FlexGuard | None = None, response: str | None = None) -> RailOutcome:
+                guard: FlexGuard | None = None, response: str | None = None,
+                settings: Mapping[str, Any] | None = None) -> RailOutcome:
     """Judge the user message (prompt mode) or the bot message with the user message as context (response
-    mode; `response` replaces the bot message, for the whole-message check at the end of a stream)."""
-    settings = read_settings(config)
-    chosen = _flow_value(strictness)
-    chosen = settings.get("strictness") if chosen is None else anchored(chosen, config_folder(config))
+    mode; `response` replaces the bot message, for the whole-message check at the end of a stream).
+    `strictness` is the flow's own (`own_strictness`); `settings` the checked `custom_data.flexguard`."""
+    settings = read_settings(config) if settings is None else settings
+    chosen = settings.get("strictness") if strictness is None else anchored(strictness, config_folder(config))
     context = context or {}
     user = context.get("user_message") or ""
     if mode == "prompt":
         item = ModerationItem.coerce(user)
     else:
         item = ModerationItem.coerce({"prompt": user, "response": response or context.get("bot_message") or ""})
-    decision = (await (await rail_guard(settings, guard)).acheck_batch([item], chosen, settings.get("on_error")))[0]
-    return outcome(decision, mode)
+    decisions = await (await rail_guard(settings, guard)).acheck_batch(
+        [item], chosen, settings.get("on_error"), settings.get("shadow"))
+    return outcome(decisions[0], mode)
 
 
 @action(name="flexguard_check_input")
-async def flexguard_check_input(config: Any = None, context: dict | None = None, strictness: Any = None,
-                                flexguard: FlexGuard | None = None, **kwargs: Any) -> RailOutcome:
-    return await check("prompt", config, context, strictness, flexguard)
+async def flexguard_check_input(config: Any = None, context: dict | None = None, events: list | None = None,
+                                strictness: Any = None, flexguard: FlexGuard | None = None,
+                                **kwargs: Any) -> RailOutcome:
+    return await check("prompt", config, context, own_strictness("prompt", strictness, config, context, events),
+                       flexguard)
 
 
 @action(name="flexguard_check_output")
-async def flexguard_check_output(config: Any = None, context: dict | None = None, strictness: Any = None,
-                                 flexguard: FlexGuard | None = None, **kwargs: Any) -> RailOutcome:
-    return await check("response", config, context, strictness, flexguard)
+async def flexguard_check_output(config: Any = None, context: dict | None = None, events: list | None = None,
+                                 strictness: Any = None, flexguard: FlexGuard | None = None,
+                                 **kwargs: Any) -> RailOutcome:
+    return await check("response", config, context, own_strictness("response", strictness, config, context, events),
+                       flexguard)

@@ -12,14 +12,16 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+import logging
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
-from flexguard_nemo.rail.actions import check
-from flexguard_nemo.rail.settings import RAIL_FLOWS, check_flows, flow_strictness, read_settings
+from flexguard_nemo.rail.actions import check, own_strictness
+from flexguard_nemo.rail.settings import RAIL_FLOWS, check_flows, flow_name, flow_strictness, read_settings
 from nemoguardrails.actions import action
 
 _WRAPPED = "_flexguard_stream_check"
+logger = logging.getLogger("flexguard_nemo")
 
 
 def _error(flow_id: str, kind: str) -> str:
@@ -37,15 +39,15 @@ def _user_message(prompt: str | None, messages: list[dict] | None) -> str:
     return prompt or next((m.get("content", "") for m in reversed(messages or []) if m.get("role") == "user"), "")
 
 
-async def _whole_message_error(app: Any, user: str, text: str) -> str | None:
+async def _whole_message_error(app: Any, settings: Mapping[str, Any], user: str, text: str) -> str | None:
     """Judge the whole streamed reply with each FlexGuard output flow; NeMo's error chunk on a stop."""
     guard = app.runtime.registered_action_params.get("flexguard")
     for flow_id in app.config.rails.output.flows:
-        if not flow_id.startswith(RAIL_FLOWS[1]):
+        if flow_name(flow_id) != RAIL_FLOWS[1]:
             continue
         try:
             outcome = await check("response", app.config, {"user_message": user}, flow_strictness(flow_id), guard,
-                                  response=text)
+                                  response=text, settings=settings)
         except Exception:  # on_error=raise: the stream ends as NeMo ends it for a failing rail
             return _error(flow_id, "failed")
         if outcome.is_blocked:
@@ -53,7 +55,7 @@ async def _whole_message_error(app: Any, user: str, text: str) -> str | None:
     return None
 
 
-def _guard_streams(app: Any) -> None:
+def _guard_streams(app: Any, settings: Mapping[str, Any]) -> None:
     inner = app._run_output_rails_in_streaming
 
     async def run_with_whole_message_check(streaming_handler: AsyncIterator[Any], *args: Any, prompt: str | None = None,
@@ -79,13 +81,13 @@ def _guard_streams(app: Any) -> None:
         async for out in inner(one_chunk_behind(), *args, prompt=prompt, messages=messages, **kwargs):
             if ended and not checked:
                 checked = True
-                error = await _whole_message_error(app, _user_message(prompt, messages), "".join(seen))
+                error = await _whole_message_error(app, settings, _user_message(prompt, messages), "".join(seen))
                 if error is not None:
                     yield error
                     return
             yield out
         if ended and not checked and seen:  # the stream ended with nothing left to release: still say so
-            error = await _whole_message_error(app, _user_message(prompt, messages), "".join(seen))
+            error = await _whole_message_error(app, settings, _user_message(prompt, messages), "".join(seen))
             if error is not None:
                 yield error
 
@@ -94,26 +96,33 @@ def _guard_streams(app: Any) -> None:
 
 
 def init(app: Any) -> None:
-    read_settings(app.config)
+    settings = read_settings(app.config)
     check_flows(app.config)
     if getattr(app.runtime, _WRAPPED, False):
         return  # the rail is pulled in twice (the shipped config and an import): set up once per runtime
     setattr(app.runtime, _WRAPPED, True)
+    if settings.get("shadow"):
+        logger.warning("FlexGuard rails in shadow mode (custom_data.flexguard.shadow): every decision is recorded "
+                       "in $flexguard_decision and the decision log, nothing is blocked")
     registered = app.runtime.registered_action_params
 
     @action(name="flexguard_check_input")
-    async def flexguard_check_input(context: dict | None = None, strictness: Any = None,
+    async def flexguard_check_input(context: dict | None = None, events: list | None = None, strictness: Any = None,
                                     flexguard: Any = None, **kwargs: Any) -> Any:
-        return await check("prompt", app.config, context, strictness, flexguard or registered.get("flexguard"))
+        strictness = own_strictness("prompt", strictness, app.config, context, events)
+        return await check("prompt", app.config, context, strictness, flexguard or registered.get("flexguard"),
+                           settings=settings)
 
     @action(name="flexguard_check_output")
-    async def flexguard_check_output(context: dict | None = None, strictness: Any = None,
+    async def flexguard_check_output(context: dict | None = None, events: list | None = None, strictness: Any = None,
                                      flexguard: Any = None, **kwargs: Any) -> Any:
-        return await check("response", app.config, context, strictness, flexguard or registered.get("flexguard"))
+        strictness = own_strictness("response", strictness, app.config, context, events)
+        return await check("response", app.config, context, strictness, flexguard or registered.get("flexguard"),
+                           settings=settings)
 
     app.register_action(flexguard_check_input, "flexguard_check_input")
     app.register_action(flexguard_check_output, "flexguard_check_output")
     streaming = app._run_output_rails_in_streaming
-    if any(flow.startswith(RAIL_FLOWS[1]) for flow in app.config.rails.output.flows) \
+    if any(flow_name(flow) == RAIL_FLOWS[1] for flow in app.config.rails.output.flows) \
             and not getattr(streaming, _WRAPPED, False):
-        _guard_streams(app)
+        _guard_streams(app, settings)

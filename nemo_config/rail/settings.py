@@ -8,13 +8,17 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from nemoguardrails.utils import _get_flow_params, _normalize_flow_id
+
 from flexguard_plugins import resolve_strictness
 from flexguard_plugins.backends import backend_names
-from flexguard_plugins.policy import check_on_error
+from flexguard_plugins.policy import check_on_error, check_shadow
 
 SETTINGS_KEY = "flexguard"
-SETTINGS = ("strictness", "model", "backend", "on_error", "reasoning", "options")
+SETTINGS = ("strictness", "model", "backend", "on_error", "shadow", "reasoning", "options")
 RAIL_FLOWS = ("flexguard check input", "flexguard check output")
+FLOW_PARAMS = ("strictness",)
+"""What a flow may set. `shadow` is config-level only: no flow may switch enforcement off."""
 _FLOW_PARAM = re.compile(r"\$(\w+)\s*=\s*(\"[^\"]*\"|'[^']*'|\S+)")
 
 
@@ -74,6 +78,9 @@ def read_settings(config: Any) -> dict[str, Any]:
         _check("strictness", resolve_strictness, settings["strictness"])
     if "on_error" in settings:
         _check("on_error", check_on_error, settings["on_error"])
+        settings["on_error"] = check_on_error(settings["on_error"])
+    if "shadow" in settings:
+        _check("shadow", lambda value: check_shadow(value, settings.get("on_error", "block")), settings["shadow"])
     if "backend" in settings:
         _check("backend", _check_backend, settings["backend"])
     if "reasoning" in settings:
@@ -83,22 +90,40 @@ def read_settings(config: Any) -> dict[str, Any]:
     return settings
 
 
+def flow_name(flow_id: str) -> str:
+    """A flow in `rails.*.flows` without its parameters."""
+    return _normalize_flow_id(flow_id)
+
+
+def flow_params(flow_id: str) -> dict[str, Any]:
+    """The parameters NeMo gives a flow in `rails.*.flows` (`name $a=1` or `name(a=1)`), and every further `$b=2`,
+    which NeMo drops silently: written, it must be checked."""
+    try:
+        params = _get_flow_params(flow_id)
+    except ValueError:
+        raise ValueError(f"rails flow {flow_id!r}: cannot read its parameters (write `$strictness=VALUE`)") from None
+    return {**{name: value.strip("\"'") for name, value in _FLOW_PARAM.findall(flow_id)}, **params}
+
+
 def flow_strictness(flow_id: str) -> str | None:
     """`$strictness=...` written after a FlexGuard flow in `rails.*.flows`, or None."""
-    for name, value in _FLOW_PARAM.findall(flow_id):
-        if name == "strictness":
-            return value.strip("\"'")
-    return None
+    return flow_params(flow_id).get("strictness")
 
 
 def check_flows(config: Any) -> None:
-    """Every `$strictness=...` given to a FlexGuard flow in config.yml is valid (checked at build time too)."""
+    """Every parameter given to a FlexGuard flow in config.yml is known and valid (checked at build time too)."""
     rails = getattr(config, "rails", None)
     flows = [*getattr(rails.input, "flows", []), *getattr(rails.output, "flows", [])] if rails else []
     for flow_id in flows:
-        value = flow_strictness(flow_id) if flow_id.startswith(RAIL_FLOWS) else None
-        if value is not None:
+        if flow_name(flow_id) not in RAIL_FLOWS:
+            continue
+        params = flow_params(flow_id)
+        unknown = sorted(set(params) - set(FLOW_PARAMS))
+        if unknown:
+            raise ValueError(f"rails flow {flow_id!r}: unknown parameter {unknown[0]!r}; known: "
+                             f"{', '.join(FLOW_PARAMS)} (shadow and the other settings go in custom_data.flexguard)")
+        if params.get("strictness") is not None:
             try:
-                resolve_strictness(anchored(value, config_folder(config)))
+                resolve_strictness(anchored(params["strictness"], config_folder(config)))
             except (TypeError, ValueError) as error:
                 raise ValueError(f"rails flow {flow_id!r}: {error}".replace("\n", " ")) from None

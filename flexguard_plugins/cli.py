@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import logging
 import os
 import re
 import sys
@@ -24,6 +25,8 @@ DELEGATED_EXTRA = {"eval": "eval", "calibrate": "eval"}
 TRAIN_GROUP = "flexguard.train"
 """Entry-point group naming each `flexguard train STEP`'s `main(argv)` (declared in pyproject.toml)."""
 STDIN_BATCH = 64
+SHOWN_LOGGERS = ("flexguard_plugins.lite",)
+"""Loggers whose INFO records a person at the terminal needs: the embedded scorer's one-off build (seconds)."""
 SHADOW_PREFIX = "shadow, not enforced: "
 """How the core's reason starts in shadow mode; the summary's head already says it."""
 
@@ -292,9 +295,30 @@ def _quiet_stdout() -> None:
         pass
 
 
+class _StderrHandler(logging.Handler):
+    """`flexguard: message` on the stderr of the moment (tests and pipes swap it)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        print(f"flexguard: {self.format(record)}", file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Exit status for `score`: see `EXIT_CODES` (0 allowed, 1 flagged, 2 bad input, 3 undecided under raise)."""
-    argv = list(sys.argv[1:] if argv is None else argv)
+    handler = _StderrHandler(logging.INFO)
+    loggers = [logging.getLogger(name) for name in SHOWN_LOGGERS]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.addHandler(handler)
+        logger.setLevel(min(logger.getEffectiveLevel(), logging.INFO))
+    try:
+        return _main(list(sys.argv[1:] if argv is None else argv))
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.removeHandler(handler)
+            logger.setLevel(level)
+
+
+def _main(argv: list[str]) -> int:
     if argv and argv[0] in DELEGATED:
         module = DELEGATED[argv[0]]
         return _delegate(argv[0], lambda: importlib.import_module(module).main, argv[1:])

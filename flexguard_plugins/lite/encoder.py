@@ -1,12 +1,11 @@
 """The lite model at inference: the WordPiece tokenizer and an onnxruntime session over the int8 file.
 
 Needs only onnxruntime, tokenizers and numpy; the ONNX files are built once into the cache by
-`build.py` (torch is imported only there).
+`build.py` (torch is imported only there), and each is checked against the hash recorded when it was built.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,18 +14,9 @@ from typing import Any
 import numpy as np
 
 from ..text import decode_tags
-from .build import WEIGHTS_DIR, build_onnx, model_dir
+from .base import WEIGHTS_DIR, load_tokenizer
+from .build import build_onnx, read_built
 from .inputs import pad
-
-
-def load_tokenizer() -> Any:
-    """The base model's WordPiece tokenizer (tokenizers only, no truncation, no padding)."""
-    from tokenizers import Tokenizer
-
-    tokenizer = Tokenizer.from_file(str(model_dir() / "tokenizer.json"))
-    tokenizer.no_padding()
-    tokenizer.no_truncation()
-    return tokenizer
 
 
 class TokenizerAdapter:
@@ -61,6 +51,9 @@ class Session:
     `threads`: intra-op threads (default: the cores, at most 4); `spin=True` keeps idle workers spinning
     (a little lower latency on cores the scorer has to itself, wasted CPU on a shared machine).
     `file`: open this ONNX file instead of the built one (to compare another recipe's file side by side).
+
+    Raises:
+        LiteIntegrityError: the base, the adapter or the built file differs from what was measured or built.
     """
 
     def __init__(self, precision: str = "int8", *, weights: Path = WEIGHTS_DIR, threads: int | None = None,
@@ -71,7 +64,7 @@ class Session:
 
         paths = build_onnx(weights, directory)
         self.path = Path(file) if file is not None else paths[precision]
-        self.cuts = np.array(json.loads(paths["cuts"].read_text(encoding="utf-8"))["cuts"], dtype=np.float64)
+        self.cuts = read_built(paths, precision)  # checks the built file against its recorded hash
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.intra_op_num_threads = threads or min(4, os.cpu_count() or 1)
@@ -116,3 +109,6 @@ class Session:
             out["categories"][chunk] = categories
             out["refusal"][chunk] = refusal.reshape(-1)
         return out
+
+
+__all__ = ["SMALL_ROW_TOKENS", "UNFUSED", "Session", "TokenizerAdapter", "load_tokenizer"]

@@ -18,10 +18,9 @@ import time
 from pathlib import Path
 
 from .data import HELDOUT_CAP, HELDOUT_SOURCES, TRAIN_SOURCES
-from .train import TrainConfig
+from .train import TRAIN_META, TrainConfig
 
 log = logging.getLogger("flexguard_training.lite")
-TRAIN_META = "train_meta.json"
 
 
 def make_parser(prog: str | None = None) -> argparse.ArgumentParser:

@@ -27,6 +27,7 @@ from flexguard_plugins.types import CATEGORIES, TIER_EDGES
 
 from ..sources import SOURCE_LICENSES
 from .data import Example, heldout_examples
+from .train import TRAIN_META
 
 GRADED_SOURCES = ("pyrit_harm", "ethos", "hatexplain")
 """Held-out sources with five graded tiers: the Spearman target is measured on them."""
@@ -136,8 +137,6 @@ def headline(metrics: dict[str, Any]) -> dict[str, Any]:
 def write_card(out: Path, heldout_names: Sequence[str], root: Path | None, *, seed: int, cap: int,
                compare_fp32: bool = False, eval_command: str | None = None, progress: bool = True) -> dict[str, Any]:
     """Evaluate `out` on the held-out sources and write `out/card.json`; returns the card."""
-    from .cli import TRAIN_META
-
     started = time.perf_counter()
     meta_path = out / TRAIN_META
     meta = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.exists() else {}

@@ -25,6 +25,8 @@ from flexguard_plugins.lite.inputs import TRAIN_MAX_TOKENS, assemble, pad
 from .data import Example, model_text
 
 log = logging.getLogger(__name__)
+TRAIN_META = "train_meta.json"
+"""What a run records next to the adapter (command, configuration, rows per source); the card reads it."""
 
 
 @dataclass
@@ -231,9 +233,11 @@ def _start_from(source: Path, folder: Path, config: TrainConfig) -> Any:
 
 
 def save_adapter(model: Any, out: Path, config: TrainConfig) -> dict[str, Path]:
-    """Write what the repository ships: `adapter.safetensors` (fp16 LoRA + LayerNorms + heads) and `lite.json`."""
+    """Write what the repository ships: `adapter.safetensors` (fp16 LoRA + LayerNorms + heads) and `lite.json` (with
+    the SHA-256 of the base files and the adapter)."""
     from safetensors.torch import save_file
 
+    from flexguard_plugins.lite.base import hash_record
     from flexguard_plugins.lite.build import ADAPTER_FILE, CONFIG_FILE, RECIPE_VERSION
     from flexguard_plugins.lite.model import LORA_TARGETS, trainable_state
 
@@ -245,6 +249,7 @@ def save_adapter(model: Any, out: Path, config: TrainConfig) -> dict[str, Path]:
     os.chmod(tmp, 0o644)
     tmp.replace(adapter)
     meta = {"recipe_version": RECIPE_VERSION, "rank": config.rank, "alpha": config.alpha, "hidden": config.hidden,
-            "lora_targets": list(LORA_TARGETS), "trained_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+            "lora_targets": list(LORA_TARGETS), "trained_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "sha256": hash_record(out)}  # the base and adapter the first-use build checks
     (out / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     return {"adapter": adapter, "config": out / CONFIG_FILE}

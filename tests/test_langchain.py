@@ -3,6 +3,7 @@ scripted seam. The agent middleware is tested in test_langchain_agent.py."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import pytest
@@ -16,7 +17,7 @@ from langchain_core.prompts import ChatPromptTemplate  # noqa: E402
 from langchain_core.runnables import RunnableBranch, RunnableLambda  # noqa: E402
 from langchain_flexguard import FlexGuardRunnable, FlexGuardViolation, with_prompt  # noqa: E402
 
-from flexguard_plugins import FlexGuard, FlexGuardError, RiskScore  # noqa: E402
+from flexguard_plugins import FlexGuard, FlexGuardError, PolicyViolation, RiskScore, UndecidedError  # noqa: E402
 
 from .fixtures_integrations import LOOSE, STRICT  # noqa: E402
 from .scripted_backend import ScriptedBackend  # noqa: E402
@@ -138,6 +139,54 @@ def test_bad_options_fail_early() -> None:
         FlexGuardRunnable(on_error="ignore")
     with pytest.raises(ValueError):
         FlexGuardRunnable(stream_chunk_size=0)
+
+
+def test_unknown_option_is_an_error_naming_the_known_ones() -> None:
+    with pytest.raises(ValueError, match=r"unknown option 'strictnes'; known: .*strictness.*on_error") as caught:
+        FlexGuardRunnable(strictnes="strict")
+    assert "shadow" in str(caught.value)
+
+
+def test_on_error_is_read_like_the_core(texts, failing_guard: FlexGuard) -> None:
+    assert FlexGuardRunnable(on_error="Block").on_error == "block"
+    assert FlexGuardRunnable(guard=failing_guard, on_error=" ALLOW ").invoke(texts["benign"]) == texts["benign"]
+    with pytest.raises(UndecidedError):
+        FlexGuardRunnable(guard=failing_guard, on_error="Raise").invoke(texts["benign"])
+
+
+def test_violation_is_the_cores_policy_violation(texts) -> None:
+    """One `except FlexGuardError` catches every guard failure; FlexGuardViolation stays a ValueError too."""
+    with pytest.raises(FlexGuardError) as caught:
+        FlexGuardRunnable().invoke(texts["harmful"])
+    violation = caught.value
+    assert isinstance(violation, FlexGuardViolation) and isinstance(violation, PolicyViolation)
+    assert isinstance(violation, ValueError) and violation.value == texts["harmful"]
+    assert violation.decision.flagged and violation.risk is violation.decision.risk
+
+
+async def test_shadow_mode_records_and_never_blocks(texts, caplog) -> None:
+    caplog.set_level(logging.INFO, logger="flexguard_plugins.decisions")
+    recorder = Recorder()
+    guard = FlexGuardRunnable(shadow=True, strictness="strict")
+    assert guard.invoke(texts["harmful"], {"callbacks": [recorder]}) == texts["harmful"]
+    (event,) = [data for name, data in recorder.events if name == "flexguard_decision"]
+    assert event["shadow"] and event["would_flag"] and not event["flagged"]
+    assert event["reason"].startswith("shadow, not enforced: flagged")
+    assert await guard.abatch([texts["harmful"], texts["benign"]]) == [texts["harmful"], texts["benign"]]
+    annotated = FlexGuardRunnable(shadow=True, mode="annotate").invoke(texts["harmful"])["decision"]
+    assert annotated.shadow and annotated.would_flag and not annotated.flagged
+    logged = [r.getMessage() for r in caplog.records if r.name == "flexguard_plugins.decisions"]
+    assert len(logged) == 4 and all(m.startswith("shadow, not enforced: ") for m in logged)
+    with pytest.raises(ValueError, match="shadow"):
+        FlexGuardRunnable(shadow=True, on_error="raise")
+    with pytest.raises(ValueError):
+        FlexGuardRunnable(shadow="yes")
+
+
+def test_shadow_mode_never_stops_a_stream(scripted_guard) -> None:
+    text = " ".join([f"fine{i}" for i in range(20)] + ["then", "a", "bomb", "appears"])
+    guard = FlexGuardRunnable(guard=scripted_guard, shadow=True, stream_chunk_size=30, stream_context_size=5)
+    assert "".join(c.content for c in (streamed_model(text) | guard).stream("hi")) == text
 
 
 def test_scorer_failure_blocks_or_raises(texts, failing_guard: FlexGuard) -> None:
@@ -290,6 +339,15 @@ def test_with_prompt_streams_window_by_window_with_the_question(scripted_guard) 
     assert out[0] == {"prompt": "hello question"} and "w20" in released and "bomb" not in released
     items = [i for batch in scripted_guard.backend.batches for i in batch]
     assert len(items) >= 3 and all(i.prompt == "hello question" for i in items)
+
+
+async def test_an_annotated_stream_is_judged_once_at_its_end(scripted_guard) -> None:
+    chain = streamed_model("a b c bomb d") | FlexGuardRunnable(guard=scripted_guard, mode="annotate",
+                                                               stream_chunk_size=2)
+    (out,) = [chunk async for chunk in chain.astream("hi")]
+    assert out["input"].content == "a b c bomb d" and out["decision"].flagged
+    (out,) = list((streamed_model("a b c") | FlexGuardRunnable(guard=scripted_guard, mode="annotate")).stream("hi"))
+    assert out["input"].content == "a b c" and not out["decision"].flagged
 
 
 def test_a_one_chunk_stream_is_judged_once(scripted_guard) -> None:

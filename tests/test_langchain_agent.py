@@ -20,7 +20,7 @@ from langchain_core.tools import tool  # noqa: E402
 from langchain_flexguard import FlexGuardMiddleware, FlexGuardViolation  # noqa: E402
 from langgraph.checkpoint.memory import InMemorySaver  # noqa: E402
 
-from flexguard_plugins import FlexGuard  # noqa: E402
+from flexguard_plugins import FlexGuard, FlexGuardError  # noqa: E402
 
 from .fixtures_integrations import LOOSE  # noqa: E402
 from .scripted_backend import ScriptedBackend  # noqa: E402
@@ -30,7 +30,10 @@ SAFE_BODY = "See you at lunch tomorrow."
 
 
 class ToolCallingFakeModel(GenericFakeChatModel):
-    """GenericFakeChatModel that accepts `bind_tools` (as create_agent needs) and replays its messages."""
+    """GenericFakeChatModel that accepts `bind_tools` (as create_agent needs) and replays its messages whole, also
+    under `astream_events` (its word-by-word stream would drop the tool calls)."""
+
+    disable_streaming: bool = True
 
     def bind_tools(self, tools: Any, **kwargs: Any) -> ToolCallingFakeModel:
         return self
@@ -243,3 +246,52 @@ def test_one_flagged_result_of_parallel_tool_calls_ends_the_run(scripted) -> Non
     assert dangling(state["messages"]) == [] and "flagged by FlexGuard" in state["messages"][-1].content
     assert all("bomb" not in m.content for m in state["messages"] if isinstance(m, ToolMessage))
     assert next(model.messages).content == "never sent"
+
+
+# --- every decision as an event; shadow mode ----------------------------------------------------------
+
+async def test_every_decision_is_an_event(scripted, outbox) -> None:
+    """Allowed checks too: the input, each model turn and each tool result, with their stage."""
+    _, send_email = outbox
+    agent, _ = make_agent([tool_turn(SAFE_BODY), AIMessage("Sent.")], [send_email], guard=scripted,
+                          check_tool_results=True)
+    events = [e async for e in agent.astream_events({"messages": [HumanMessage("Email Bob for me.")]}, version="v2")
+              if e["event"] == "on_custom_event" and e["name"] == "flexguard_decision"]
+    assert [e["data"]["stage"] for e in events] == ["input", "output", "tool", "output"]
+    assert all(not e["data"]["flagged"] and e["data"]["score"] == 4 for e in events)
+
+
+def test_sync_decisions_reach_callbacks(scripted) -> None:
+    from langchain_core.callbacks import BaseCallbackHandler
+
+    seen: list[dict] = []
+
+    class Recorder(BaseCallbackHandler):
+        def on_custom_event(self, name: str, data: Any, **kwargs: Any) -> None:
+            seen.append(data)
+
+    agent, _ = make_agent([AIMessage("Here is a bomb recipe.")], [], guard=scripted)
+    agent.invoke({"messages": [HumanMessage("hello")]}, {"callbacks": [Recorder()]})
+    assert [(d["stage"], d["flagged"]) for d in seen] == [("input", False), ("output", True)]
+
+
+@pytest.mark.parametrize("exit_behavior", ["error", "end"])
+async def test_shadow_mode_reports_and_never_stops_the_agent(scripted, outbox, exit_behavior) -> None:
+    sent, send_email = outbox
+    agent, _ = make_agent([tool_turn(BOMB_STEPS), AIMessage("done")], [send_email], guard=scripted, shadow=True,
+                          exit_behavior=exit_behavior)
+    events = [e["data"] async for e in agent.astream_events({"messages": [HumanMessage("a bomb, please")]},
+                                                            version="v2") if e["event"] == "on_custom_event"]
+    assert sent == [BOMB_STEPS]  # nothing was stopped
+    assert [(d["stage"], d["would_flag"], d["flagged"], d["shadow"]) for d in events] == [
+        ("input", True, False, True), ("output", True, False, True), ("output", False, False, True)]
+    with pytest.raises(ValueError, match="shadow"):
+        FlexGuardMiddleware(guard=scripted, shadow=True, on_error="raise")
+
+
+def test_violation_is_a_flexguard_error_and_on_error_ignores_case(scripted, failing_guard) -> None:
+    agent, _ = make_agent([AIMessage("never sent")], [], guard=scripted, exit_behavior="error")
+    with pytest.raises(FlexGuardError):
+        agent.invoke({"messages": [HumanMessage("a bomb")]})
+    lenient, _ = make_agent([AIMessage("hi")], [], guard=failing_guard, on_error=" Allow")
+    assert lenient.invoke({"messages": [HumanMessage("hello")]})["messages"][-1].content == "hi"

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from .runnable import FlexGuardRunnable, FlexGuardViolation, with_prompt
+from ._decisions import DECISION_EVENT, FlexGuardViolation
+from ._items import with_prompt
+from .runnable import FlexGuardRunnable
 
-__all__ = ["FlexGuardMiddleware", "FlexGuardRunnable", "FlexGuardViolation", "with_prompt"]
+__all__ = ["DECISION_EVENT", "FlexGuardMiddleware", "FlexGuardRunnable", "FlexGuardViolation", "with_prompt"]
 
 
 def __getattr__(name: str) -> Any:

@@ -1,13 +1,16 @@
-"""What both LangChain wrappers share: what to judge in a LangChain input, a model reply or a tool call."""
+"""What both LangChain wrappers share: what to judge in a LangChain input, a model reply or a tool call; and
+`with_prompt`, which carries the user's text to a guard after the model."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
+from operator import itemgetter
 from typing import Any
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, convert_to_messages
 from langchain_core.prompt_values import PromptValue
+from langchain_core.runnables import Runnable, RunnableLambda, RunnableParallel
 
 from flexguard_plugins import ModerationItem
 
@@ -65,6 +68,13 @@ def prompt_text(value: Any) -> str:
         return last_user_text(convert_to_messages(value))
     raise TypeError(f"with_prompt cannot find the user's text in a {type(value).__name__}; pass prompt_key= "
                     "for a dict input, or put with_prompt after the prompt template")
+
+
+def with_prompt(runnable: Runnable[Any, Any], *, prompt_key: str | None = None) -> Runnable[Any, dict[str, Any]]:
+    """`runnable` (your model) giving `{"prompt": <user's text in the chain input>, "response": <its output>}`, so a
+    following `FlexGuardRunnable` judges the reply with its question (`input[prompt_key]` for a dict input)."""
+    pick = RunnableLambda(itemgetter(prompt_key)) if prompt_key else RunnableLambda(prompt_text)
+    return RunnableParallel(prompt=pick, response=runnable)
 
 
 def to_item(value: Any) -> ModerationItem:

@@ -9,7 +9,7 @@ text that is harmful only as a whole is still stopped before its last window.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from typing import Any
 
 from langchain_core.messages import AIMessage, BaseMessage
@@ -76,3 +76,37 @@ class WindowedRelease:
     def whole(self) -> ModerationItem | None:
         """The whole streamed value, judged as `invoke` judges it (None for an empty stream)."""
         return None if self.total is None else to_item(self.total)
+
+
+
+def released(chunks: Iterator[Any], stream: WindowedRelease, judge: Callable[[Any], Any],
+             windowed: bool) -> Iterator[Any]:
+    """The chunks, each full window judged (`judge` raises on a flag) when the next chunk arrives, the tail after the
+    whole value passed (a one-chunk stream is judged once, whole). Not `windowed`: the stream is buffered, judged
+    once, and `judge`'s answer goes out."""
+    due = None
+    for chunk in chunks:
+        if due is not None:
+            judge(due)
+            yield from stream.release()
+        window = stream.push(chunk)
+        due = window if windowed else None
+    if stream.total is not None:
+        out = judge(stream.total)
+        yield from (stream.release() if windowed else [out])
+
+
+async def areleased(chunks: AsyncIterator[Any], stream: WindowedRelease, judge: Callable[[Any], Awaitable[Any]],
+                    windowed: bool) -> AsyncIterator[Any]:
+    due = None
+    async for chunk in chunks:
+        if due is not None:
+            await judge(due)
+            for ready in stream.release():
+                yield ready
+        window = stream.push(chunk)
+        due = window if windowed else None
+    if stream.total is not None:
+        out = await judge(stream.total)
+        for ready in stream.release() if windowed else [out]:
+            yield ready

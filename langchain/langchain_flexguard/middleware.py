@@ -15,11 +15,11 @@ from langchain.agents.middleware.types import AgentMiddleware, AgentState, Model
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 
 from flexguard_plugins import Decision, FlexGuard, ModerationItem, resolve_strictness, shared_guard
-from flexguard_plugins.policy import check_on_error
+from flexguard_plugins.policy import check_on_error, check_shadow
 from flexguard_plugins.text import is_blank
 
+from ._decisions import FlexGuardViolation, adispatch, dispatch
 from ._items import last_index, last_user_text, message_text, reply_text
-from .runnable import FlexGuardViolation
 
 Stage = Literal["input", "output", "tool"]
 DEFAULT_VIOLATION_MESSAGE = "I'm sorry, but I can't help with that. It was flagged by FlexGuard ({categories})."
@@ -29,15 +29,28 @@ TOOL_RESULT_NOTE = "[tool result withheld: flagged by FlexGuard ({categories})]"
 class FlexGuardMiddleware(AgentMiddleware[AgentState[Any], Any]):
     """Judge the user turn, each model turn (text and tool calls) and, opt-in, each tool result.
 
-    `exit_behavior` on a flag: "error" raises `FlexGuardViolation`; "end" stops the agent with a refusal;
-    "replace" puts the refusal in place of the flagged model turn (a flagged tool result becomes a note and
-    the agent goes on). A flagged user turn always ends the run with the refusal and no model call.
-    The decision rides on the refusal in `response_metadata["flexguard"]`.
+    The decision rides on a refusal in `response_metadata["flexguard"]`; every decision, allowed ones included,
+    goes to callbacks as the custom event "flexguard_decision" (`Decision.to_dict()` and `stage`).
+
+    Args:
+        strictness, on_error: as `FlexGuardRunnable`; `shadow=True` judges and reports, never refuses.
+        guard, model, backend, reasoning: a `FlexGuard`, or which scorer to load (default: the embedded one).
+        check_input, check_output, check_tool_results: which turns to judge (tool results: opt-in).
+        exit_behavior: on a flag, "error" raises `FlexGuardViolation`; "end" stops the agent with a refusal;
+            "replace" puts the refusal in place of the flagged model turn (a flagged tool result becomes a
+            note and the agent goes on). A flagged user turn always ends the run with no model call.
+        violation_message: the refusal, formatted with `categories`, `stage`, `score` and `threshold`.
+
+    Raises:
+        ValueError: a bad strictness, on_error, exit_behavior or shadow (shadow with on_error="raise").
+
+    Example:
+        >>> create_agent(llm, tools, middleware=[FlexGuardMiddleware(exit_behavior="end")])  # doctest: +SKIP
     """
 
     def __init__(self, *, guard: FlexGuard | None = None, model: str | None = None, backend: str = "auto",
                  reasoning: bool | None = None, strictness: Any = "moderate",
-                 on_error: Literal["block", "allow", "raise"] = "block", check_input: bool = True,
+                 on_error: Literal["block", "allow", "raise"] = "block", shadow: bool = False, check_input: bool = True,
                  check_output: bool = True, check_tool_results: bool = False,
                  exit_behavior: Literal["error", "end", "replace"] = "end",
                  violation_message: str | None = None) -> None:
@@ -46,6 +59,7 @@ class FlexGuardMiddleware(AgentMiddleware[AgentState[Any], Any]):
             raise ValueError(f"exit_behavior must be error, end or replace, got {exit_behavior!r}")
         resolve_strictness(strictness)
         self.on_error = check_on_error(on_error)
+        self.shadow = check_shadow(shadow, self.on_error)
         self.guard = shared_guard(guard, model, backend, reasoning)
         self.strictness = strictness
         self.check_input, self.check_output, self.check_tool_results = check_input, check_output, check_tool_results
@@ -121,30 +135,34 @@ class FlexGuardMiddleware(AgentMiddleware[AgentState[Any], Any]):
                 return ModelResponse(result=[AIMessage(content=text, response_metadata=metadata)])
         return None
 
-    def _decide(self, item: ModerationItem) -> Decision:
-        return self.guard.check_batch([item], self.strictness, self.on_error)[0]
+    def _decide(self, item: ModerationItem, stage: Stage) -> Decision:
+        decision = self.guard.check_batch([item], self.strictness, self.on_error, self.shadow)[0]
+        dispatch(decision, stage)
+        return decision
 
-    async def _adecide(self, item: ModerationItem) -> Decision:
-        return (await self.guard.acheck_batch([item], self.strictness, self.on_error))[0]
+    async def _adecide(self, item: ModerationItem, stage: Stage) -> Decision:
+        decision = (await self.guard.acheck_batch([item], self.strictness, self.on_error, self.shadow))[0]
+        await adispatch(decision, stage)
+        return decision
 
     # --- hooks -----------------------------------------------------------------------------------
 
     @hook_config(can_jump_to=["end"])
     def before_agent(self, state: AgentState[Any], runtime: Any) -> dict[str, Any] | None:
         item = self._input_item(state)
-        return None if item is None else self._on_input(self._decide(item))
+        return None if item is None else self._on_input(self._decide(item, "input"))
 
     @hook_config(can_jump_to=["end"])
     async def abefore_agent(self, state: AgentState[Any], runtime: Any) -> dict[str, Any] | None:
         item = self._input_item(state)
-        return None if item is None else self._on_input(await self._adecide(item))
+        return None if item is None else self._on_input(await self._adecide(item, "input"))
 
     def wrap_model_call(self, request: Any, handler: Callable[[Any], ModelResponse]) -> ModelResponse:
         if (stop := self._withheld(request.messages)) is not None:
             return stop
         response = handler(request)
         item = self._reply_item(request, response)
-        return response if item is None else self._on_reply(response, self._decide(item))
+        return response if item is None else self._on_reply(response, self._decide(item, "output"))
 
     async def awrap_model_call(self, request: Any, handler: Callable[[Any], Awaitable[ModelResponse]]
                                ) -> ModelResponse:
@@ -152,14 +170,14 @@ class FlexGuardMiddleware(AgentMiddleware[AgentState[Any], Any]):
             return stop
         response = await handler(request)
         item = self._reply_item(request, response)
-        return response if item is None else self._on_reply(response, await self._adecide(item))
+        return response if item is None else self._on_reply(response, await self._adecide(item, "output"))
 
     def wrap_tool_call(self, request: Any, handler: Callable[[Any], Any]) -> Any:
         result = handler(request)
         item = self._tool_item(result)
-        return result if item is None else self._on_tool(result, self._decide(item))
+        return result if item is None else self._on_tool(result, self._decide(item, "tool"))
 
     async def awrap_tool_call(self, request: Any, handler: Callable[[Any], Awaitable[Any]]) -> Any:
         result = await handler(request)
         item = self._tool_item(result)
-        return result if item is None else self._on_tool(result, await self._adecide(item))
+        return result if item is None else self._on_tool(result, await self._adecide(item, "tool"))

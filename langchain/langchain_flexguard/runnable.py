@@ -4,52 +4,48 @@ gets its own result; streamed output is released window by window, each window j
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
-from operator import itemgetter
 from typing import Any, Literal
 
 from langchain_core.callbacks import AsyncCallbackManagerForChainRun, CallbackManagerForChainRun
-from langchain_core.runnables import Runnable, RunnableConfig, RunnableLambda, RunnableParallel, RunnableSerializable
-from pydantic import ConfigDict, Field, PrivateAttr, field_validator
+from langchain_core.runnables import RunnableConfig, RunnableSerializable
+from pydantic import ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
-from flexguard_plugins import Decision, FlexGuard, FlexGuardError, ModerationItem, resolve_strictness, shared_guard
+from flexguard_plugins import Decision, FlexGuard, ModerationItem, UndecidedError, resolve_strictness, shared_guard
+from flexguard_plugins.policy import check_on_error, check_shadow
 
-from ._items import prompt_text, to_item
-from ._stream import WindowedRelease
+from ._decisions import DECISION_EVENT, FlexGuardViolation
+from ._items import to_item
+from ._stream import WindowedRelease, areleased, released
 
 Mode = Literal["raise", "annotate"]
-DECISION_EVENT = "flexguard_decision"
-"""Custom callback event carrying every decision (`Decision.to_dict()`), allowed ones included."""
-
-
-class FlexGuardViolation(ValueError):
-    """The guard flagged the input (or could not decide and `on_error="block"`). Carries the `Decision`."""
-
-    def __init__(self, decision: Decision, value: Any = None) -> None:
-        super().__init__(decision.reason)
-        self.decision = decision
-        self.value = value
-
-
-def with_prompt(runnable: Runnable[Any, Any], *, prompt_key: str | None = None) -> Runnable[Any, dict[str, Any]]:
-    """`runnable` (your model) giving `{"prompt": <user's text in the chain input>, "response": <its output>}`, so a
-    following `FlexGuardRunnable` judges the reply with its question (`input[prompt_key]` for a dict input)."""
-    pick = RunnableLambda(itemgetter(prompt_key)) if prompt_key else RunnableLambda(prompt_text)
-    return RunnableParallel(prompt=pick, response=runnable)
 
 
 class FlexGuardRunnable(RunnableSerializable[Any, Any]):
     """Judge a string, a message list or a `{prompt, response}` dict with FlexGuard.
 
-    `mode="raise"` passes the input through unchanged or raises `FlexGuardViolation` (use
-    `.with_fallbacks(...)` for a refusal); `mode="annotate"` returns `{"input": ..., "decision": Decision}`
-    for `RunnableBranch`. A conversation ending in an AI message is judged in response mode. Every
-    decision is also sent to callbacks as the custom event "flexguard_decision" (tracing, astream_events).
-    Streamed through (`llm | guard`), text goes out window by window (`stream_chunk_size` new characters,
-    judged with `stream_context_size` characters before them), and the tail only after the whole text passed.
+    A conversation ending in an AI message is judged in response mode. Every decision, allowed ones included,
+    goes to callbacks as the custom event "flexguard_decision" (tracing, `astream_events`). Streamed through
+    (`llm | guard`), text goes out window by window, and the tail only after the whole text passed.
+
+    Args:
+        strictness: strict | moderate | loose | 0-100 | a per-category mapping | a policy file.
+        on_error: block | allow | raise, for a text the guard cannot judge (case and white space ignored).
+        shadow: judge and report every decision, never refuse (`Decision.would_flag` holds the verdict).
+        mode: "raise" passes the input through or raises `FlexGuardViolation`; "annotate" returns
+            `{"input": ..., "decision": Decision}` for `RunnableBranch`.
+        model, backend, reasoning: which scorer to load (default: the embedded one); or `guard=` a `FlexGuard`.
+        stream_chunk_size, stream_context_size: characters of new text per judged window, and before it.
+
+    Raises:
+        ValueError: an unknown option name, a bad strictness, on_error or shadow (shadow with on_error="raise").
+
+    Example:
+        >>> (FlexGuardRunnable(strictness="strict") | llm).with_fallbacks([refusal])  # doctest: +SKIP
     """
 
     strictness: Any = "moderate"
-    on_error: Literal["block", "allow", "raise"] = "block"  # pydantic rejects anything else
+    on_error: str = "block"
+    shadow: bool = Field(default=False, strict=True)
     mode: Mode = "raise"
     model: str | None = None
     backend: str = "auto"
@@ -61,11 +57,24 @@ class FlexGuardRunnable(RunnableSerializable[Any, Any]):
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
-    @field_validator("strictness")
+    @model_validator(mode="before")
     @classmethod
-    def _check_strictness(cls, value: Any) -> Any:
-        resolve_strictness(value)
-        return value
+    def _known_options(cls, data: Any) -> Any:
+        unknown = sorted(set(data) - set(cls.model_fields)) if isinstance(data, dict) else []
+        if unknown:
+            raise ValueError(f"unknown option {unknown[0]!r}; known: {', '.join(cls.model_fields)}")
+        return data
+
+    @field_validator("on_error")
+    @classmethod
+    def _check_on_error(cls, value: Any) -> str:
+        return check_on_error(value)
+
+    @model_validator(mode="after")
+    def _check_policy(self) -> FlexGuardRunnable:
+        resolve_strictness(self.strictness)
+        check_shadow(self.shadow, self.on_error)
+        return self
 
     @classmethod
     def is_lc_serializable(cls) -> bool:
@@ -104,14 +113,14 @@ class FlexGuardRunnable(RunnableSerializable[Any, Any]):
 
     def _output(self, value: Any, decision: Decision) -> Any:
         if decision.failed and self.on_error == "raise":
-            return FlexGuardError(f"guard could not decide: {decision.risk.error}", decision.risk)
+            return UndecidedError(f"guard could not decide: {decision.risk.error}", decision.risk)
         if self.mode == "annotate":
             return {"input": value, "decision": decision}
         return FlexGuardViolation(decision, value) if decision.flagged else value
 
-    def _policy(self) -> tuple[Any, str]:
+    def _policy(self) -> tuple[Any, str, bool]:
         """`raise` is applied per input here, so one undecided input never fails the others."""
-        return self.strictness, "block" if self.on_error == "raise" else self.on_error
+        return self.strictness, "block" if self.on_error == "raise" else self.on_error, self.shadow
 
     def _merge(self, inputs: list[Any], outputs: list[Any], decisions: list[Decision]) -> list[Any]:
         todo = iter(decisions)
@@ -165,30 +174,20 @@ class FlexGuardRunnable(RunnableSerializable[Any, Any]):
     # --- streaming: each window is judged before its chunks go out; the tail waits for the whole-text check ---
 
     def _windows(self, chunks: Iterator[Any], run_manager: CallbackManagerForChainRun) -> Iterator[Any]:
-        """A full window is judged when the next chunk arrives (a one-chunk stream is judged once, whole)."""
-        stream, due = WindowedRelease(self.stream_chunk_size, self.stream_context_size), None
-        for chunk in chunks:
-            if due is not None:
-                self._one(due, run_manager)
-                yield from stream.release()
-            due = stream.push(chunk) if self.mode == "raise" else None
-        if stream.total is not None:
-            out = self._one(stream.total, run_manager)
-            yield from (stream.release() if self.mode == "raise" else [out])
+        judge = lambda value: self._one(value, run_manager)  # noqa: E731
+        yield from released(chunks, self._release(), judge, windowed=self.mode == "raise")
 
     async def _awindows(self, chunks: AsyncIterator[Any], run_manager: AsyncCallbackManagerForChainRun
                         ) -> AsyncIterator[Any]:
-        stream, due = WindowedRelease(self.stream_chunk_size, self.stream_context_size), None
-        async for chunk in chunks:
-            if due is not None:
-                await self._aone(due, run_manager)
-                for released in stream.release():
-                    yield released
-            due = stream.push(chunk) if self.mode == "raise" else None
-        if stream.total is not None:
-            out = await self._aone(stream.total, run_manager)
-            for released in stream.release() if self.mode == "raise" else [out]:
-                yield released
+        async def judge(value: Any) -> Any:
+            return await self._aone(value, run_manager)
+
+        async for chunk in areleased(chunks, self._release(), judge, windowed=self.mode == "raise"):
+            yield chunk
+
+    def _release(self) -> WindowedRelease:
+        """Window by window under mode="raise"; an annotated stream is buffered and judged once, at its end."""
+        return WindowedRelease(self.stream_chunk_size, self.stream_context_size)
 
     def transform(self, input: Iterator[Any], config: RunnableConfig | None = None, **kwargs: Any) -> Iterator[Any]:
         yield from self._transform_stream_with_config(input, self._windows, config, run_type="chain")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -84,6 +85,41 @@ def test_strictness_moves_the_borderline(gr, texts) -> None:
         gr[1](mode="both")
     with pytest.raises(ValueError):
         gr[1](on_error="ignore")
+
+
+def test_unknown_option_is_an_error_naming_the_known_ones(gr) -> None:
+    with pytest.raises(ValueError, match=r"unknown option 'strictnes'; known: strictness, mode, .*shadow") as caught:
+        gr[1](strictnes="strict")
+    assert "use_local" in str(caught.value)
+
+
+def test_on_error_is_read_like_the_core(gr, failing_guard: FlexGuard) -> None:
+    validator = gr[1](on_error=" Allow", guard=failing_guard, on_fail="noop")
+    assert validator.on_error == "allow" and validator.get_args()["on_error"] == "allow"
+    guard = gr[0].Guard().use(validator)
+    guard.configure(allow_metrics_collection=False)
+    assert guard.validate("hello there").validation_passed
+
+
+def test_shadow_mode_always_passes_with_the_verdict_in_metadata(gr, texts, caplog) -> None:
+    caplog.set_level(logging.INFO, logger="flexguard_plugins.decisions")
+    guard = make_guard(gr, strictness="strict", shadow=True, on_fail="exception")
+    outcome = guard.validate(texts["harmful"])
+    assert outcome.validation_passed and outcome.validated_output == texts["harmful"]
+    result = last_result(guard)
+    assert result.outcome == "pass" and result.metadata["would_flag"] and result.metadata["shadow"]
+    assert not result.metadata["flagged"] and result.metadata["score"] >= LOOSE
+    logged = [r.getMessage() for r in caplog.records if r.name == "flexguard_plugins.decisions"]
+    assert logged and logged[-1].startswith("shadow, not enforced: flagged")
+    assert gr[1](shadow=True, on_fail="noop").get_args()["shadow"] is True  # round-trips through Guardrails
+    with pytest.raises(ValueError, match="shadow"):
+        gr[1](shadow=True, on_error="raise")
+
+
+async def test_async_shadow_mode_passes(gr, texts) -> None:
+    guard = make_guard(gr, "AsyncGuard", shadow=True, on_fail="exception")
+    assert (await guard.validate(texts["harmful"])).validation_passed
+    assert last_result(guard).metadata["would_flag"]
 
 
 def test_response_mode_reads_prompt_from_metadata(gr, texts) -> None:

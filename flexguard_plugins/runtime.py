@@ -180,10 +180,10 @@ class Engine:
             if self.closed:
                 return None
             self.closed = True
-            _unregister(self)
             if self._loop_thread is None:
                 self._loop_thread = LoopThread()  # to run the backend's aclose
             loop = self._loop_thread
+        _unregister(self)
         if loop.in_loop():
             self._close_later(loop)
             return None

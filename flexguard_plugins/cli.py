@@ -149,40 +149,16 @@ def _result(decision: Any) -> dict[str, Any]:
     return {**decision.to_dict(), "reasoning": decision.risk.reasoning}
 
 
-def shown_relation(score: float, threshold: float) -> tuple[str, str, str]:
-    """(score, relation, threshold) as text whose relation holds: the score gets the fewest decimals, at least
-    one, that keep it on its side of the threshold (20.97 against 21 is "20.97", not "21.0").
-
-    >>> shown_relation(20.97, 21), shown_relation(40.999, 41), shown_relation(92.0, 41)
-    (('20.97', '<', '21'), ('40.999', '<', '41'), ('92.0', '≥', '41'))
-    """
-    flagged = score >= threshold
-    limit = f"{threshold:g}" if float(f"{threshold:g}") == threshold else repr(threshold)
-    for digits in range(1, 7):
-        text = f"{score:.{digits}f}"
-        if (float(text) >= threshold) == flagged:
-            return text, "≥" if flagged else "<", limit
-    return repr(score), "≥" if flagged else "<", limit
-
-
-def _summary(decision: Decision, thresholds: Thresholds) -> str:
+def _summary(decision: Decision) -> str:
     """`FLAGGED by lite: risk 92.0 (EXTREME, VIO) ≥ threshold 41 [moderate]`, `allowed by …`, or in shadow
-    mode `SHADOW would flag (not enforced) by …`. An undecided item, or one flagged by a part in a more
-    sensitive category, keeps the core's reason, which says which."""
+    mode `SHADOW would flag (not enforced) by …`: the core's reason, whose score and relation always agree."""
     verdict = "FLAGGED" if decision.would_flag else "allowed"
     if decision.shadow:
         verdict = f"SHADOW would {'flag' if decision.would_flag else 'allow'} (not enforced)"
-    risk = decision.risk
     reason = decision.reason.removeprefix(SHADOW_PREFIX)
     if decision.failed:
         return f"{verdict} {reason}"
-    if decision.threshold != thresholds.for_categories(risk.categories):  # a part's category set the line
-        return verdict + re.sub(r"^(flagged|allowed)", "", reason)
-    score, relation, limit = shown_relation(risk.score, decision.threshold)
-    by = f" by {risk.scorer}" if risk.scorer else ""
-    what = ",".join(risk.categories) or "SAFE"
-    return (f"{verdict}{by}: risk {score} ({risk.tier.value}, {what}) {relation} threshold {limit} "
-            f"[{decision.strictness}]")
+    return verdict + re.sub(r"^(flagged|allowed)", "", reason)
 
 
 def _lines(stream: Any) -> Iterator[str | UnicodeDecodeError]:
@@ -282,7 +258,7 @@ def _score(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(_result(decision), indent=2))
     else:
-        print(_summary(decision, thresholds))
+        print(_summary(decision))
     return 1 if decision.flagged else 0
 
 

@@ -176,6 +176,22 @@ def check_on_error(on_error: str) -> OnError:
     return value  # type: ignore[return-value]
 
 
+def shown_relation(score: float, threshold: float) -> tuple[str, str, str]:
+    """(score, relation, threshold) as text whose relation holds: the score gets the fewest decimals, at least
+    one, that keep it on its side of the threshold (20.97 against 21 is "20.97", not "21.0").
+
+    >>> shown_relation(20.97, 21), shown_relation(40.999, 41), shown_relation(92.0, 41)
+    (('20.97', '<', '21'), ('40.999', '<', '41'), ('92.0', '≥', '41'))
+    """
+    flagged = score >= threshold
+    limit = f"{threshold:g}" if float(f"{threshold:g}") == threshold else repr(threshold)
+    for digits in range(1, 7):
+        text = f"{score:.{digits}f}"
+        if (float(text) >= threshold) == flagged:
+            return text, "≥" if flagged else "<", limit
+    return repr(score), "≥" if flagged else "<", limit
+
+
 def check_shadow(shadow: Any, on_error: str) -> bool:
     """Shadow mode as a bool; ValueError for anything but a bool, or beside `on_error="raise"` (which would block)."""
     if not isinstance(shadow, bool):
@@ -223,16 +239,17 @@ def decide(risk: RiskScore, strictness: Strictness | Thresholds = "moderate", on
     what = ",".join(risk.categories) or "SAFE"
     if peak is not None:  # a part in a more sensitive category reaches its own line
         code, part_score, threshold = peak
-        reason = (f"flagged{by}: a {code} part of the text scored {part_score:.1f} ≥ the {code} threshold "
-                  f"{threshold:g} (riskiest part: {risk.score:.1f}, {risk.tier.value}, {what}) [{thresholds.label}]")
+        shown, _, limit = shown_relation(part_score, threshold)
+        reason = (f"flagged{by}: a {code} part of the text scored {shown} ≥ the {code} threshold "
+                  f"{limit} (riskiest part: {risk.score:.1f}, {risk.tier.value}, {what}) [{thresholds.label}]")
         categories = risk.categories if code in risk.categories else (*risk.categories, code)
         return Decision(flagged=True, score=risk.score, threshold=threshold, strictness=thresholds.label,
                         categories=categories, reason=reason, risk=risk)
     flagged = risk.score >= threshold
-    relation = "≥" if flagged else "<"
+    shown, relation, limit = shown_relation(risk.score, threshold)
     reason = (
-        f"{'flagged' if flagged else 'allowed'}{by}: risk {risk.score:.1f} ({risk.tier.value}, {what}) "
-        f"{relation} threshold {threshold:g} [{thresholds.label}]"
+        f"{'flagged' if flagged else 'allowed'}{by}: risk {shown} ({risk.tier.value}, {what}) "
+        f"{relation} threshold {limit} [{thresholds.label}]"
     )
     return Decision(
         flagged=flagged, score=risk.score, threshold=threshold, strictness=thresholds.label,

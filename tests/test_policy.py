@@ -149,3 +149,11 @@ def test_every_guard_failure_is_a_flexguard_error():
         assert issubclass(error, FlexGuardError) and issubclass(error, RuntimeError)
     with pytest.raises(UndecidedError):
         decide(RiskScore.failure("boom"), "moderate", "raise")
+
+
+@pytest.mark.parametrize("score, threshold", [(20.97, 21), (40.999, 41), (60.99999, 61), (41.0, 41), (40.96, 40.95)])
+def test_the_reason_never_shows_a_score_on_the_wrong_side_of_the_line(score, threshold):
+    decision = decide(risk(score, "VIO"), threshold)
+    shown = float(decision.reason.split("risk ")[1].split(" ")[0])
+    limit = float(decision.reason.split("threshold ")[1].split(" ")[0])
+    assert (shown >= limit) == decision.flagged == (score >= threshold), decision.reason

@@ -98,3 +98,16 @@ def to_item(value: Any) -> ModerationItem:
     if isinstance(value, Sequence) and not isinstance(value, bytes):
         return messages_item(convert_to_messages(value))
     raise TypeError(f"FlexGuard cannot judge a {type(value).__name__}; pass a str, messages or a prompt/response dict")
+
+
+def to_items(inputs: list[Any]) -> tuple[list[ModerationItem], list[Any]]:
+    """Core items for the inputs that can be judged, and per input None or its own error (a malformed input fails
+    alone)."""
+    items, outputs = [], []
+    for value in inputs:
+        try:
+            items.append(to_item(value))
+            outputs.append(None)
+        except (TypeError, ValueError) as error:
+            outputs.append(error)
+    return items, outputs

@@ -14,9 +14,16 @@ from typing import Any, Literal
 from langchain.agents.middleware.types import AgentMiddleware, AgentState, ModelResponse, hook_config
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 
-from flexguard_plugins import Decision, FlexGuard, ModerationItem, resolve_strictness, shared_guard
-from flexguard_plugins.policy import check_on_error, check_shadow
-from flexguard_plugins.text import is_blank
+from flexguard_plugins import (
+    Decision,
+    FlexGuard,
+    ModerationItem,
+    check_on_error,
+    check_shadow,
+    is_blank,
+    resolve_strictness,
+    shared_guard,
+)
 
 from ._decisions import FlexGuardViolation, adispatch, dispatch
 from ._items import last_index, last_user_text, message_text, reply_text

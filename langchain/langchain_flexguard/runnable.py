@@ -10,11 +10,18 @@ from langchain_core.callbacks import AsyncCallbackManagerForChainRun, CallbackMa
 from langchain_core.runnables import RunnableConfig, RunnableSerializable
 from pydantic import ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
-from flexguard_plugins import Decision, FlexGuard, ModerationItem, UndecidedError, resolve_strictness, shared_guard
-from flexguard_plugins.policy import check_on_error, check_shadow
+from flexguard_plugins import (
+    Decision,
+    FlexGuard,
+    UndecidedError,
+    check_on_error,
+    check_shadow,
+    resolve_strictness,
+    shared_guard,
+)
 
 from ._decisions import DECISION_EVENT, FlexGuardViolation
-from ._items import to_item
+from ._items import to_items
 from ._stream import WindowedRelease, areleased, released
 
 Mode = Literal["raise", "annotate"]
@@ -99,18 +106,6 @@ class FlexGuardRunnable(RunnableSerializable[Any, Any]):
 
     # --- one place turns inputs into items and decisions into outputs, for calls, batches and streams --------
 
-    @staticmethod
-    def _items(inputs: list[Any]) -> tuple[list[ModerationItem], list[Any]]:
-        """Core items for the inputs that can be judged; a malformed input keeps its own error."""
-        items, outputs = [], []
-        for value in inputs:
-            try:
-                items.append(to_item(value))
-                outputs.append(None)
-            except (TypeError, ValueError) as error:
-                outputs.append(error)
-        return items, outputs
-
     def _output(self, value: Any, decision: Decision) -> Any:
         if decision.failed and self.on_error == "raise":
             return UndecidedError(f"guard could not decide: {decision.risk.error}", decision.risk)
@@ -128,7 +123,7 @@ class FlexGuardRunnable(RunnableSerializable[Any, Any]):
                 for value, out in zip(inputs, outputs, strict=True)]
 
     def _judge(self, inputs: list[Any], run_manager: list[CallbackManagerForChainRun]) -> list[Any]:
-        items, outputs = self._items(inputs)
+        items, outputs = to_items(inputs)
         decisions = self._guard().check_batch(items, *self._policy()) if items else []
         managers = [m for m, out in zip(run_manager, outputs, strict=True) if out is None]
         for manager, decision in zip(managers, decisions, strict=True):
@@ -136,7 +131,7 @@ class FlexGuardRunnable(RunnableSerializable[Any, Any]):
         return self._merge(inputs, outputs, decisions)
 
     async def _ajudge(self, inputs: list[Any], run_manager: list[AsyncCallbackManagerForChainRun]) -> list[Any]:
-        items, outputs = self._items(inputs)
+        items, outputs = to_items(inputs)
         decisions = await self._guard().acheck_batch(items, *self._policy()) if items else []
         managers = [m for m, out in zip(run_manager, outputs, strict=True) if out is None]
         for manager, decision in zip(managers, decisions, strict=True):

@@ -10,9 +10,7 @@ from typing import Any
 
 from nemoguardrails.utils import _get_flow_params, _normalize_flow_id
 
-from flexguard_plugins import resolve_strictness
-from flexguard_plugins.backends import backend_names
-from flexguard_plugins.policy import check_on_error, check_shadow
+from flexguard_plugins import backend_names, check_on_error, check_shadow, resolve_strictness
 
 SETTINGS_KEY = "flexguard"
 SETTINGS = ("strictness", "model", "backend", "on_error", "shadow", "reasoning", "options")

@@ -7,8 +7,7 @@ from typing import Any, Literal
 
 from guardrails.validator_base import ErrorSpan, FailResult, PassResult, ValidationResult, Validator, register_validator
 
-from flexguard_plugins import Decision, FlexGuard, resolve_strictness, shared_guard
-from flexguard_plugins.policy import check_on_error, check_shadow
+from flexguard_plugins import Decision, FlexGuard, check_on_error, check_shadow, resolve_strictness, shared_guard
 
 PROMPT_KEY = "prompt"
 """Response mode reads the user prompt the output answers from `metadata["prompt"]`."""

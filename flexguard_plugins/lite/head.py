@@ -1,4 +1,4 @@
-"""The ordinal read-out of the lite scorer: severity latent z → 0-100 risk score.
+"""The read-out of the lite scorer: severity latent z → 0-100 risk score, and the category codes it names.
 
 The model gives a scalar latent `z` read through a cumulative-link (ordinal) model,
 P(severity ≥ k) = sigmoid(z − cut_k) for k = 1..4. The 0-100 score is a strictly increasing map of
@@ -9,12 +9,17 @@ serves every regime.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
+from ..types import CATEGORIES
 from ..types import TIER_EDGES as _EDGES
 
 TIER_EDGES = np.array(_EDGES, dtype=np.float64)
 """Score at each cut-point (from `types.TIER_EDGES`), so `score ≥ 41` is exactly P(severity ≥ 2) ≥ 0.5."""
+DEGENERATE_DISTINCT = 3
+"""Text with at most this many distinct word pieces (one character repeated, an emoji wall) carries no JAIL evidence."""
 
 
 def latent_to_score(z: np.ndarray, cuts: np.ndarray) -> np.ndarray:
@@ -33,3 +38,20 @@ def at_least(z: np.ndarray, cuts: np.ndarray) -> np.ndarray:
     """P(severity ≥ k), k = 1..4, per row."""
     z = np.atleast_1d(np.asarray(z, dtype=np.float64))
     return 1.0 / (1.0 + np.exp(-(z[:, None] - np.asarray(cuts, dtype=np.float64)[None, :])))
+
+
+def name_categories(score: float, probabilities: np.ndarray, judged_ids: Sequence[int],
+                    threshold: float) -> tuple[str, ...]:
+    """The codes a score of `score` names: none under LOW; those whose probability reaches `threshold`, else the
+    likeliest; no JAIL for degenerate text (`DEGENERATE_DISTINCT`)."""
+    if score < TIER_EDGES[0]:
+        return ()
+    order = np.argsort(-probabilities)
+    categories = tuple(CATEGORIES[j] for j in order if probabilities[j] >= threshold)
+    if not categories:  # harmful but no code is confident: name the likeliest one
+        categories = (CATEGORIES[int(order[0])],)
+    if len(set(judged_ids)) <= DEGENERATE_DISTINCT:
+        categories = tuple(c for c in categories if c != "JAIL") or (CATEGORIES[int(order[0])],)
+        if categories == ("JAIL",):
+            categories = ()
+    return categories

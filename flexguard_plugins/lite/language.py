@@ -44,7 +44,6 @@ Swahili is labelled with low confidence too, but surely not English."""
 ACCEPTED_LOW = 0.1
 LEAD = 2.0
 
-_LETTER = re.compile(r"[^\W\d_]")
 _CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]")
 _LATIN = "A-Za-z\u00aa\u00ba\u00c0-\u00d6\u00d8-\u00f6\u00f8-\u024f\u1e00-\u1eff"
 _LATIN_LETTER = re.compile(f"[{_LATIN}]")
@@ -54,7 +53,7 @@ _URL = re.compile(r"(?i)\b(?:https?://|www\.)\S+|\S+@\S+\.\w+")
 _PUNCTUATION = ".,:;!?¡¿'\"‘’“”«»„()-"
 _CODE = re.compile(rf"[^\w\s{_PUNCTUATION}]")
 """Characters that are neither letters, digits, spaces nor sentence punctuation: a line with many is code or data."""
-_CODE_WORD = re.compile(rf"\S*(?:[^\w\s{_PUNCTUATION}]|[a-z][A-Z]|\w[._]\w|\w\()\S*")
+_CODE_WORD = re.compile(rf"(?<!\S)(?=\S*?(?:[^\w\s{_PUNCTUATION}]|[a-z][A-Z]|\w[._]\w|\w\())\S+")
 """Words with a symbol in them, or that read as code (camelCase, dotted.names, snake_case, calls()): left out."""
 _SPEAKER = re.compile(r"(?m)^[ \t]*\[?[A-Za-z][\w ]{0,20}\]?:[ \t]")
 """A speaker's label at a line's start ("[User]: ", "Assistant: "): not part of what the speaker says."""
@@ -87,7 +86,7 @@ def known_languages() -> frozenset[str]:
 
 
 def _letters(text: str) -> int:
-    return _LETTER.subn("", text)[1]
+    return sum(map(str.isalpha, text))
 
 
 def _disguised(word: str) -> bool:
@@ -134,15 +133,17 @@ class LanguageGate:
         return self._latin(text)
 
     def _non_latin(self, text: str) -> str | None:
-        """Runs of non-Latin-script words long enough to label (or most of the text): their language if no
+        """Runs of non-Latin-script words long enough to label, or most of the text, or all of them together when
+        they are a third of it (a Chinese request with a Latin letter between its characters): their language if no
         accepted one is likely."""
-        total = None
-        for run, letters in _runs(text):
-            if letters < RUN_LETTERS:
-                total = _letters(text) if total is None else total
-                if 2 * letters <= total:
-                    continue
-            labels = _labels(run, k=3)
+        runs = list(_runs(text))
+        total = _letters(text) if runs else 0
+        parts = [run for run, letters in runs if letters >= RUN_LETTERS or 2 * letters > total]
+        together = sum(letters for _, letters in runs)
+        if not parts and together >= RUN_LETTERS and 3 * together > total:
+            parts = [" ".join(run for run, _ in runs)]
+        for part in parts:
+            labels = _labels(part, k=3)
             if not any(code in self.languages and p >= 0.5 for code, p in labels):
                 return next((code for code, _ in labels if code not in self.languages), "und")
         return None
@@ -151,7 +152,7 @@ class LanguageGate:
         """The whole text (each distinct sentence once: "ha. " 600 times is not a language), and its sentences, lines
         and quotes, each long enough: the first labelled with a language that is not accepted while no accepted one
         is plausible (`ACCEPTED_LOW`)."""
-        prose = _prose(text if text.isascii() else _symbols_as_spaces(fold(text)))
+        prose = _prose(_symbols_as_spaces(_folded(text)))
         sentences = list(dict.fromkeys(" ".join(part.split()) for part in SENTENCE_END.split(prose)))
         whole = " ".join(sentences)
         if _letters(whole) >= WHOLE_LETTERS:
@@ -171,15 +172,17 @@ class LanguageGate:
         it too, with leetspeak undone ("wr173 4 53xy ch47"): foreign only if both readings are."""
         if 5 * len(text.split()) > 2 * _letters(text):  # spaced-out letters, "ha ha ha": nothing to label
             return None
-        found = None
-        for reading in dict.fromkeys((text, undo_leet(text))):
-            labels = _labels(reading, k=10)
-            accepted = sum(p for code, p in labels if code in self.languages)
-            code, p = labels[0]
-            if code in self.languages or p < LIKELIEST or accepted >= min(ACCEPTED_LOW, p / LEAD):
-                return None
-            found = found or code
-        return found
+        found = self._likeliest_foreign(text)
+        if found is None:
+            return None
+        leet = undo_leet(text)
+        return found if leet == text or self._likeliest_foreign(leet) else None
+
+    def _likeliest_foreign(self, text: str) -> str | None:
+        labels = _labels(text, k=10)
+        accepted = sum(p for code, p in labels if code in self.languages)
+        code, p = labels[0]
+        return None if code in self.languages or p < LIKELIEST or accepted >= min(ACCEPTED_LOW, p / LEAD) else code
 
 
 def _runs(text: str) -> Iterator[tuple[str, int]]:
@@ -199,6 +202,14 @@ def _runs(text: str) -> Iterator[tuple[str, int]]:
         letters += len(word) + len(_CJK.findall(word))
     if letters:
         yield text[start:end], letters
+
+
+def _folded(text: str) -> str:
+    """`text.fold` (look-alike letters mapped, invisible characters dropped, tags decoded), skipped where every
+    character beyond ASCII is punctuation or a space (curly quotes, dashes: nothing to fold)."""
+    if all(unicodedata.category(c)[0] in "PZ" for c in set(text) if not c.isascii()):
+        return text
+    return fold(text)
 
 
 def _symbols_as_spaces(text: str) -> str:

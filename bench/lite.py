@@ -8,8 +8,9 @@ throughput is reported), sentence-transformers after them in the same way. Items
 texts built from real public prompts (../shared/data, Alpaca pool) or, when that folder is missing,
 from a fixed paragraph. Prints single-item latency p50/p99 and batched
 items/s for: lite int8 in prompt mode and in response mode (the item as the reply to a short
-question; full scoring path: normalise, tokenize, windows, int8 ONNX, read-out), lite on the fp32
-ONNX, and sentence-transformers fp32 encoding only (no head). Also prints the held-out F1 that the
+question; full scoring path: language identification, normalise, tokenize, windows, int8 ONNX, read-out), the
+same two with the language gate left out (its cost, side by side), lite on the fp32 ONNX, and
+sentence-transformers fp32 encoding only (no head). The header names the CPU. Also prints the held-out F1 that the
 card records for int8 vs fp32 (`flexguard train lite --compare-fp32`). `--baseline FILE` adds a prompt-mode
 row for another int8 ONNX file of the same model (e.g. an older recipe's file from the cache), measured in
 the same run, so a recipe change is compared side by side on the same machine load. On a machine where
@@ -34,7 +35,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 def make_items(count: int, tokens: int) -> list[str]:
     """Texts of exactly `tokens` word pieces (encoder tokenizer), built from real prompts when available."""
-    from flexguard_plugins.lite.encoder import load_tokenizer
+    from flexguard_plugins.lite.base import load_tokenizer
 
     tokenizer = load_tokenizer()
     try:
@@ -53,6 +54,19 @@ def make_items(count: int, tokens: int) -> list[str]:
         encoding = tokenizer.encode(text.strip(), add_special_tokens=False)
         items.append(text.strip()[:encoding.offsets[tokens - 1][1]])
     return items
+
+
+def cpu_name() -> str:
+    """The CPU model, as `lscpu` names it ("Model name")."""
+    try:
+        for line in open("/proc/cpuinfo", encoding="utf-8"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or "unknown CPU"
 
 
 def latency(fn: Callable[[Sequence[str]], object], items: Sequence[str]) -> tuple[list[float], float]:
@@ -126,16 +140,20 @@ def main() -> None:
 
     items = make_items(max(args.items, args.single), args.tokens)
     threads = args.threads or os.cpu_count() or 1
-    runs = [("lite int8 prompt mode (score)", "int8", False, None),
-            ("lite int8 response mode (score)", "int8", True, None),
-            ("lite fp32 ONNX prompt mode (score)", "fp32", False, None)]
+    runs = [("lite int8 prompt mode (score)", "int8", False, None, True),
+            ("lite int8 response mode (score)", "int8", True, None, True),
+            ("lite fp32 ONNX prompt mode (score)", "fp32", False, None, True),
+            ("  the same, no language gate", "int8", False, None, False),
+            ("  response mode, no language gate", "int8", True, None, False)]
     if args.baseline:
-        runs.append(("baseline int8 prompt mode (score)", "int8", False, args.baseline))
+        runs.append(("baseline int8 prompt mode (score)", "int8", False, args.baseline, True))
     fns: dict[str, Callable[[Sequence[str]], object]] = {}
-    for label, precision, response, file in runs:
+    for label, precision, response, file, gate in runs:
         backend = LiteBackend(precision=precision, threads=threads, spin=args.spin)
         if file:  # the same scoring path over another file
             backend._session = Session(precision, threads=threads, spin=args.spin, file=file)
+        if not gate:  # the same scoring path without language identification: what the gate costs
+            backend._unsupported = lambda _item: None
         backend.warmup()
 
         def fn(texts: Sequence[str], backend: LiteBackend = backend, response: bool = response) -> object:
@@ -163,6 +181,7 @@ def main() -> None:
                     batch=args.batch, rounds=args.rounds)
 
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"CPU: {cpu_name()}")
     print(f"{len(items)} items of {args.tokens} word pieces, batch {args.batch}, {threads} threads, {args.rounds} "
           f"interleaved rounds (items/s: best round; p50/p99: all single calls), "
           f"{os.cpu_count()} cores, load average {load:.1f} at the end")
@@ -171,8 +190,12 @@ def main() -> None:
     for label, p50, p99, cpu1, rate, cpub in rows:
         print(f"{label:38s} {p50:8.1f} {p99:8.1f} {cpu1:8.1f} {rate:9.1f} {cpub:8.1f}")
     lite, reply, base = rows[0], rows[1], rows[-1]
+    ungated, reply_ungated = rows[3], rows[4]
+    print(f"language gate: prompt mode {lite[4]:.1f} items/s with it, {ungated[4]:.1f} without "
+          f"({100 * (lite[5] / ungated[5] - 1):+.1f} % CPU per item batched); response mode {reply[4]:.1f} with, "
+          f"{reply_ungated[4]:.1f} without ({100 * (reply[5] / reply_ungated[5] - 1):+.1f} %)")
     if args.baseline:
-        old = rows[3]
+        old = rows[5]
         print(f"lite int8 vs baseline file: throughput x{lite[4] / old[4]:.2f}, p50 latency x{old[1] / lite[1]:.2f} "
               f"lower, CPU per item batched x{old[5] / lite[5]:.2f} lower ({args.baseline})")
     print(f"response mode vs prompt mode: x{reply[5] / lite[5]:.2f} the CPU per item batched, "

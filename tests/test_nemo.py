@@ -278,6 +278,36 @@ async def test_concurrent_checks_share_batches(tmp_path, nemo_config_dir, texts,
     assert sum(sizes) == 200 and len(sizes) < 200, sizes
 
 
+async def test_concurrent_checks_share_guard_calls(tmp_path, nemo_config_dir, texts, lite_guard, monkeypatch) -> None:
+    """Checks made together reach the guard a few per call (each call is a hop to the guard's thread), and each
+    check still gets its own policy: two rails at different strictness, run together, never mix."""
+    calls: list[int] = []
+    real = lite_guard.acheck_batch
+
+    async def spy(items, *args, **kwargs):
+        calls.append(len(items))
+        return await real(items, *args, **kwargs)
+
+    from flexguard_nemo.rail.actions import GROUP_SIZE
+
+    monkeypatch.setattr(lite_guard, "acheck_batch", spy)
+    strict = rails_for(tmp_path / "s", nemo_config_dir, "strict")
+    loose = rails_for(tmp_path / "l", nemo_config_dir, "loose")
+    for rails in (strict, loose):
+        rails.register_action_param("flexguard", lite_guard)
+    results = await asyncio.gather(*(rails.check_async(turn(texts["borderline"])) for rails in (strict, loose) * 50))
+    assert [r.status for r in results] == [RailStatus.BLOCKED, RailStatus.PASSED] * 50
+    assert sum(calls) == 100 and len(calls) < 50 and max(calls) <= GROUP_SIZE, calls
+
+
+async def test_an_undecided_check_fails_alone_under_raise(tmp_path, nemo_config_dir, scripted_guard) -> None:
+    rails = rails_for(tmp_path, nemo_config_dir, extra="    on_error: raise\n")
+    rails.register_action_param("flexguard", scripted_guard)
+    results = await asyncio.gather(*(rails.check_async(turn(text)) for text in ["hello", "garbage", "hi", "a bomb"]))
+    assert [r.status for r in results] == [RailStatus.PASSED, RailStatus.BLOCKED, RailStatus.PASSED, RailStatus.BLOCKED]
+    assert results[1].content != REFUSAL and results[3].content == REFUSAL  # the internal error, and the refusal
+
+
 @pytest.mark.filterwarnings("ignore:A test tried to use socket")
 def test_no_telemetry_and_no_network() -> None:
     from nemoguardrails.telemetry import _is_usage_stats_enabled

@@ -9,17 +9,22 @@ one built from the settings and keeps its own strictness, on_error and shadow un
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from flexguard_nemo.rail.settings import RAIL_FLOWS, anchored, config_folder, flow_name, flow_strictness, read_settings
 from nemoguardrails.actions import action
+from nemoguardrails.actions.actions import ActionResult
 from nemoguardrails.actions.rail_outcome import RailOutcome
 
 from flexguard_plugins import Decision, FlexGuard, ModerationItem, ashared_guard
 
 TRIGGERED = {"prompt": "triggered_input_rail", "response": "triggered_output_rail"}
 """The context variable in which NeMo (Colang 1.0) names the input or output rail it is running, parameters included."""
+GROUP_SIZE = 16
+"""Most checks one guard call carries. Each call is a hop to the guard's thread, which concurrent rails contend for;
+a small group comes back sooner, so NeMo finishes those turns while the next group is scored."""
 
 
 def _flow_value(value: Any) -> Any:
@@ -45,8 +50,7 @@ def own_strictness(mode: str, passed: Any, config: Any, context: Mapping[str, An
 
 
 def outcome(decision: Decision, mode: str) -> RailOutcome:
-    """A FlexGuard decision as NeMo's verdict; `metadata` is `Decision.to_dict()` plus the mode (the flows copy it
-    into `$flexguard_decision`)."""
+    """A FlexGuard decision as NeMo's verdict; `metadata` is `Decision.to_dict()` plus the mode."""
     metadata = {**decision.to_dict(), "mode": mode}
     if not decision.flagged:
         return RailOutcome.allow(reason=decision.reason, metadata=metadata)
@@ -72,6 +76,67 @@ async def rail_guard(settings: Mapping[str, Any], registered: FlexGuard | None) 
     return guard
 
 
+def flow_result(verdict: RailOutcome, config: Any, events: Sequence[Any] | None) -> RailOutcome | ActionResult:
+    """What the action returns. Run from a flow (NeMo passes `events`), the decision also goes into the context as
+    `$flexguard_decision`, and in Colang 1.0 the flow's `$strictness` is cleared (it would outlive the flow); NeMo's
+    streaming output rails call the action directly and read a bare RailOutcome."""
+    if events is None:
+        return verdict
+    updates: dict[str, Any] = {"flexguard_decision": dict(verdict.metadata)}
+    if getattr(config, "colang_version", "1.0") == "1.0":
+        updates["strictness"] = None
+    return ActionResult(return_value=verdict, context_updates=updates)
+
+
+_WAITING: dict[tuple[Any, ...], tuple[Any, list[tuple[ModerationItem, asyncio.Future[Decision]]]]] = {}
+_SENDING: set[asyncio.Task[None]] = set()
+
+
+async def decide(guard: FlexGuard, item: ModerationItem, strictness: Any, on_error: str | None,
+                 shadow: bool | None) -> Decision:
+    """`guard.acheck` for one item; the checks rails make in one turn of the event loop with the same policy share
+    guard calls (`GROUP_SIZE` at most). Under on_error="raise" each goes alone: an undecided item fails only itself."""
+    if (on_error or guard.on_error) == "raise":
+        return (await guard.acheck_batch([item], strictness, on_error, shadow))[0]
+    loop = asyncio.get_running_loop()
+    key = (loop, guard, repr(strictness), on_error, shadow)
+    if key not in _WAITING:
+        _WAITING[key] = (strictness, [])
+        loop.call_soon(_send, key)
+    future: asyncio.Future[Decision] = loop.create_future()
+    _WAITING[key][1].append((item, future))
+    return await future
+
+
+def _send(key: tuple[Any, ...]) -> None:
+    strictness, waiting = _WAITING.pop(key)
+    _, guard, _, on_error, shadow = key
+    for start in range(0, len(waiting), GROUP_SIZE):
+        group = waiting[start:start + GROUP_SIZE]
+        task = asyncio.ensure_future(_check_group(guard, group, strictness, on_error, shadow))
+        _SENDING.add(task)
+        task.add_done_callback(_SENDING.discard)
+
+
+async def _check_group(guard: FlexGuard, group: list[tuple[ModerationItem, asyncio.Future[Decision]]],
+                       strictness: Any, on_error: str | None, shadow: bool | None) -> None:
+    """Each waiting check gets its decision, or the error it would have got alone (a closed guard)."""
+    try:
+        decisions = await guard.acheck_batch([item for item, _ in group], strictness, on_error, shadow)
+    except asyncio.CancelledError:
+        for _, future in group:
+            future.cancel()
+        raise
+    except Exception as error:  # noqa: BLE001 - handed to every check in the group
+        for _, future in group:
+            if not future.done():
+                future.set_exception(error)
+        return
+    for (_, future), decision in zip(group, decisions, strict=True):
+        if not future.done():
+            future.set_result(decision)
+
+
 async def check(mode: str, config: Any, context: Mapping[str, Any] | None, strictness: Any = None,
                 guard: FlexGuard | None = None, response: str | None = None,
                 settings: Mapping[str, Any] | None = None) -> RailOutcome:
@@ -86,22 +151,22 @@ async def check(mode: str, config: Any, context: Mapping[str, Any] | None, stric
         item = ModerationItem.coerce(user)
     else:
         item = ModerationItem.coerce({"prompt": user, "response": response or context.get("bot_message") or ""})
-    decisions = await (await rail_guard(settings, guard)).acheck_batch(
-        [item], chosen, settings.get("on_error"), settings.get("shadow"))
-    return outcome(decisions[0], mode)
+    decision = await decide(await rail_guard(settings, guard), item, chosen, settings.get("on_error"),
+                            settings.get("shadow"))
+    return outcome(decision, mode)
 
 
 @action(name="flexguard_check_input")
 async def flexguard_check_input(config: Any = None, context: dict | None = None, events: list | None = None,
                                 strictness: Any = None, flexguard: FlexGuard | None = None,
-                                **kwargs: Any) -> RailOutcome:
-    return await check("prompt", config, context, own_strictness("prompt", strictness, config, context, events),
-                       flexguard)
+                                **kwargs: Any) -> RailOutcome | ActionResult:
+    strictness = own_strictness("prompt", strictness, config, context, events)
+    return flow_result(await check("prompt", config, context, strictness, flexguard), config, events)
 
 
 @action(name="flexguard_check_output")
 async def flexguard_check_output(config: Any = None, context: dict | None = None, events: list | None = None,
                                  strictness: Any = None, flexguard: FlexGuard | None = None,
-                                 **kwargs: Any) -> RailOutcome:
-    return await check("response", config, context, own_strictness("response", strictness, config, context, events),
-                       flexguard)
+                                 **kwargs: Any) -> RailOutcome | ActionResult:
+    strictness = own_strictness("response", strictness, config, context, events)
+    return flow_result(await check("response", config, context, strictness, flexguard), config, events)

@@ -16,7 +16,7 @@ import logging
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
-from flexguard_nemo.rail.actions import check, own_strictness
+from flexguard_nemo.rail.actions import check, flow_result, own_strictness
 from flexguard_nemo.rail.settings import RAIL_FLOWS, check_flows, flow_name, flow_strictness, read_settings
 from nemoguardrails.actions import action
 
@@ -110,15 +110,17 @@ def init(app: Any) -> None:
     async def flexguard_check_input(context: dict | None = None, events: list | None = None, strictness: Any = None,
                                     flexguard: Any = None, **kwargs: Any) -> Any:
         strictness = own_strictness("prompt", strictness, app.config, context, events)
-        return await check("prompt", app.config, context, strictness, flexguard or registered.get("flexguard"),
-                           settings=settings)
+        verdict = await check("prompt", app.config, context, strictness, flexguard or registered.get("flexguard"),
+                              settings=settings)
+        return flow_result(verdict, app.config, events)
 
     @action(name="flexguard_check_output")
     async def flexguard_check_output(context: dict | None = None, events: list | None = None, strictness: Any = None,
                                      flexguard: Any = None, **kwargs: Any) -> Any:
         strictness = own_strictness("response", strictness, app.config, context, events)
-        return await check("response", app.config, context, strictness, flexguard or registered.get("flexguard"),
-                           settings=settings)
+        verdict = await check("response", app.config, context, strictness, flexguard or registered.get("flexguard"),
+                              settings=settings)
+        return flow_result(verdict, app.config, events)
 
     app.register_action(flexguard_check_input, "flexguard_check_input")
     app.register_action(flexguard_check_output, "flexguard_check_output")

@@ -93,13 +93,16 @@ def check_record(weights: Path, config: dict[str, Any], base_files: Sequence[str
     if not isinstance(record, dict):
         raise LiteIntegrityError(f"{weights / CONFIG_FILE} records no SHA-256 hashes of the files it was measured "
                                  "with (made by an older flexguard train lite): retrain it")
-    expected = [(model_dir() / name, record["base"].get(name)) for name in base_files]
-    expected += [(weights / ADAPTER_FILE, record.get(ADAPTER_FILE))] if adapter else []
-    for path, digest in expected:
+    remedy = f"reinstall {record.get('base_package')}"
+    expected = [(model_dir() / name, record["base"].get(name), remedy) for name in base_files]
+    if adapter:
+        expected.append((weights / ADAPTER_FILE, record.get(ADAPTER_FILE), f"{CONFIG_FILE} and {ADAPTER_FILE} must "
+                         "come from one flexguard train lite run"))
+    for path, digest, remedy in expected:
         found = sha256(path) if path.is_file() else "missing"
         if found != digest:
             raise LiteIntegrityError(f"{path} has SHA-256 {found[:16]}…, but the lite model was measured with "
-                                     f"{str(digest)[:16]}… ({record.get('base_package')}): reinstall that version")
+                                     f"{str(digest)[:16]}…: {remedy}")
 
 
 __all__ = ["ADAPTER_FILE", "BASE_FILES", "BASE_PACKAGE", "CONFIG_FILE", "LiteIntegrityError", "WEIGHTS_DIR",

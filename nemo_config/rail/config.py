@@ -1,7 +1,8 @@
 """Loaded by NeMo when the rails are built (`init(app)` of a config folder or an imported one).
 
-- Checks `custom_data.flexguard` and every `$strictness=` of a FlexGuard flow, so a bad value fails
-  `LLMRails(...)` with one line naming the key (the cause of NeMo's "Failed to initialize" error).
+- Checks `custom_data.flexguard` and every parameter of a FlexGuard flow (`$strictness` only), so a bad value
+  or an unknown name fails `LLMRails(...)` with one line naming it (the cause of NeMo's "Failed to initialize"
+  error). The settings are read here, once, for every check the rails make.
 - Binds the actions to this app: a guard registered with `register_action_param("flexguard", guard)` is
   used by streaming output rails too (NeMo 0.24.1 passes registered parameters only to non-streaming rails).
 - Ends every stream through a FlexGuard output rail with a whole-message check that can still stop it:

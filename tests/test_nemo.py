@@ -279,16 +279,14 @@ async def test_concurrent_checks_share_batches(tmp_path, nemo_config_dir, texts,
 
 
 async def test_concurrent_checks_share_guard_calls(tmp_path, nemo_config_dir, texts, lite_guard, monkeypatch) -> None:
-    """Checks made together reach the guard a few per call (each call is a hop to the guard's thread), and each
-    check still gets its own policy: two rails at different strictness, run together, never mix."""
+    """Checks made together reach the guard a backend batch per call (each call is a hop to the guard's thread), and
+    each check still gets its own policy: two rails at different strictness, run together, never mix."""
     calls: list[int] = []
     real = lite_guard.acheck_batch
 
     async def spy(items, *args, **kwargs):
         calls.append(len(items))
         return await real(items, *args, **kwargs)
-
-    from flexguard_nemo.rail.actions import GROUP_SIZE
 
     monkeypatch.setattr(lite_guard, "acheck_batch", spy)
     strict = rails_for(tmp_path / "s", nemo_config_dir, "strict")
@@ -297,7 +295,7 @@ async def test_concurrent_checks_share_guard_calls(tmp_path, nemo_config_dir, te
         rails.register_action_param("flexguard", lite_guard)
     results = await asyncio.gather(*(rails.check_async(turn(texts["borderline"])) for rails in (strict, loose) * 50))
     assert [r.status for r in results] == [RailStatus.BLOCKED, RailStatus.PASSED] * 50
-    assert sum(calls) == 100 and len(calls) < 50 and max(calls) <= GROUP_SIZE, calls
+    assert sum(calls) == 100 and len(calls) < 50 and max(calls) <= lite_guard.max_batch_size, calls
 
 
 async def test_an_undecided_check_fails_alone_under_raise(tmp_path, nemo_config_dir, scripted_guard) -> None:

@@ -22,9 +22,6 @@ from flexguard_plugins import Decision, FlexGuard, ModerationItem, ashared_guard
 
 TRIGGERED = {"prompt": "triggered_input_rail", "response": "triggered_output_rail"}
 """The context variable in which NeMo (Colang 1.0) names the input or output rail it is running, parameters included."""
-GROUP_SIZE = 16
-"""Most checks one guard call carries. Each call is a hop to the guard's thread, which concurrent rails contend for;
-a small group comes back sooner, so NeMo finishes those turns while the next group is scored."""
 
 
 def _flow_value(value: Any) -> Any:
@@ -94,8 +91,10 @@ _SENDING: set[asyncio.Task[None]] = set()
 
 async def decide(guard: FlexGuard, item: ModerationItem, strictness: Any, on_error: str | None,
                  shadow: bool | None) -> Decision:
-    """`guard.acheck` for one item; the checks rails make in one turn of the event loop with the same policy share
-    guard calls (`GROUP_SIZE` at most). Under on_error="raise" each goes alone: an undecided item fails only itself."""
+    """`guard.acheck` for one item. The checks rails make in one turn of the event loop with the same policy share
+    guard calls, one backend batch each (`guard.max_batch_size`): each call is a hop to the guard's thread, which
+    concurrent rails contend for, and the first batch's turns finish while the next is scored. Under
+    on_error="raise" each check goes alone: an undecided item fails only itself."""
     if (on_error or guard.on_error) == "raise":
         return (await guard.acheck_batch([item], strictness, on_error, shadow))[0]
     loop = asyncio.get_running_loop()
@@ -111,8 +110,8 @@ async def decide(guard: FlexGuard, item: ModerationItem, strictness: Any, on_err
 def _send(key: tuple[Any, ...]) -> None:
     strictness, waiting = _WAITING.pop(key)
     _, guard, _, on_error, shadow = key
-    for start in range(0, len(waiting), GROUP_SIZE):
-        group = waiting[start:start + GROUP_SIZE]
+    for start in range(0, len(waiting), guard.max_batch_size):
+        group = waiting[start:start + guard.max_batch_size]
         task = asyncio.ensure_future(_check_group(guard, group, strictness, on_error, shadow))
         _SENDING.add(task)
         task.add_done_callback(_SENDING.discard)

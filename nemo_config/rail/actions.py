@@ -89,7 +89,7 @@ _WAITING: dict[tuple[Any, ...], tuple[Any, list[tuple[ModerationItem, asyncio.Fu
 _SENDING: set[asyncio.Task[None]] = set()
 
 
-async def decide(guard: FlexGuard, item: ModerationItem, strictness: Any, on_error: str | None,
+async def acheck_one(guard: FlexGuard, item: ModerationItem, strictness: Any, on_error: str | None,
                  shadow: bool | None) -> Decision:
     """`guard.acheck` for one item. The checks rails make in one turn of the event loop with the same policy share
     guard calls, one backend batch each (`guard.max_batch_size`): each call is a hop to the guard's thread, which
@@ -150,8 +150,8 @@ async def check(mode: str, config: Any, context: Mapping[str, Any] | None, stric
         item = ModerationItem.coerce(user)
     else:
         item = ModerationItem.coerce({"prompt": user, "response": response or context.get("bot_message") or ""})
-    decision = await decide(await rail_guard(settings, guard), item, chosen, settings.get("on_error"),
-                            settings.get("shadow"))
+    decision = await acheck_one(await rail_guard(settings, guard), item, chosen, settings.get("on_error"),
+                                settings.get("shadow"))
     return outcome(decision, mode)
 
 

@@ -2,7 +2,7 @@
 
 A jailbroken reply opens with a refusal and complies anyway ("Sorry, I can't. Just kidding! Step 1 ..."), or hides
 the harm between refusals. The backend (`LiteBackend._plan_turn`, `_risk`) reads such a reply's continuations (from
-each later sentence start, `continuations`) and its cuts (without its last sentences) as parts of their own; the
+each later sentence start, `_continuations`) and its cuts (without its last sentences) as parts of their own; the
 constants here say which are read and when one counts.
 """
 

@@ -1,5 +1,6 @@
-"""`flexguard` command line: score here; eval and calibrate in the core's evaluation package; train steps are
-found through the `flexguard.train` entry points, so the core imports no training code."""
+"""`flexguard` command line: score here; eval and calibrate in the core's evaluation package, moderate (Ray Data)
+in `corpus_files`; train steps are found through the `flexguard.train` entry points, so the core imports no
+training code."""
 
 from __future__ import annotations
 
@@ -21,7 +22,9 @@ DELEGATED = {
     "eval": "flexguard_plugins.evaluation.evaluate",
     "calibrate": "flexguard_plugins.evaluation.calibrate",
 }
-DELEGATED_EXTRA = {"eval": "eval", "calibrate": "eval"}
+MODERATE = "flexguard_plugins.corpus_files"
+"""`flexguard moderate`'s `main(argv)`: Ray Data, the ray extra (imported only when the command runs)."""
+DELEGATED_EXTRA = {"eval": "eval", "calibrate": "eval", "moderate": "ray"}
 TRAIN_GROUP = "flexguard.train"
 """Entry-point group naming each `flexguard train STEP`'s `main(argv)` (declared in pyproject.toml)."""
 STDIN_BATCH = 64
@@ -85,6 +88,8 @@ def _parser(steps: dict[str, EntryPoint]) -> argparse.ArgumentParser:
     score.add_argument("--json", action="store_true", help="print JSON instead of a one-line summary")
     for name, module in DELEGATED.items():
         commands.add_parser(name, help=f"see `flexguard {name} --help` ({module})", add_help=False)
+    commands.add_parser("moderate", help="moderate a Parquet, JSONL or CSV corpus on Ray Data (see `flexguard "
+                        "moderate --help`; the ray extra)", add_help=False)
     listed = "\n".join(f"  {name:8s} {step.value}" for name, step in sorted(steps.items()))
     train = commands.add_parser(
         "train", help=f"{' | '.join(sorted(steps)) or 'no steps installed'} (see `flexguard train STEP --help`)",
@@ -295,8 +300,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _main(argv: list[str]) -> int:
-    if argv and argv[0] in DELEGATED:
-        module = DELEGATED[argv[0]]
+    if argv and argv[0] in (*DELEGATED, "moderate"):
+        module = DELEGATED.get(argv[0], MODERATE)
         return _delegate(argv[0], lambda: importlib.import_module(module).main, argv[1:])
     steps = _train_steps()
     if len(argv) > 1 and argv[0] == "train" and argv[1] in steps:

@@ -12,6 +12,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -242,3 +243,47 @@ def test_without_ray_the_command_names_the_extra(monkeypatch, capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith("flexguard: moderate needs the ray extra: pip install 'flexguard-plugins[ray]'")
     assert len(err.splitlines()) == 1
+
+
+# --- an LLM backend in the actors: the tiny guard taught FlexGuard's format (tests/fixtures_vllm.py) ---------
+
+def _check_trained_rows(rows: list[dict]) -> None:
+    """What the tiny guard says for its own training items (`assert_trained_answers`), read from output rows."""
+    from tests.fixtures_vllm import HARMFUL_WORD, guard_examples
+
+    examples = guard_examples()
+    assert sorted(row["n"] for row in rows) == list(range(len(examples)))
+    for row in rows:
+        item, category, _ = examples[row["n"]]
+        assert row["error"] is None, row
+        if category == "SAFE":
+            assert row["categories"] == [] and abs(row["score"] - 3) < 1 and not row["flagged_strict"]
+        elif HARMFUL_WORD in item.judged_text:
+            assert row["categories"] == ["VIO"] and abs(row["score"] - 85) < 1 and row["flagged_loose"]
+        else:
+            assert 41.5 < row["score"] < 46.5 and row["flagged_moderate"] and not row["flagged_loose"]
+
+
+def _training_items() -> Any:
+    from tests.fixtures_vllm import guard_examples
+
+    items = [item for item, _, _ in guard_examples()]
+    return ray.data.from_arrow(pa.table({"n": list(range(len(items))), "prompt": [i.prompt for i in items],
+                                         "response": [i.response for i in items]}))
+
+
+def test_the_transformers_backend_in_an_actor(local_ray, tiny_guard_dir, guard_rubric):
+    out = moderate_dataset(_training_items(), prompt_column="prompt", response_column="response",
+                           model=str(tiny_guard_dir), backend="transformers", system_prompt_path=str(guard_rubric),
+                           reasoning=False, dtype="float32", concurrency=1, num_cpus=1).take_all()
+    _check_trained_rows(out)
+
+
+@pytest.mark.slow
+@pytest.mark.vllm
+def test_the_vllm_backend_in_an_actor(local_ray, tiny_guard_dir, guard_rubric):
+    pytest.importorskip("vllm")
+    out = moderate_dataset(_training_items(), prompt_column="prompt", response_column="response",
+                           model=str(tiny_guard_dir), backend="vllm", system_prompt_path=str(guard_rubric),
+                           reasoning=False, dtype="float32", max_model_len=2048, concurrency=1, num_cpus=1).take_all()
+    _check_trained_rows(out)

@@ -21,7 +21,9 @@ from ..chunking import sentence_starts
 from ..text import folded_view, undo_leet, visible_view
 
 SINGLE_PASS_TOKENS = 128
+"""Text up to this many word pieces is read whole only: the length the model was trained on."""
 WINDOW_TOKENS = 64
+"""The longest sentence window: short enough that benign text around one harmful sentence cannot dilute it."""
 
 
 @dataclass(frozen=True)
@@ -36,21 +38,22 @@ class View:
         return self.starts[start], self.starts[end]
 
 
-def views(text: str) -> list[View]:
+def views(text: str, *, visible: bool = True, leet: bool = True) -> list[View]:
     """The fold view; the visible view (`text.visible_view`) where its words differ (hidden padding, invisible word
     separators, symbols glued to words); and the leet-undone copy of each where it differs (same length: leet maps
     1:1; not `fold_leet(view)`: folding again composes a letter with a following mark and shifts later positions).
-    The riskiest reading wins, so hiding text's shape from one reading does not hide it from the other."""
+    The riskiest reading wins, so hiding text's shape from one reading does not hide it from the other. `visible`
+    and `leet` switch those readings off (`readings.ReadingPolicy`)."""
     view, owners = folded_view(text)
     out = [View(view, (*owners, len(text)))]
-    if not text.isascii():
+    if visible and not text.isascii():
         seen, seen_owners = visible_view(text)
         if seen.split() and seen.split() != view.split():  # words, and other words than the fold view's
             out.append(View(seen, (*seen_owners, len(text))))
-    for base in list(out):
-        leet = undo_leet(base.text)
-        if leet != base.text:
-            out.append(View(leet, base.starts))
+    for base in list(out) if leet else []:
+        undone = undo_leet(base.text)
+        if undone != base.text:
+            out.append(View(undone, base.starts))
     return out
 
 

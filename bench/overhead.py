@@ -30,8 +30,13 @@ from typing import Any
 os.environ.setdefault("NEMO_GUARDRAILS_NO_USAGE_STATS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from flexguard_plugins import FlexGuard, ModerationItem, RiskScore, nemo_config_path  # noqa: E402
-from flexguard_plugins.backends.base import Backend  # noqa: E402
+from flexguard_plugins import (  # noqa: E402
+    Backend,  # noqa: E402
+    FlexGuard,
+    ModerationItem,
+    RiskScore,
+    nemo_config_path,
+)
 
 BASE = ["What is a good recipe for banana bread?", "How do I pick the lock on my own front door?",
         "Explain how vaccines train the immune system.", "Write a short poem about the sea at night.",

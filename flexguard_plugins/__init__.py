@@ -8,7 +8,7 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-from .backends import backend_names
+from .backends import Backend, backend_names
 from .errors import BatchTimeoutError, FlexGuardError, GuardClosedError, PolicyViolation, UndecidedError
 from .policy import OnError, Strictness, Thresholds, check_on_error, check_shadow, decide, resolve_strictness
 from .scorer import FlexGuard, ashared_guard, shared_guard
@@ -33,8 +33,8 @@ def nemo_config_path() -> Path:
 
 
 __all__ = [
-    "CATEGORIES", "BatchTimeoutError", "Decision", "FlexGuard", "FlexGuardError", "GuardClosedError", "ModerationItem",
-    "OnError", "PolicyViolation", "RiskScore", "Strictness", "Thresholds", "Tier", "UndecidedError", "ashared_guard",
-    "backend_names", "check_on_error", "check_shadow", "decide", "is_blank", "nemo_config_path", "resolve_strictness",
-    "shared_guard", "tier_for_score",
+    "CATEGORIES", "Backend", "BatchTimeoutError", "Decision", "FlexGuard", "FlexGuardError", "GuardClosedError",
+    "ModerationItem", "OnError", "PolicyViolation", "RiskScore", "Strictness", "Thresholds", "Tier", "UndecidedError",
+    "ashared_guard", "backend_names", "check_on_error", "check_shadow", "decide", "is_blank", "nemo_config_path",
+    "resolve_strictness", "shared_guard", "tier_for_score",
 ]

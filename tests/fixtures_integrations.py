@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from flexguard_plugins import FlexGuard, ModerationItem, RiskScore
-from flexguard_plugins.backends.base import Backend
+from flexguard_plugins import Backend, FlexGuard, ModerationItem, RiskScore
 from tests.must_catch.suite import case
 
 _HARMFUL_PAIR = case("response-ilg-harmful-01")  # a harmful reply to a neutral opener, paired in the suite

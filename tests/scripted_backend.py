@@ -9,7 +9,7 @@ import asyncio
 from collections.abc import Sequence
 from typing import Any
 
-from flexguard_plugins.backends.base import Backend
+from flexguard_plugins import Backend
 from flexguard_plugins.parsing import parse_output
 from flexguard_plugins.types import ModerationItem, RiskScore
 

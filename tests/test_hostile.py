@@ -19,8 +19,7 @@ import numpy as np
 import pytest
 
 import flexguard_plugins.scorer as scorer
-from flexguard_plugins import FlexGuard, FlexGuardError, ModerationItem, RiskScore, cli
-from flexguard_plugins.backends.base import Backend
+from flexguard_plugins import Backend, FlexGuard, FlexGuardError, ModerationItem, RiskScore, cli
 from flexguard_plugins.policy import Thresholds, check_on_error, decide, resolve_strictness
 from flexguard_plugins.prompts import neutralize, render_prompt
 from flexguard_plugins.runtime import DEFAULT_BATCH_TIMEOUT_S

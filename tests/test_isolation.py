@@ -9,8 +9,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from flexguard_plugins import FlexGuard, FlexGuardError, ModerationItem, RiskScore
-from flexguard_plugins.backends.base import Backend
+from flexguard_plugins import Backend, FlexGuard, FlexGuardError, ModerationItem, RiskScore
 from flexguard_plugins.batching import retry_budget
 from flexguard_plugins.parsing import parse_output
 from tests.scripted_backend import ScriptedBackend, answer_for

@@ -3,6 +3,7 @@ scripted seam. The agent middleware is tested in test_langchain_agent.py."""
 
 from __future__ import annotations
 
+import itertools
 import logging
 from typing import Any
 
@@ -16,6 +17,7 @@ from langchain_core.messages import AIMessage, HumanMessage  # noqa: E402
 from langchain_core.prompts import ChatPromptTemplate  # noqa: E402
 from langchain_core.runnables import RunnableBranch, RunnableLambda  # noqa: E402
 from langchain_flexguard import FlexGuardRunnable, FlexGuardViolation, with_prompt  # noqa: E402
+from langchain_flexguard.runnable import MIN_RECHECK_CHARS  # noqa: E402
 
 from flexguard_plugins import FlexGuard, FlexGuardError, PolicyViolation, RiskScore, UndecidedError  # noqa: E402
 
@@ -138,7 +140,7 @@ def test_bad_options_fail_early() -> None:
     with pytest.raises(ValueError):
         FlexGuardRunnable(on_error="ignore")
     with pytest.raises(ValueError):
-        FlexGuardRunnable(stream_chunk_size=0)
+        FlexGuardRunnable(stream_chunk_size=MIN_RECHECK_CHARS - 1)  # a few words would be judged alone
 
 
 def test_unknown_option_is_an_error_naming_the_known_ones() -> None:
@@ -184,8 +186,8 @@ async def test_shadow_mode_records_and_never_blocks(texts, caplog) -> None:
 
 
 def test_shadow_mode_never_stops_a_stream(scripted_guard) -> None:
-    text = " ".join([f"fine{i}" for i in range(20)] + ["then", "a", "bomb", "appears"])
-    guard = FlexGuardRunnable(guard=scripted_guard, shadow=True, stream_chunk_size=30, stream_context_size=5)
+    text = " ".join([f"fine{i}" for i in range(60)] + ["then", "a", "bomb", "appears"])
+    guard = FlexGuardRunnable(guard=scripted_guard, shadow=True)
     assert "".join(c.content for c in (streamed_model(text) | guard).stream("hi")) == text
 
 
@@ -250,14 +252,14 @@ def test_on_error_raise_fails_only_the_undecided_input(scripted_guard) -> None:
 def test_dumpd_and_load_round_trip() -> None:
     from langchain_core.load import dumpd, dumps, loads
 
-    runnable = FlexGuardRunnable(strictness="strict", on_error="allow", mode="annotate", stream_chunk_size=80)
+    runnable = FlexGuardRunnable(strictness="strict", on_error="allow", mode="annotate", stream_chunk_size=280)
     data = dumpd(runnable)
     assert data["type"] == "constructor" and data["id"] == ["langchain_flexguard", "FlexGuardRunnable"]
     loaded = loads(dumps(runnable), valid_namespaces=["langchain_flexguard"],
                    allowed_objects=[FlexGuardRunnable])
     assert isinstance(loaded, FlexGuardRunnable)
     assert (loaded.strictness, loaded.on_error, loaded.mode, loaded.stream_chunk_size) == ("strict", "allow",
-                                                                                           "annotate", 80)
+                                                                                           "annotate", 280)
 
 
 def test_dumpd_of_a_live_guard_is_not_implemented(scripted_guard) -> None:
@@ -271,8 +273,8 @@ def streamed_model(text: str) -> GenericFakeChatModel:
 
 
 def test_stream_releases_each_window_after_it_is_judged(scripted_guard) -> None:
-    words = [f"word{i}" for i in range(30)]
-    guard = FlexGuardRunnable(guard=scripted_guard, stream_chunk_size=40, stream_context_size=10)
+    words = [f"word{i}" for i in range(150)]
+    guard = FlexGuardRunnable(guard=scripted_guard)
     backend = scripted_guard.backend
     out = []
     for chunk in (streamed_model(" ".join(words)) | guard).stream("hi"):
@@ -280,12 +282,16 @@ def test_stream_releases_each_window_after_it_is_judged(scripted_guard) -> None:
         assert chunk.content in judged  # judged before it went out
         out.append(chunk.content)
     assert "".join(out) == " ".join(words) and len(out) > 10
-    assert len(backend.batches) >= 5  # window by window, then the whole text; not one check at the end
+    assert len(backend.batches) >= 4  # window by window, then the whole text; not one check at the end
+    judged = [i.judged_text for batch in backend.batches for i in batch]
+    assert all(" ".join(words).startswith(t) for t in judged)  # the reply so far: never a window alone
+    rechecks = [0, *map(len, judged[:-1])]  # the last is the whole text
+    assert all(b - a >= MIN_RECHECK_CHARS for a, b in itertools.pairwise(rechecks))
 
 
 async def test_stream_stops_before_a_harmful_window(scripted_guard) -> None:
-    text = " ".join([f"fine{i}" for i in range(20)] + ["then", "a", "bomb", "appears"] + ["tail"] * 10)
-    guard = FlexGuardRunnable(guard=scripted_guard, stream_chunk_size=30, stream_context_size=5)
+    text = " ".join([f"fine{i}" for i in range(60)] + ["then", "a", "bomb", "appears"] + ["tail"] * 60)
+    guard = FlexGuardRunnable(guard=scripted_guard)
     out = []
     with pytest.raises(FlexGuardViolation):
         async for chunk in (streamed_model(text) | guard).astream("hi"):
@@ -294,8 +300,8 @@ async def test_stream_stops_before_a_harmful_window(scripted_guard) -> None:
 
 
 def test_stream_whole_text_check_stops_the_tail(pair_guard) -> None:
-    text = "alpha " + " ".join(f"filler{i}" for i in range(20)) + " omega"
-    guard = FlexGuardRunnable(guard=pair_guard, stream_chunk_size=40, stream_context_size=5)
+    text = "alpha " + " ".join(f"filler{i}" for i in range(60)) + " omega"
+    guard = FlexGuardRunnable(guard=pair_guard)
     out = []
     with pytest.raises(FlexGuardViolation) as caught:
         for chunk in (streamed_model(text) | guard).stream("hi"):
@@ -328,9 +334,8 @@ def test_with_prompt_real_scorer_judges_the_reply_in_context(texts) -> None:
 
 
 def test_with_prompt_streams_window_by_window_with_the_question(scripted_guard) -> None:
-    reply = " ".join(f"w{i}" for i in range(40)) + " bomb end"
-    chain = with_prompt(streamed_model(reply)) | FlexGuardRunnable(guard=scripted_guard, stream_chunk_size=30,
-                                                                  stream_context_size=5)
+    reply = " ".join(f"w{i}" for i in range(100)) + " bomb end"
+    chain = with_prompt(streamed_model(reply)) | FlexGuardRunnable(guard=scripted_guard)
     out = []
     with pytest.raises(FlexGuardViolation):
         for chunk in chain.stream("hello question"):
@@ -338,12 +343,11 @@ def test_with_prompt_streams_window_by_window_with_the_question(scripted_guard) 
     released = "".join(c["response"].content for c in out if "response" in c)
     assert out[0] == {"prompt": "hello question"} and "w20" in released and "bomb" not in released
     items = [i for batch in scripted_guard.backend.batches for i in batch]
-    assert len(items) >= 3 and all(i.prompt == "hello question" for i in items)
+    assert len(items) >= 2 and all(i.prompt == "hello question" and reply.startswith(i.response) for i in items)
 
 
 async def test_an_annotated_stream_is_judged_once_at_its_end(scripted_guard) -> None:
-    chain = streamed_model("a b c bomb d") | FlexGuardRunnable(guard=scripted_guard, mode="annotate",
-                                                               stream_chunk_size=2)
+    chain = streamed_model("a b c bomb d") | FlexGuardRunnable(guard=scripted_guard, mode="annotate")
     (out,) = [chunk async for chunk in chain.astream("hi")]
     assert out["input"].content == "a b c bomb d" and out["decision"].flagged
     (out,) = list((streamed_model("a b c") | FlexGuardRunnable(guard=scripted_guard, mode="annotate")).stream("hi"))
@@ -352,6 +356,6 @@ async def test_an_annotated_stream_is_judged_once_at_its_end(scripted_guard) -> 
 
 def test_a_one_chunk_stream_is_judged_once(scripted_guard) -> None:
     long_prompt = "please help me with my garden " * 20  # longer than a window
-    chain = FlexGuardRunnable(guard=scripted_guard, stream_chunk_size=50) | RunnableLambda(lambda x: len(x))
+    chain = FlexGuardRunnable(guard=scripted_guard) | RunnableLambda(lambda x: len(x))
     assert list(chain.stream(long_prompt)) == [len(long_prompt)]
     assert [len(batch) for batch in scripted_guard.backend.batches] == [1]  # the whole input, no extra window

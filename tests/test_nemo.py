@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
 import os
@@ -15,6 +16,7 @@ import pytest_socket
 
 pytest.importorskip("nemoguardrails")
 
+from flexguard_nemo.rail.config import MIN_RECHECK_CHARS  # noqa: E402
 from nemoguardrails import LLMRails, RailsConfig  # noqa: E402
 from nemoguardrails.rails.llm.options import RailStatus  # noqa: E402
 from nemoguardrails.testing import FakeLLMModel, TestChat  # noqa: E402
@@ -427,9 +429,10 @@ def streaming_rails(tmp_path: Path, nemo_config_dir: Path, replies: list[str], c
     return LLMRails(make_config(tmp_path, nemo_config_dir, body), llm=FakeLLMModel(responses=replies))
 
 
-@pytest.mark.parametrize("words", [11, 12])  # the last window part-full, and exactly full
+@pytest.mark.parametrize("words", [123, 124])  # the last window part-full, and exactly full
 async def test_stream_ends_with_a_whole_message_check(tmp_path, nemo_config_dir, words) -> None:
     reply = " ".join(["alpha"] + [f"w{i}" for i in range(words - 2)] + ["omega"])
+    assert len(reply) > 2 * MIN_RECHECK_CHARS
     with FlexGuard(WholeOnlyBackend()) as guard:
         rails = streaming_rails(tmp_path, nemo_config_dir, [reply, "alpha and more words but nothing else here"])
         rails.register_action_param("flexguard", guard)  # streaming output rails use it too
@@ -437,23 +440,53 @@ async def test_stream_ends_with_a_whole_message_check(tmp_path, nemo_config_dir,
         error = json.loads(chunks[-1])["error"]
         assert error["type"] == "guardrails_violation" and error["param"] == "flexguard check output"
         released = "".join(chunks[:-1])
-        assert released.startswith("alpha") and "omega" not in released  # windows passed, the whole did not
+        assert released.startswith("alpha") and "omega" not in released  # stopped before the tail was shown
         judged = guard.backend.judged
-        assert reply in judged and len(judged) >= 4  # NeMo's windows and the whole message
+        assert reply in judged and len(judged) >= 3  # the reply so far, then the whole message
         assert not any("alpha" in w and "omega" in w for w in judged if w != reply)
         passing = [c async for c in rails.stream_async(messages=turn("hi"))]
         assert "".join(passing).split() == "alpha and more words but nothing else here".split()
 
 
 async def test_stream_blocked_mid_way_ends_with_one_error(tmp_path, nemo_config_dir) -> None:
-    reply = " ".join([f"w{i}" for i in range(6)] + ["bomb"] + [f"t{i}" for i in range(12)])
+    reply = " ".join([f"w{i}" for i in range(60)] + ["bomb"] + [f"t{i}" for i in range(60)])
     with FlexGuard(ScriptedBackend()) as guard:
         rails = streaming_rails(tmp_path, nemo_config_dir, [reply])
         rails.register_action_param("flexguard", guard)
         chunks = [c async for c in rails.stream_async(messages=turn("hi"))]
     errors = [c for c in chunks if c.startswith('{"error"')]
     assert errors == [chunks[-1]] and json.loads(errors[0])["error"]["type"] == "guardrails_violation"
-    assert "bomb" not in "".join(chunks[:-1]) and "t11" not in "".join(chunks)
+    assert "w30" in "".join(chunks) and "bomb" not in "".join(chunks[:-1]) and "t59" not in "".join(chunks)
+
+
+async def test_each_stream_recheck_reads_the_reply_so_far_with_the_question(tmp_path, nemo_config_dir) -> None:
+    reply = " ".join(f"w{i}" for i in range(200))
+    with FlexGuard(ScriptedBackend()) as guard:
+        rails = streaming_rails(tmp_path, nemo_config_dir, [reply])
+        rails.register_action_param("flexguard", guard)
+        chunks = [c async for c in rails.stream_async(messages=turn("which words?"))]
+    assert "".join(chunks).split() == reply.split()
+    items = [i for batch in guard.backend.batches for i in batch]
+    texts = [" ".join((i.response or "").split()) for i in items]
+    assert all(i.prompt == "which words?" for i in items) and texts[-1] == reply
+    assert all(reply.startswith(t) for t in texts)  # from the reply's start: never a window alone
+    rechecks = [len(t) for t in texts if t != reply]  # NeMo's own flow also judges the generated whole message
+    assert len(rechecks) >= 3 and rechecks == sorted(rechecks)
+    assert all(b - a >= MIN_RECHECK_CHARS for a, b in itertools.pairwise([0, *rechecks]))  # never a few words alone
+
+
+BANANA_BREAD = ("Mash three ripe bananas in a bowl, then stir in melted butter, sugar, one beaten egg and vanilla, "
+                "fold in flour and baking soda, pour into a loaf tin and bake at 180C for about an hour, until a "
+                "skewer comes out clean. Let it cool before slicing.")
+"""A harmless recipe holding the window that NeMo's own windowing blocked at chunk_size 20 (issue 27: "and vanilla,
+fold in flour and baking soda, pour into a loaf tin and bake at 180C for about an", 49.1 ILG)."""
+
+
+@pytest.mark.parametrize("chunk_size", [5, 20])
+async def test_a_harmless_recipe_streams_whole_on_the_embedded_scorer(tmp_path, nemo_config_dir, chunk_size) -> None:
+    rails = streaming_rails(tmp_path, nemo_config_dir, [BANANA_BREAD], chunk_size=chunk_size, context_size=2)
+    chunks = [c async for c in rails.stream_async(messages=turn("How do I make banana bread?"))]
+    assert "".join(chunks).split() == BANANA_BREAD.split()
 
 
 # --- Colang 2.x -------------------------------------------------------------------------------------

@@ -1,10 +1,12 @@
-"""Windowed release of a streamed output: chunks are held back until the window they end has been judged.
+"""Release of a streamed output: chunks are held back until a check of the reply so far has passed them.
 
-As NeMo's streaming output rails: once `chunk_size` characters of new text are waiting, the window (those
-characters plus `context_size` characters already released before them) is judged when the next chunk
-arrives; if it passes, its chunks go out.
-At the end the whole text is judged as `invoke` would judge it, and only then does the tail go out, so
-text that is harmful only as a whole is still stopped before its last window.
+Each time `chunk_size` characters of new text are waiting, the value so far (the reply, with its question
+when the stream carries one) is judged as `invoke` would judge it, when the next chunk arrives; if it passes,
+the waiting chunks go out. A window is never judged alone, so a few words are never read out of context,
+and an LLM backend with a prefix cache (vLLM, the transformers backend) computes only the new text: the
+stream's total guard cost grows with the message, not with windows times window.
+At the end the whole text is judged the same way, and only then does the tail go out, so text that is
+harmful only as a whole is still stopped before its last part.
 """
 
 from __future__ import annotations
@@ -14,13 +16,15 @@ from typing import Any
 
 from langchain_core.messages import AIMessage, BaseMessage
 
-from flexguard_plugins import ModerationItem
+from ._items import message_text, reply_text
 
-from ._items import message_text, reply_text, to_item
+MIN_RECHECK_CHARS = 200
+"""The least new text before the reply so far is judged again (about two sentences): no check reads a few words
+alone, and the first text shows after at most this much plus one check."""
 
 
 def _text(total: Any) -> str | None:
-    """The streamed text so far, or None for a stream that cannot be read window by window (buffered)."""
+    """The streamed text so far, or None for a stream that cannot be read part by part (buffered)."""
     if isinstance(total, str):
         return total
     if isinstance(total, AIMessage):
@@ -33,27 +37,17 @@ def _text(total: Any) -> str | None:
     return None
 
 
-def _window_item(total: Any, window: str) -> ModerationItem:
-    """A window judged the way the whole value would be: a reply with its prompt, or text on its own."""
-    if isinstance(total, AIMessage):
-        return ModerationItem.coerce({"prompt": "", "response": window})
-    if isinstance(total, Mapping):
-        prompt = total.get("prompt")
-        return ModerationItem.coerce({"prompt": prompt if isinstance(prompt, str) else "", "response": window})
-    return ModerationItem.coerce(window)
-
-
 class WindowedRelease:
     """The state of one stream; the sync and async transforms drive it the same way."""
 
-    def __init__(self, chunk_size: int, context_size: int) -> None:
-        self.chunk_size, self.context_size = chunk_size, context_size
+    def __init__(self, chunk_size: int) -> None:
+        self.chunk_size = chunk_size
         self.total: Any = None
         self.pending: list[Any] = []
         self.released_chars = 0
 
-    def push(self, chunk: Any) -> ModerationItem | None:
-        """Take a chunk; return the window to judge when `chunk_size` new characters are waiting."""
+    def push(self, chunk: Any) -> Any | None:
+        """Take a chunk; return the value so far, to judge, when `chunk_size` new characters are waiting."""
         if self.total is None:
             self.total = chunk
         else:
@@ -65,7 +59,7 @@ class WindowedRelease:
         text = _text(self.total)
         if text is None or len(text) - self.released_chars < self.chunk_size:
             return None
-        return _window_item(self.total, text[max(0, self.released_chars - self.context_size):])
+        return self.total
 
     def release(self) -> list[Any]:
         """The held chunks, now judged; they may go out."""
@@ -73,17 +67,12 @@ class WindowedRelease:
         self.released_chars = len(_text(self.total) or "")
         return chunks
 
-    def whole(self) -> ModerationItem | None:
-        """The whole streamed value, judged as `invoke` judges it (None for an empty stream)."""
-        return None if self.total is None else to_item(self.total)
-
-
 
 def released(chunks: Iterator[Any], stream: WindowedRelease, judge: Callable[[Any], Any],
              windowed: bool) -> Iterator[Any]:
-    """The chunks, each full window judged (`judge` raises on a flag) when the next chunk arrives, the tail after the
-    whole value passed (a one-chunk stream is judged once, whole). Not `windowed`: the stream is buffered, judged
-    once, and `judge`'s answer goes out."""
+    """The chunks, the value so far judged (`judge` raises on a flag) when a window is full and the next chunk
+    arrives, the tail after the whole value passed (a one-chunk stream is judged once, whole). Not `windowed`:
+    the stream is buffered, judged once, and `judge`'s answer goes out."""
     due = None
     for chunk in chunks:
         if due is not None:

@@ -1,5 +1,5 @@
 """`FlexGuardRunnable`: a FlexGuard check as an LCEL step. Batches go to the core in one call, each input
-gets its own result; streamed output is released window by window, each window judged before it goes out."""
+gets its own result; streamed output is released window by window, the reply so far judged before each goes out."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from flexguard_plugins import (
 
 from ._decisions import DECISION_EVENT, FlexGuardViolation
 from ._items import to_items
-from ._stream import WindowedRelease, areleased, released
+from ._stream import MIN_RECHECK_CHARS, WindowedRelease, areleased, released
 
 Mode = Literal["raise", "annotate"]
 
@@ -32,7 +32,8 @@ class FlexGuardRunnable(RunnableSerializable[Any, Any]):
 
     A conversation ending in an AI message is judged in response mode. Every decision, allowed ones included,
     goes to callbacks as the custom event "flexguard_decision" (tracing, `astream_events`). Streamed through
-    (`llm | guard`), text goes out window by window, and the tail only after the whole text passed.
+    (`llm | guard`), text goes out window by window, each after the reply so far passed (with its question when
+    the stream carries one, as `with_prompt` does), and the tail only after the whole text passed.
 
     Args:
         strictness: strict | moderate | loose | 0-100 | a per-category mapping | a policy file.
@@ -41,7 +42,8 @@ class FlexGuardRunnable(RunnableSerializable[Any, Any]):
         mode: "raise" passes the input through or raises `FlexGuardViolation`; "annotate" returns
             `{"input": ..., "decision": Decision}` for `RunnableBranch`.
         model, backend, reasoning: which scorer to load (default: the embedded one); or `guard=` a `FlexGuard`.
-        stream_chunk_size, stream_context_size: characters of new text per judged window, and before it.
+        stream_chunk_size: characters of new text before the reply so far is judged again (at least
+            `MIN_RECHECK_CHARS`, 200).
 
     Raises:
         ValueError: an unknown option name, a bad strictness, on_error or shadow (shadow with on_error="raise").
@@ -57,8 +59,7 @@ class FlexGuardRunnable(RunnableSerializable[Any, Any]):
     model: str | None = None
     backend: str = "auto"
     reasoning: bool | None = None
-    stream_chunk_size: int = Field(default=200, ge=1)
-    stream_context_size: int = Field(default=50, ge=0)
+    stream_chunk_size: int = Field(default=MIN_RECHECK_CHARS, ge=MIN_RECHECK_CHARS)
     guard: FlexGuard | None = Field(default=None, exclude=True)
     _loaded: FlexGuard | None = PrivateAttr(default=None)
 
@@ -166,7 +167,7 @@ class FlexGuardRunnable(RunnableSerializable[Any, Any]):
         return await self._abatch_with_config(self._ajudge, inputs, config, return_exceptions=return_exceptions,
                                               run_type="chain")
 
-    # --- streaming: each window is judged before its chunks go out; the tail waits for the whole-text check ---
+    # --- streaming: the reply so far is judged before a window goes out; the tail waits for the whole-text check
 
     def _windows(self, chunks: Iterator[Any], run_manager: CallbackManagerForChainRun) -> Iterator[Any]:
         judge = lambda value: self._one(value, run_manager)  # noqa: E731
@@ -182,7 +183,7 @@ class FlexGuardRunnable(RunnableSerializable[Any, Any]):
 
     def _release(self) -> WindowedRelease:
         """Window by window under mode="raise"; an annotated stream is buffered and judged once, at its end."""
-        return WindowedRelease(self.stream_chunk_size, self.stream_context_size)
+        return WindowedRelease(self.stream_chunk_size)
 
     def transform(self, input: Iterator[Any], config: RunnableConfig | None = None, **kwargs: Any) -> Iterator[Any]:
         yield from self._transform_stream_with_config(input, self._windows, config, run_type="chain")

@@ -5,9 +5,10 @@
   error). The settings are read here, once, for every check the rails make.
 - Binds the actions to this app: a guard registered with `register_action_param("flexguard", guard)` is
   used by streaming output rails too (NeMo 0.24.1 passes registered parameters only to non-streaming rails).
-- Ends every stream through a FlexGuard output rail with a whole-message check that can still stop it:
-  NeMo judges a stream window by window, so a reply harmful only as a whole would otherwise stream out in
-  full. The last chunk is held back until the whole message has passed.
+- Makes each streaming re-check read the reply so far with the question, not NeMo's window alone: a few words
+  are never judged out of context, and an LLM backend's prefix cache serves all but the new text.
+- Ends every stream through a FlexGuard output rail with a whole-message check that can still stop it;
+  the last chunk is held back until the whole message has passed.
 """
 
 from __future__ import annotations
@@ -15,13 +16,18 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import AsyncIterator, Mapping
+from contextvars import ContextVar
 from typing import Any
 
 from flexguard_nemo.rail.actions import check, flow_result, own_strictness
 from flexguard_nemo.rail.settings import RAIL_FLOWS, check_flows, flow_name, flow_strictness, read_settings
 from nemoguardrails.actions import action
+from nemoguardrails.actions.rail_outcome import RailOutcome
 
 _WRAPPED = "_flexguard_stream_check"
+MIN_RECHECK_CHARS = 200
+"""New text a streaming re-check waits for (about two sentences), so no check reads a few words alone; the text
+waits unseen until a check has read it, which bounds the delay to the first shown text."""
 logger = logging.getLogger("flexguard_nemo")
 
 
@@ -34,6 +40,24 @@ def _error(flow_id: str, kind: str) -> str:
         error = {"message": f"Internal error in {flow_id} rail.", "type": "internal_error", "param": flow_id,
                  "code": "rail_execution_failure"}
     return json.dumps({"error": error})
+
+
+class _Stream:
+    """One stream through the rails: the model's text, how much of it NeMo's buffer took, and how much a check
+    has passed (only that much is shown)."""
+
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+        self.taken = self.judged = 0
+
+    def reply_to_judge(self) -> str | None:
+        """The reply from its start to the end of what NeMo's buffer took (its window's end); None while that adds
+        under `MIN_RECHECK_CHARS` to what was judged."""
+        reply = "".join(self.seen)[:self.taken]
+        return reply if len(reply) - self.judged >= MIN_RECHECK_CHARS else None
+
+
+_STREAM: ContextVar[_Stream | None] = ContextVar("flexguard_stream", default=None)
 
 
 def _user_message(prompt: str | None, messages: list[dict] | None) -> str:
@@ -61,8 +85,9 @@ def _guard_streams(app: Any, settings: Mapping[str, Any]) -> None:
 
     async def run_with_whole_message_check(streaming_handler: AsyncIterator[Any], *args: Any, prompt: str | None = None,
                                            messages: list[dict] | None = None, **kwargs: Any) -> AsyncIterator[str]:
-        seen: list[str] = []
         ended = False
+        _STREAM.set(stream := _Stream())
+        seen, user = stream.seen, _user_message(prompt, messages)
 
         async def one_chunk_behind() -> AsyncIterator[Any]:
             """The model's chunks, each passed on only when the next arrives: NeMo gets the last one after
@@ -72,25 +97,40 @@ def _guard_streams(app: Any, settings: Mapping[str, Any]) -> None:
             async for chunk in streaming_handler:
                 seen.append(chunk["text"] if isinstance(chunk, dict) else str(chunk))
                 if held:
+                    stream.taken += len(seen[-2])
                     yield held.pop()
                 held.append(chunk)
             ended = True
             for chunk in held:
+                stream.taken += len(seen[-1])
                 yield chunk
 
-        checked = False
-        async for out in inner(one_chunk_behind(), *args, prompt=prompt, messages=messages, **kwargs):
-            if ended and not checked:
-                checked = True
-                error = await _whole_message_error(app, settings, _user_message(prompt, messages), "".join(seen))
+        checked, shown, waiting = False, 0, []
+        try:
+            async for out in inner(one_chunk_behind(), *args, prompt=prompt, messages=messages, **kwargs):
+                if out.startswith('{"error"'):
+                    yield out  # NeMo's own stop: what waits is never shown
+                    return
+                if ended and not checked:
+                    checked = True
+                    error = await _whole_message_error(app, settings, user, "".join(seen))
+                    if error is not None:
+                        yield error
+                        return
+                    stream.judged = len("".join(seen))
+                waiting.append(out)
+                while waiting and shown + len(waiting[0]) <= stream.judged:
+                    shown += len(waiting[0])
+                    yield waiting.pop(0)
+            if ended and not checked and seen:  # the stream ended with nothing left to release: still say so
+                error = await _whole_message_error(app, settings, user, "".join(seen))
                 if error is not None:
                     yield error
                     return
-            yield out
-        if ended and not checked and seen:  # the stream ended with nothing left to release: still say so
-            error = await _whole_message_error(app, settings, _user_message(prompt, messages), "".join(seen))
-            if error is not None:
-                yield error
+            for out in waiting:  # the whole message passed
+                yield out
+        finally:
+            _STREAM.set(None)
 
     setattr(run_with_whole_message_check, _WRAPPED, True)
     app._run_output_rails_in_streaming = run_with_whole_message_check
@@ -119,8 +159,14 @@ def init(app: Any) -> None:
     async def flexguard_check_output(context: dict | None = None, events: list | None = None, strictness: Any = None,
                                      flexguard: Any = None, **kwargs: Any) -> Any:
         strictness = own_strictness("response", strictness, app.config, context, events)
+        stream = _STREAM.get() if events is None else None  # NeMo's streaming rails: their window, no events
+        reply = stream.reply_to_judge() if stream else None
+        if stream and reply is None:
+            return RailOutcome.allow(reason="FlexGuard: waiting for more text (not shown until judged)")
         verdict = await check("response", app.config, context, strictness, flexguard or registered.get("flexguard"),
-                              settings=settings)
+                              response=reply, settings=settings)
+        if stream and not verdict.is_blocked:
+            stream.judged = max(stream.judged, len(reply or ""))
         return flow_result(verdict, app.config, events)
 
     app.register_action(flexguard_check_input, "flexguard_check_input")

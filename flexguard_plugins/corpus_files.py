@@ -172,9 +172,15 @@ def make_parser() -> argparse.ArgumentParser:
         help="actors: a fixed number or an autoscaling range (default: Ray's autoscaling pool)")
     add("--num-cpus", type=float, default=1.0, help="CPUs reserved per actor (default: 1; a fraction shares)")
     add("--num-gpus", type=float, help="GPUs per actor (an LLM backend: 1)")
-    add("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="rows per actor call (default: %(default)s)")
+    add("--batch-size", type=_count, default=DEFAULT_BATCH_SIZE, help="rows per actor call (default: %(default)s)")
     add("--address", help="the Ray cluster to join (default: RAY_ADDRESS, else a local Ray)")
     return parser
+
+
+def _count(value: str) -> int:
+    if not value.strip().isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer ≥ 1, got {value!r}")
+    return int(value)
 
 
 def _concurrency(value: str) -> int | tuple[int, int]:

@@ -35,7 +35,15 @@ FLAGS = ("flagged_strict", "flagged_moderate", "flagged_loose")
 def local_ray() -> Iterator[None]:
     """One local Ray (2 CPUs, no dashboard) for the session; Ray talks to itself over 127.0.0.1 only."""
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1")
+    for attempt in (1, 2):
+        try:
+            ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1")
+            break
+        except Exception as error:  # noqa: BLE001 - Ray raises a bare Exception for this
+            # Ray gives its raylet 30 s to register (fixed in ray/_private/node.py); a busy 2-core box missed it once
+            ray.shutdown()
+            if attempt == 2 or "timed out during startup" not in str(error):
+                raise
     ray.data.DataContext.get_current().enable_progress_bars = False
     yield
     ray.shutdown()

@@ -98,7 +98,7 @@ def check_columns(names: Sequence[str], prompt_column: str, response_column: str
 
 def _malformed(value: Any, column: str | None, *, optional: bool) -> str | None:
     """Why a cell cannot be judged as text, or None (a null reply is prompt mode, as in `flexguard score -`)."""
-    if value is None:
+    if value is None or (isinstance(value, float) and value != value):  # pandas writes a missing text as NaN
         return None if optional else f"column {column!r} is null: nothing to judge"
     if not isinstance(value, str):
         return f"column {column!r} holds {type(value).__name__}, not text: not judged"

@@ -193,10 +193,12 @@ def test_an_actor_killed_mid_run_is_restarted_and_loses_or_doubles_no_row(local_
 def test_non_text_cells_are_row_errors_and_a_failing_guard_fails_rows_not_the_batch(local_ray, tmp_path):
     import pandas as pd
 
-    ds = ray.data.from_pandas(pd.DataFrame({"n": [0, 1, 2], "text": ["hello", 5, None]}))  # an object column
-    out = {row["n"]: row for row in moderate_dataset(ds, prompt_column="text", num_cpus=0.5).take_all()}
+    frame = pd.DataFrame({"n": [0, 1, 2, 3], "text": ["hello", 5, None, float("nan")]})  # an object column
+    out = {row["n"]: row for row in moderate_dataset(ray.data.from_pandas(frame), prompt_column="text",
+                                                     num_cpus=0.5).take_all()}
     assert out[0]["error"] is None and out[0]["score"] is not None
     assert out[1]["error"] == "column 'text' holds int, not text: not judged" and out[1]["flagged_loose"]
+    assert out[2]["error"] == out[3]["error"] == "column 'text' is null: nothing to judge"
     closed = FlexGuard(ScriptedBackend())
     closed.close()
     judged = GuardBatches("text", guard=lambda: closed)(pa.table({"text": ["hello", "a bomb"]}))

@@ -75,6 +75,10 @@ class VLLMEngine:
             raise
         self.max_model_len = int(self.llm.model_config.max_model_len)
         self.enable_prefix_caching = bool(self.llm.vllm_config.cache_config.enable_prefix_caching)
+        self.prompt_tokens = 0
+        """Prompt tokens of every request this engine finished; `cached_tokens` of them came from the prefix
+        cache, so `prompt_tokens - cached_tokens` is the prefill it computed (what a streaming check costs)."""
+        self.cached_tokens = 0
 
     def submit(self, coroutine: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
         """Run `coroutine` on the engine's loop; the future can be awaited from any loop or thread."""
@@ -96,6 +100,8 @@ class VLLMEngine:
             final = output
         if final is None:
             raise RuntimeError("the vLLM engine returned no output")
+        self.prompt_tokens += len(prompt_ids)
+        self.cached_tokens += final.num_cached_tokens or 0
         return final
 
     def shutdown(self) -> None:

@@ -59,6 +59,8 @@ class WindowedRelease:
         text = _text(self.total)
         if text is None or len(text) - self.released_chars < self.chunk_size:
             return None
+        if isinstance(self.total, Mapping) and "prompt" not in self.total:
+            return None  # `with_prompt`'s branches race: the reply waits for its question
         return self.total
 
     def release(self) -> list[Any]:

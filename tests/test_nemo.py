@@ -422,8 +422,9 @@ class WholeOnlyBackend(ScriptedBackend):
 
 
 def streaming_rails(tmp_path: Path, nemo_config_dir: Path, replies: list[str], chunk_size: int = 4,
-                    context_size: int = 1, extra: str = "") -> LLMRails:
-    body = ("passthrough: true\nstreaming: true\nrails:\n  output:\n    flows:\n      - flexguard check output\n"
+                    context_size: int = 1, extra: str = "",
+                    flows: str = "    flows:\n      - flexguard check output\n") -> LLMRails:
+    body = ("passthrough: true\nstreaming: true\nrails:\n  output:\n" + flows +
             f"    streaming:\n      enabled: true\n      chunk_size: {chunk_size}\n      context_size: {context_size}\n"
             f"      stream_first: false\n{extra}")
     return LLMRails(make_config(tmp_path, nemo_config_dir, body), llm=FakeLLMModel(responses=replies))
@@ -473,6 +474,19 @@ async def test_each_stream_recheck_reads_the_reply_so_far_with_the_question(tmp_
     rechecks = [len(t) for t in texts if t != reply]  # NeMo's own flow also judges the generated whole message
     assert len(rechecks) >= 3 and rechecks == sorted(rechecks)
     assert all(b - a >= MIN_RECHECK_CHARS for a, b in itertools.pairwise([0, *rechecks]))  # never a few words alone
+
+
+async def test_each_flexguard_output_flow_reads_the_text_before_it_is_shown(tmp_path, nemo_config_dir) -> None:
+    """Two FlexGuard output flows: a loose one passing the reply so far does not release text the strict one has
+    not read ("flirt" scores SEX 30: strict blocks it)."""
+    reply = " ".join([f"w{i}" for i in range(80)] + ["flirt"] + [f"t{i}" for i in range(80)])
+    flows = "".join(f"      - flexguard check output $strictness={s}\n" for s in ("loose", "strict"))
+    with FlexGuard(ScriptedBackend()) as guard:
+        rails = streaming_rails(tmp_path, nemo_config_dir, [reply], flows="    flows:\n" + flows)
+        rails.register_action_param("flexguard", guard)
+        chunks = [c async for c in rails.stream_async(messages=turn("hi"))]
+    assert json.loads(chunks[-1])["error"]["param"] == "flexguard check output $strictness=strict"
+    assert "w10" in "".join(chunks) and "flirt" not in "".join(chunks[:-1])
 
 
 BANANA_BREAD = ("Mash three ripe bananas in a bowl, then stir in melted butter, sugar, one beaten egg and vanilla, "

@@ -43,18 +43,22 @@ def _error(flow_id: str, kind: str) -> str:
 
 
 class _Stream:
-    """One stream through the rails: the model's text, how much of it NeMo's buffer took, and how much a check
-    has passed (only that much is shown)."""
+    """One stream through the rails: the model's text, how much of it NeMo's buffer took, and how much each
+    FlexGuard output flow has passed (only what every one passed is shown)."""
 
-    def __init__(self) -> None:
+    def __init__(self, flows: list[str]) -> None:
         self.seen: list[str] = []
-        self.taken = self.judged = 0
+        self.taken = 0
+        self.judged = dict.fromkeys(flows, 0)
 
-    def reply_to_judge(self) -> str | None:
+    def reply_to_judge(self, flow: str) -> str | None:
         """The reply from its start to the end of what NeMo's buffer took (its window's end); None while that adds
-        under `MIN_RECHECK_CHARS` to what was judged."""
+        under `MIN_RECHECK_CHARS` to what `flow` judged."""
         reply = "".join(self.seen)[:self.taken]
-        return reply if len(reply) - self.judged >= MIN_RECHECK_CHARS else None
+        return reply if len(reply) - self.judged.get(flow, 0) >= MIN_RECHECK_CHARS else None
+
+    def passed(self) -> int:
+        return min(self.judged.values(), default=0)
 
 
 _STREAM: ContextVar[_Stream | None] = ContextVar("flexguard_stream", default=None)
@@ -86,7 +90,7 @@ def _guard_streams(app: Any, settings: Mapping[str, Any]) -> None:
     async def run_with_whole_message_check(streaming_handler: AsyncIterator[Any], *args: Any, prompt: str | None = None,
                                            messages: list[dict] | None = None, **kwargs: Any) -> AsyncIterator[str]:
         ended = False
-        _STREAM.set(stream := _Stream())
+        _STREAM.set(stream := _Stream([f for f in app.config.rails.output.flows if flow_name(f) == RAIL_FLOWS[1]]))
         seen, user = stream.seen, _user_message(prompt, messages)
 
         async def one_chunk_behind() -> AsyncIterator[Any]:
@@ -117,9 +121,9 @@ def _guard_streams(app: Any, settings: Mapping[str, Any]) -> None:
                     if error is not None:
                         yield error
                         return
-                    stream.judged = len("".join(seen))
+                    stream.judged = dict.fromkeys(stream.judged, len("".join(seen)))
                 waiting.append(out)
-                while waiting and shown + len(waiting[0]) <= stream.judged:
+                while waiting and shown + len(waiting[0]) <= stream.passed():
                     shown += len(waiting[0])
                     yield waiting.pop(0)
             if ended and not checked and seen:  # the stream ended with nothing left to release: still say so
@@ -160,13 +164,14 @@ def init(app: Any) -> None:
                                      flexguard: Any = None, **kwargs: Any) -> Any:
         strictness = own_strictness("response", strictness, app.config, context, events)
         stream = _STREAM.get() if events is None else None  # NeMo's streaming rails: their window, no events
-        reply = stream.reply_to_judge() if stream else None
+        flow = (context or {}).get("triggered_output_rail") or RAIL_FLOWS[1]
+        reply = stream.reply_to_judge(flow) if stream else None
         if stream and reply is None:
             return RailOutcome.allow(reason="FlexGuard: waiting for more text (not shown until judged)")
         verdict = await check("response", app.config, context, strictness, flexguard or registered.get("flexguard"),
                               response=reply, settings=settings)
         if stream and not verdict.is_blocked:
-            stream.judged = max(stream.judged, len(reply or ""))
+            stream.judged[flow] = max(stream.judged.get(flow, 0), len(reply or ""))
         return flow_result(verdict, app.config, events)
 
     app.register_action(flexguard_check_input, "flexguard_check_input")

@@ -9,6 +9,7 @@ import importlib.util
 from pathlib import Path
 
 from .backends import Backend, backend_names
+from .chunking import MIN_RECHECK_CHARS
 from .errors import BatchTimeoutError, FlexGuardError, GuardClosedError, PolicyViolation, UndecidedError
 from .policy import OnError, Strictness, Thresholds, check_on_error, check_shadow, decide, resolve_strictness
 from .scorer import FlexGuard, ashared_guard, shared_guard
@@ -33,8 +34,8 @@ def nemo_config_path() -> Path:
 
 
 __all__ = [
-    "CATEGORIES", "Backend", "BatchTimeoutError", "Decision", "FlexGuard", "FlexGuardError", "GuardClosedError",
-    "ModerationItem", "OnError", "PolicyViolation", "RiskScore", "Strictness", "Thresholds", "Tier", "UndecidedError",
-    "ashared_guard", "backend_names", "check_on_error", "check_shadow", "decide", "is_blank", "nemo_config_path",
-    "resolve_strictness", "shared_guard", "tier_for_score",
+    "CATEGORIES", "MIN_RECHECK_CHARS", "Backend", "BatchTimeoutError", "Decision", "FlexGuard", "FlexGuardError",
+    "GuardClosedError", "ModerationItem", "OnError", "PolicyViolation", "RiskScore", "Strictness", "Thresholds", "Tier",
+    "UndecidedError", "ashared_guard", "backend_names", "check_on_error", "check_shadow", "decide", "is_blank",
+    "nemo_config_path", "resolve_strictness", "shared_guard", "tier_for_score",
 ]

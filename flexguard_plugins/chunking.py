@@ -19,6 +19,9 @@ from .types import ModerationItem, RiskScore, merge_peaks
 CHARS_PER_TOKEN = 4
 """Fallback when the backend has no tokenizer: a token is at most this many characters of one word."""
 _FALLBACK_TOKEN = re.compile(rf"^\s+|\S{{1,{CHARS_PER_TOKEN}}}\s*")
+MIN_RECHECK_CHARS = 200
+"""The least new text before a streaming re-check judges the reply so far again (about two sentences): no check
+reads a few words alone, and the first text shows after at most this much plus one check."""
 
 Render = Callable[[str], tuple[str, "tuple[list[int], list[int]] | None"]]
 """text → (what the model sees, per character of it the (starts, ends) in `text`, or None when unchanged)."""

@@ -17,9 +17,15 @@ from langchain_core.messages import AIMessage, HumanMessage  # noqa: E402
 from langchain_core.prompts import ChatPromptTemplate  # noqa: E402
 from langchain_core.runnables import RunnableBranch, RunnableLambda  # noqa: E402
 from langchain_flexguard import FlexGuardRunnable, FlexGuardViolation, with_prompt  # noqa: E402
-from langchain_flexguard.runnable import MIN_RECHECK_CHARS  # noqa: E402
 
-from flexguard_plugins import FlexGuard, FlexGuardError, PolicyViolation, RiskScore, UndecidedError  # noqa: E402
+from flexguard_plugins import (  # noqa: E402
+    MIN_RECHECK_CHARS,
+    FlexGuard,
+    FlexGuardError,
+    PolicyViolation,
+    RiskScore,
+    UndecidedError,
+)
 
 from .fixtures_integrations import LOOSE, STRICT  # noqa: E402
 from .scripted_backend import ScriptedBackend  # noqa: E402

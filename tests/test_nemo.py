@@ -16,12 +16,11 @@ import pytest_socket
 
 pytest.importorskip("nemoguardrails")
 
-from flexguard_nemo.rail.config import MIN_RECHECK_CHARS  # noqa: E402
 from nemoguardrails import LLMRails, RailsConfig  # noqa: E402
 from nemoguardrails.rails.llm.options import RailStatus  # noqa: E402
 from nemoguardrails.testing import FakeLLMModel, TestChat  # noqa: E402
 
-from flexguard_plugins import FlexGuard, RiskScore  # noqa: E402
+from flexguard_plugins import MIN_RECHECK_CHARS, FlexGuard, RiskScore  # noqa: E402
 
 from .fixtures_integrations import LOOSE, STRICT  # noqa: E402
 from .scripted_backend import ScriptedBackend  # noqa: E402

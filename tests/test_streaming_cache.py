@@ -17,9 +17,8 @@ pytest.importorskip("langchain_core")
 
 from langchain_core.runnables import RunnableGenerator  # noqa: E402
 from langchain_flexguard import FlexGuardRunnable, FlexGuardViolation, with_prompt  # noqa: E402
-from langchain_flexguard.runnable import MIN_RECHECK_CHARS  # noqa: E402
 
-from flexguard_plugins import FlexGuard  # noqa: E402
+from flexguard_plugins import MIN_RECHECK_CHARS, FlexGuard  # noqa: E402
 
 QUESTION = "How do I keep a small vegetable garden healthy through the summer?"
 REPLY_TOKENS, CHUNK_TOKENS = 2000, 50

@@ -18,10 +18,6 @@ from langchain_core.messages import AIMessage, BaseMessage
 
 from ._items import message_text, reply_text
 
-MIN_RECHECK_CHARS = 200
-"""The least new text before the reply so far is judged again (about two sentences): no check reads a few words
-alone, and the first text shows after at most this much plus one check."""
-
 
 def _text(total: Any) -> str | None:
     """The streamed text so far, or None for a stream that cannot be read part by part (buffered)."""

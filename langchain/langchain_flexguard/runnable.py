@@ -11,6 +11,7 @@ from langchain_core.runnables import RunnableConfig, RunnableSerializable
 from pydantic import ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from flexguard_plugins import (
+    MIN_RECHECK_CHARS,
     Decision,
     FlexGuard,
     UndecidedError,
@@ -22,7 +23,7 @@ from flexguard_plugins import (
 
 from ._decisions import DECISION_EVENT, FlexGuardViolation
 from ._items import to_items
-from ._stream import MIN_RECHECK_CHARS, WindowedRelease, areleased, released
+from ._stream import WindowedRelease, areleased, released
 
 Mode = Literal["raise", "annotate"]
 

@@ -24,10 +24,9 @@ from flexguard_nemo.rail.settings import RAIL_FLOWS, check_flows, flow_name, flo
 from nemoguardrails.actions import action
 from nemoguardrails.actions.rail_outcome import RailOutcome
 
+from flexguard_plugins import MIN_RECHECK_CHARS
+
 _WRAPPED = "_flexguard_stream_check"
-MIN_RECHECK_CHARS = 200
-"""New text a streaming re-check waits for (about two sentences), so no check reads a few words alone; the text
-waits unseen until a check has read it, which bounds the delay to the first shown text."""
 logger = logging.getLogger("flexguard_nemo")
 
 

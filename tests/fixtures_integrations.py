@@ -128,3 +128,16 @@ def scripted_guard():
     guard = FlexGuard(ScriptedBackend())
     yield guard
     guard.close()
+
+
+def count_core_calls(guard: FlexGuard, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Wrap `guard.acheck_batch` for one test: the list it returns grows by each call's item count."""
+    calls: list[int] = []
+    real = guard.acheck_batch
+
+    async def spy(items, *args, **kwargs):
+        calls.append(len(items))
+        return await real(items, *args, **kwargs)
+
+    monkeypatch.setattr(guard, "acheck_batch", spy)
+    return calls

@@ -13,7 +13,7 @@ pytest.importorskip("guardrails")
 from flexguard_plugins import FlexGuard  # noqa: E402
 
 from .fake_http import completion, http_server  # noqa: E402
-from .fixtures_integrations import LOOSE, STRICT  # noqa: E402
+from .fixtures_integrations import LOOSE, STRICT, count_core_calls  # noqa: E402
 from .scripted_backend import answer_for  # noqa: E402
 
 MANIFEST = Path(__file__).resolve().parents[1] / "guardrails_hub" / "manifest.json"
@@ -147,14 +147,7 @@ def test_long_text_error_span_covers_the_offending_chunk(gr, texts, lite_guard: 
 
 
 async def test_async_guard_uses_the_async_core(gr, texts, lite_guard: FlexGuard, monkeypatch) -> None:
-    calls: list[int] = []
-    real = lite_guard.acheck_batch
-
-    async def spy(items, *args, **kwargs):
-        calls.append(len(items))
-        return await real(items, *args, **kwargs)
-
-    monkeypatch.setattr(lite_guard, "acheck_batch", spy)
+    calls = count_core_calls(lite_guard, monkeypatch)
     guard = make_guard(gr, "AsyncGuard", guard=lite_guard, on_fail="exception")
     assert (await guard.validate(texts["benign"])).validation_passed
     with pytest.raises(gr[0].errors.ValidationError):

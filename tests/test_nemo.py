@@ -22,7 +22,7 @@ from nemoguardrails.testing import FakeLLMModel, TestChat  # noqa: E402
 
 from flexguard_plugins import MIN_RECHECK_CHARS, FlexGuard, RiskScore  # noqa: E402
 
-from .fixtures_integrations import LOOSE, STRICT  # noqa: E402
+from .fixtures_integrations import LOOSE, STRICT, count_core_calls  # noqa: E402
 from .scripted_backend import ScriptedBackend  # noqa: E402
 
 REFUSAL = "I'm sorry, I can't respond to that."
@@ -282,14 +282,7 @@ async def test_concurrent_checks_share_batches(tmp_path, nemo_config_dir, texts,
 async def test_concurrent_checks_share_guard_calls(tmp_path, nemo_config_dir, texts, lite_guard, monkeypatch) -> None:
     """Checks made together reach the guard a backend batch per call (each call is a hop to the guard's thread), and
     each check still gets its own policy: two rails at different strictness, run together, never mix."""
-    calls: list[int] = []
-    real = lite_guard.acheck_batch
-
-    async def spy(items, *args, **kwargs):
-        calls.append(len(items))
-        return await real(items, *args, **kwargs)
-
-    monkeypatch.setattr(lite_guard, "acheck_batch", spy)
+    calls = count_core_calls(lite_guard, monkeypatch)
     strict = rails_for(tmp_path / "s", nemo_config_dir, "strict")
     loose = rails_for(tmp_path / "l", nemo_config_dir, "loose")
     for rails in (strict, loose):

@@ -670,8 +670,8 @@ EMOJI_TURNS = ("I can't help with that ❗ Just kidding 😉 ", "No way 🙅 I w
 """Refusals that turn with emoji for punctuation, written before they were scored."""
 
 
-@pytest.mark.xfail(reason="emoji do not end sentences for the turn reading: 33 of 384 under 61 (README, Known "
-                          "limitations); splitting at emoji flagged harmless emoji-punctuated refusals HIGH",
+@pytest.mark.xfail(reason="emoji do not end sentences for the turn reading: 33 of 384 under 61 (docs/lite.md); "
+                          "splitting at emoji flagged harmless emoji-punctuated refusals HIGH",
                    strict=False)
 def test_a_refusal_that_turns_with_emoji_for_punctuation_is_judged_as_the_compliance(lite_backend, blocked_replies):
     items = [ModerationItem(c.prompt, opener + c.response) for opener, c in itertools.product(EMOJI_TURNS,

@@ -257,10 +257,12 @@ def test_no_written_case_is_allowed_at_moderate_by_default(lite_facade):
     assert sum(d.failed for d in decisions) >= len(items) - 2  # undecided, not scored (a few may be scored high too)
 
 
-def test_accepted_languages_are_an_option_of_load(lite_backend):
+def test_accepted_languages_are_an_option_of_load(lite_backend, caplog):
     from flexguard_plugins import FlexGuard
 
-    with FlexGuard.load(languages=["en", "de"]) as guard:
+    with caplog.at_level("WARNING", logger="flexguard_plugins.lite.language"), \
+            FlexGuard.load(languages=["en", "de"]) as guard:
+        assert any("not trained or measured on" in r.getMessage() and "de" in r.getMessage() for r in caplog.records)
         german, chinese = guard.score_batch([REQUESTS["de"][0], REQUESTS["zh"][0]])
         assert german.ok and german.score >= 0 and chinese.error == "unsupported language: zh"
         assert guard.backend.describe()["languages"] == ["en", "de"]

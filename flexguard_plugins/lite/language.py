@@ -16,6 +16,7 @@ an accepted language is still plausible are not called foreign; a text mostly in
 
 from __future__ import annotations
 
+import logging
 import re
 import unicodedata
 from collections.abc import Iterator, Sequence
@@ -24,6 +25,7 @@ from typing import Any
 
 from ..text import SENTENCE_END, fold, undo_leet
 
+logger = logging.getLogger(__name__)
 DEFAULT_LANGUAGES = ("en",)
 """The languages the shipped model was trained and measured on."""
 RUN_LETTERS = 7
@@ -122,6 +124,10 @@ class LanguageGate:
             raise ValueError(f"unknown language code(s) {', '.join(map(repr, unknown))} in languages; use ISO 639 "
                              "codes as fastText's lid.176 labels them, e.g. 'en', 'de', 'zh'")
         self.languages = codes
+        unmeasured = [code for code in codes if code not in DEFAULT_LANGUAGES]
+        if unmeasured:  # accepting a language widens what the scorer answers for: say so
+            logger.warning("the embedded scorer will score text in %s, which it was not trained or measured on",
+                           ", ".join(unmeasured))
 
     def unsupported(self, text: str) -> str | None:
         """The first language found in `text`, whole or in a part, that is not accepted; None if every part reads as

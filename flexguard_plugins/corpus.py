@@ -16,8 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from . import FlexGuard, RiskScore, Strictness, Thresholds, check_on_error, decide, resolve_strictness
-from .backends import backend_option_names, resolve_backend_name
-from .scorer import FACADE_OPTIONS
+from .scorer import checked_backend
 
 if TYPE_CHECKING:
     import pyarrow
@@ -74,12 +73,7 @@ def guard_factory(model: str | None = None, backend: str = "auto", *, num_cpus: 
         TypeError: an option neither the facade nor the backend takes (naming both lists).
         ValueError: an unknown backend.
     """
-    name = resolve_backend_name(model, backend, load_options)
-    known = backend_option_names(name)
-    unknown = sorted(set(load_options) - set(FACADE_OPTIONS) - set(known)) if known is not None else []
-    if unknown:
-        raise TypeError(f"unknown option {', '.join(map(repr, unknown))}; facade options: "
-                        f"{', '.join(FACADE_OPTIONS)}; {name} backend options: {', '.join(known or ())}")
+    name = checked_backend(model, backend, load_options)
     if name == "lite":
         load_options.setdefault("threads", max(1, int(num_cpus)))
     return functools.partial(FlexGuard.load, model, backend, **load_options)

@@ -55,6 +55,22 @@ FACADE_OPTIONS = ("strictness", "on_error", "shadow", "max_batch_size", "max_wai
                   "cascade_margin")
 """The options of `FlexGuard.load` that shape a handle; the others go to the backend (and key the registry)."""
 
+
+def checked_backend(model: str | None, backend: str, options: Mapping[str, Any]) -> str:
+    """The backend `FlexGuard.load(model, backend, **options)` would build; facade options may be among `options`.
+
+    Raises:
+        TypeError: an option neither the facade nor that backend takes (the error names both lists).
+    """
+    name = resolve_backend_name(model, backend, options)
+    known = backend_option_names(name)
+    unknown = sorted(set(options) - set(FACADE_OPTIONS) - set(known)) if known is not None else []
+    if unknown:
+        raise TypeError(f"FlexGuard.load: unknown option {', '.join(map(repr, unknown))}; facade options: "
+                        f"{', '.join(FACADE_OPTIONS)}; {name} backend options: {', '.join(known or ())}")
+    return name
+
+
 class FlexGuard:
     """Score and judge text with FlexGuard. Build with `FlexGuard.load(...)`.
 
@@ -168,12 +184,7 @@ class FlexGuard:
             TypeError: an option neither the facade nor this backend takes (the error names both lists).
             ValueError: a bad option value or backend name.
         """
-        name = resolve_backend_name(model, backend, backend_options)
-        known = backend_option_names(name)
-        unknown = sorted(set(backend_options) - set(known)) if known is not None else []
-        if unknown:
-            raise TypeError(f"FlexGuard.load: unknown option {', '.join(map(repr, unknown))}; facade options: "
-                            f"{', '.join(FACADE_OPTIONS)}; {name} backend options: {', '.join(known or ())}")
+        name = checked_backend(model, backend, backend_options)
         if cascade is not None and cascade != "lite":
             raise ValueError(f"cascade must be 'lite' or None, got {cascade!r}")
         if cascade is not None and name == "lite":

@@ -63,16 +63,18 @@ def token_offsets(text: str, tokenizer: Any | None, render: Render | None = None
 
 
 def chunk_spans(text: str, max_tokens: int, tokenizer: Any | None = None,
-                overlap: int | None = None, render: Render | None = None) -> list[tuple[int, int]]:
+                overlap: int | None = None, render: Render | None = None,
+                full_last: bool = True) -> list[tuple[int, int]]:
     """Character spans covering `text`, each at most `max_tokens` tokens once rendered, neighbours overlapping.
 
     Overlap (default 1/8 of a chunk, at most twice that) keeps a harmful sentence on a boundary whole in one
     chunk. Boundaries move by up to twice the overlap to a sentence boundary where there is one: a chunk opening
     on a cut-off fragment ("pinch of salt.") is text no writer wrote, and the lite scorer read such fragments
-    alone as risky (52 for harmless filler). The last chunk is a full one ending at the text's end (it overlaps
-    its neighbour more): a short remainder would be a few sentences read as one text, where a harmful closing
-    sentence is diluted by its neighbours, while a full chunk is also read sentence by sentence (the lite
-    scorer's windows).
+    alone as risky (52 for harmless filler). With `full_last`, the last chunk is a full one ending at the text's
+    end (it overlaps its neighbour more): for the lite scorer a short remainder would be a few sentences read as
+    one text, where a harmful closing sentence is diluted, while a full chunk is also read sentence by sentence.
+    Without it every chunk starts where its neighbour's overlap does, so a text that grows (a stream re-checked)
+    keeps its chunks and a backend's prefix cache serves them.
     """
     if max_tokens < 8:
         raise ValueError("max_tokens must be at least 8")
@@ -98,7 +100,7 @@ def chunk_spans(text: str, max_tokens: int, tokenizer: Any | None = None,
     spans = []
     first, reach = 0, 0  # reach: one past the previous chunk's last token
     while True:
-        if first > 0 and n - first < max_tokens:  # the remainder: a full chunk ending at the text's end
+        if full_last and first > 0 and n - first < max_tokens:  # the remainder: a full chunk ending at the text's end
             first = n - max_tokens
             while first < n - 1 and joined(first):
                 first += 1
@@ -144,7 +146,7 @@ def tail(text: str, max_tokens: int, tokenizer: Any | None = None, render: Rende
 
 def split_item(item: ModerationItem, budget: int | None, tokenizer: Any | None = None, *,
                max_context_tokens: int | None = None, max_input_chars: int | None = None,
-               render: Render | None = None) -> list[tuple[ModerationItem, int | None]]:
+               render: Render | None = None, full_last: bool = True) -> list[tuple[ModerationItem, int | None]]:
     """The units to score for `item`, each with where its judged text starts in the item's (None: scored whole).
 
     Args:
@@ -154,6 +156,7 @@ def split_item(item: ModerationItem, budget: int | None, tokenizer: Any | None =
         max_context_tokens: tokens of the prompt's end kept as a response's context (None: a quarter of `budget`).
         max_input_chars: characters of the prompt's end kept as a response's context (None: all).
         render: what the backend does to the text before the model sees it (`Render`).
+        full_last: the last chunk is a full one ending at the text's end (`chunk_spans`).
     """
     prompt = item.prompt
     if item.response is not None and max_input_chars is not None:
@@ -161,12 +164,12 @@ def split_item(item: ModerationItem, budget: int | None, tokenizer: Any | None =
     if budget is None:
         return [(ModerationItem(prompt, item.response), None)]
     if item.response is None:
-        spans = chunk_spans(prompt, budget, tokenizer, render=render)
+        spans = chunk_spans(prompt, budget, tokenizer, render=render, full_last=full_last)
         if len(spans) == 1:
             return [(item, None)]
         return [(ModerationItem(prompt[a:b]), a) for a, b in spans]
     context = tail(prompt, max_context_tokens or max(8, budget // 4), tokenizer, render=render)
-    spans = chunk_spans(item.response, budget, tokenizer, render=render)
+    spans = chunk_spans(item.response, budget, tokenizer, render=render, full_last=full_last)
     if len(spans) == 1:
         return [(ModerationItem(context, item.response), None)]
     return [(ModerationItem(context, item.response[a:b]), a) for a, b in spans]

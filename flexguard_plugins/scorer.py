@@ -251,7 +251,8 @@ class FlexGuard:
                 results[index] = RiskScore.failure(problem, scorer=backend.name)
                 continue
             units = split_item(item, backend.max_content_tokens, backend.tokenizer, render=render,
-                               max_context_tokens=backend.max_context_tokens, max_input_chars=self.max_input_chars)
+                               max_context_tokens=backend.max_context_tokens, max_input_chars=self.max_input_chars,
+                               full_last=backend.full_last_chunk)
             if len(units) == 1:
                 whole.append((index, units[0][0]))
             else:

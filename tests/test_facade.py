@@ -107,6 +107,23 @@ def test_every_chunk_is_full_and_the_last_ends_at_the_text_end(words):
     assert all(len(token_offsets(text[a:b], None)) >= 64 - 16 for a, b in spans)  # none is a short remainder
 
 
+def test_without_a_full_last_chunk_the_chunks_of_a_growing_text_stay_put():
+    """A streamed reply is re-checked as it grows; a backend with a prefix cache computes only what changed if every
+    chunk but the last keeps its span, which a full last chunk ending at the text's end would move each time."""
+    from flexguard_plugins.chunking import chunk_spans
+
+    text = " ".join(f"Sentence {i} talks about {'the weather ' * (i % 4)}in town." for i in range(300))
+    earlier = None
+    for end in range(2000, len(text), 397):
+        spans = chunk_spans(text[:end], 128, full_last=False)
+        assert spans[0][0] == 0 and spans[-1][1] == end and _contiguous(spans)
+        if earlier is not None:
+            assert spans[:len(earlier) - 1] == earlier[:-1]  # only the last chunk grows or a new one follows
+            assert spans[len(earlier) - 1][0] == earlier[-1][0]
+        earlier = spans
+    assert chunk_spans(text[:end], 128)[-1] != spans[-1]  # the default (the lite scorer's) differs
+
+
 @pytest.mark.parametrize("tokenizer", [None, "lite"])
 def test_chunks_start_and_end_on_sentence_boundaries(tokenizer):
     """A chunk cut mid-sentence opens on a fragment ("pinch of salt.") that no writer wrote, and a fragment read

@@ -26,6 +26,9 @@ class Backend(abc.ABC):
     max_context_tokens: int | None = None
     """Tokens of a reply's prompt the facade passes as its context (the prompt's end); None: a quarter of
     `max_content_tokens`."""
+    full_last_chunk: bool = False
+    """Whether the last chunk of a long text is a full one ending at its end (`chunking.chunk_spans`), for a
+    scorer that reads a chunk sentence by sentence; otherwise chunk starts stay put as a streamed text grows."""
     tokenizer: Any = None
     """A Hugging Face tokenizer when the backend has one (used to count tokens for chunking)."""
 

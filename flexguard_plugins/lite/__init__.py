@@ -104,6 +104,7 @@ class LiteBackend(Backend):
     name = "lite"
     max_batch_size = 64
     max_content_tokens = UNIT_TOKENS
+    full_last_chunk = True
     max_context_tokens = REQUEST_TOKENS
 
     def __init__(self, model: str | Path | None = None, *, precision: str = "int8", threads: int | None = None,

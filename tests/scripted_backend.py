@@ -51,3 +51,17 @@ class ScriptedBackend(Backend):
 
     async def aclose(self) -> None:
         self.closed = True
+
+
+class ClearedLaterBackend(ScriptedBackend):
+    """Flags (VIO 70) a text that tells of an "axe" unless it goes on to "guilt": a beginning that reads as harm
+    until the reply goes on (a plot summary). Records every judged text."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.judged: list[str] = []
+
+    async def score_batch(self, items: Sequence[ModerationItem]) -> list[RiskScore]:
+        self.judged += [i.judged_text for i in items]
+        return [RiskScore.from_score(70.0, categories=("VIO",)) if "axe" in i.judged_text
+                and "guilt" not in i.judged_text else RiskScore.from_score(3.0) for i in items]

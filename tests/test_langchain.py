@@ -28,7 +28,7 @@ from flexguard_plugins import (  # noqa: E402
 )
 
 from .fixtures_integrations import LOOSE, STRICT  # noqa: E402
-from .scripted_backend import ScriptedBackend  # noqa: E402
+from .scripted_backend import ClearedLaterBackend, ScriptedBackend  # noqa: E402
 
 
 class Recorder(BaseCallbackHandler):
@@ -303,6 +303,49 @@ async def test_stream_stops_before_a_harmful_window(scripted_guard) -> None:
         async for chunk in (streamed_model(text) | guard).astream("hi"):
             out.append(chunk.content)
     assert out and "bomb" not in "".join(out) and "fine0" in "".join(out)
+
+
+PLOT = ("A student, desperate and proud, " + " ".join(f"walks street {i}." for i in range(30)) + " He murders a "
+        "pawnbroker with an axe. " + " ".join(f"Then day {i} passes." for i in range(30)) + " The rest of the novel "
+        "follows his guilt and paranoia. " + " ".join(f"Chapter {i} ends." for i in range(30)))
+"""A harmless plot summary whose beginning, up to the murder, reads as harm until it goes on to the guilt."""
+
+
+@pytest.mark.parametrize("streaming", ["sync", "async"])
+async def test_a_flagged_beginning_is_held_back_until_a_later_check_passes_it(streaming) -> None:
+    with FlexGuard(ClearedLaterBackend()) as scorer:
+        chain = streamed_model(PLOT) | FlexGuardRunnable(guard=scorer)
+        out, judged = [], scorer.backend.judged
+        if streaming == "sync":
+            for chunk in chain.stream("Summarise Crime and Punishment"):
+                out.append(chunk.content)
+                assert "axe" not in "".join(out) or any("guilt" in t for t in judged)  # never shown unpassed
+        else:
+            async for chunk in chain.astream("Summarise Crime and Punishment"):
+                out.append(chunk.content)
+                assert "axe" not in "".join(out) or any("guilt" in t for t in judged)
+    assert "".join(out) == PLOT  # the stream ends as invoke on the whole reply does
+    flagged = [t for t in judged if "axe" in t and "guilt" not in t]
+    assert flagged and "Chapter 29" not in flagged[0]  # a re-check did flag a beginning, mid-stream
+
+
+def test_a_flagged_beginning_the_reply_never_clears_is_stopped_unshown() -> None:
+    text = PLOT.replace("follows his guilt and paranoia", "follows his escape")
+    with FlexGuard(ClearedLaterBackend()) as scorer:
+        out = []
+        with pytest.raises(FlexGuardViolation):
+            for chunk in (streamed_model(text) | FlexGuardRunnable(guard=scorer)).stream("hi"):
+                out.append(chunk.content)
+        assert "street 0" in "".join(out) and "axe" not in "".join(out)
+        assert scorer.backend.judged[-1] == text  # stopped by the whole-text check, after the held re-checks
+
+
+def test_an_undecided_recheck_stops_the_stream_at_once() -> None:
+    with FlexGuard(ScriptedBackend(fail_with=RuntimeError("scorer is down"))) as down:
+        with pytest.raises(FlexGuardViolation) as caught:
+            for _ in (streamed_model(PLOT) | FlexGuardRunnable(guard=down)).stream("hi"):
+                pass
+        assert caught.value.decision.failed and len(down.backend.batches) == 1  # not held to the end
 
 
 def test_stream_whole_text_check_stops_the_tail(pair_guard) -> None:

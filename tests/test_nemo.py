@@ -23,7 +23,7 @@ from nemoguardrails.testing import FakeLLMModel, TestChat  # noqa: E402
 from flexguard_plugins import MIN_RECHECK_CHARS, FlexGuard, RiskScore  # noqa: E402
 
 from .fixtures_integrations import LOOSE, STRICT, count_core_calls  # noqa: E402
-from .scripted_backend import ScriptedBackend  # noqa: E402
+from .scripted_backend import ClearedLaterBackend, ScriptedBackend  # noqa: E402
 
 REFUSAL = "I'm sorry, I can't respond to that."
 
@@ -450,6 +450,29 @@ async def test_stream_blocked_mid_way_ends_with_one_error(tmp_path, nemo_config_
     errors = [c for c in chunks if c.startswith('{"error"')]
     assert errors == [chunks[-1]] and json.loads(errors[0])["error"]["type"] == "guardrails_violation"
     assert "w30" in "".join(chunks) and "bomb" not in "".join(chunks[:-1]) and "t59" not in "".join(chunks)
+
+
+PLOT = ("A student, desperate and proud, " + " ".join(f"walks street {i}." for i in range(30)) + " He murders a "
+        "pawnbroker with an axe. " + " ".join(f"Then day {i} passes." for i in range(30)) + " The rest of the novel "
+        "follows his guilt and paranoia. " + " ".join(f"Chapter {i} ends." for i in range(30)))
+"""A harmless plot summary whose beginning, up to the murder, reads as harm until it goes on to the guilt."""
+
+
+@pytest.mark.parametrize("ending", ["guilt", "escape"])
+async def test_a_flagged_beginning_is_held_back_and_the_whole_message_decides(tmp_path, nemo_config_dir,
+                                                                              ending) -> None:
+    reply = PLOT.replace("guilt", ending)
+    with FlexGuard(ClearedLaterBackend()) as guard:
+        rails = streaming_rails(tmp_path, nemo_config_dir, [reply])
+        rails.register_action_param("flexguard", guard)
+        chunks = [c async for c in rails.stream_async(messages=turn("Summarise Crime and Punishment"))]
+        flagged = [t for t in guard.backend.judged if "axe" in t and "guilt" not in t]
+    assert flagged and "Chapter 29" not in flagged[0]  # a re-check flagged a beginning, mid-stream
+    if ending == "guilt":  # a later check passed it: the stream ends as the rail on the whole reply would
+        assert "".join(chunks).split() == reply.split()
+    else:
+        assert json.loads(chunks[-1])["error"]["type"] == "guardrails_violation"
+        assert "street 0" in "".join(chunks) and "axe" not in "".join(chunks[:-1])
 
 
 async def test_each_stream_recheck_reads_the_reply_so_far_with_the_question(tmp_path, nemo_config_dir) -> None:

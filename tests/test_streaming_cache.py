@@ -77,13 +77,9 @@ def stream_costs(guard: FlexGuard, engine: Any, chunks: list[str], recheck_chars
     return costs
 
 
-PAST_BUDGET = pytest.mark.xfail(strict=True, reason="past the backend's budget the facade's last chunk ends at the "
-                                "text's end, so its start moves with each re-check (docs/streaming.md)")
-
-
 @pytest.mark.slow
 @pytest.mark.vllm
-@pytest.mark.parametrize("tokens", [1500, pytest.param(REPLY_TOKENS, marks=PAST_BUDGET)])
+@pytest.mark.parametrize("tokens", [1500, REPLY_TOKENS])  # one read; past the backend's budget (chunked)
 def test_stream_prefill_stays_flat_and_totals_at_most_1_5x_one_check(tiny_guard_dir, vllm_engine, guard_rubric,
                                                                      tokens) -> None:
     from flexguard_plugins.backends.vllm import VLLMBackend
@@ -112,12 +108,6 @@ DELIVERY_CHARS = (10, 20, 30, 50, 75, 100, 150, 200)
 """Sizes of the chunks the model streams (characters): they move where re-checks fall."""
 
 
-BEGINNINGS_READ_AS_HARMFUL = frozenset({"response-safe-refusal-b03", "response-safe-refusal-b13",
-                                        "response-safe-benign_lookalike-b04", "response-safe-benign_lookalike-b08"})
-"""Harmless replies whose opening 200-420 characters the embedded scorer flags while the whole reply passes (a
-plot summary's murder before "the rest of the novel follows his guilt"): measured, not chosen; docs/streaming.md."""
-
-
 def in_chunks(text: str, size: int) -> list[str]:
     return [text[i:i + size] for i in range(0, len(text), size)]
 
@@ -141,14 +131,9 @@ def test_no_harmless_must_catch_reply_is_blocked_at_any_chunk_size() -> None:
     passing = [c for c in harmless if not isinstance(guard.batch([{"prompt": c.prompt, "response": c.response}],
                                                                  return_exceptions=True)[0], Exception)]
     assert len(passing) >= 0.9 * len(harmless) > 100
-    blocked = set()
-    for case in passing:
-        for size in DELIVERY_CHARS:
-            shown, stop = streamed_through(case.prompt, in_chunks(case.response, size))
-            assert stop is not None or shown == case.response
-            if stop is not None:
-                blocked.add(case.id)
-    assert blocked <= BEGINNINGS_READ_AS_HARMFUL
+    blocked = {(case.id, size) for case in passing for size in DELIVERY_CHARS
+               if streamed_through(case.prompt, in_chunks(case.response, size)) != (case.response, None)}
+    assert not blocked
 
 
 def test_a_harmful_tail_is_stopped_before_it_is_shown() -> None:

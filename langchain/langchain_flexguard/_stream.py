@@ -5,6 +5,10 @@ when the stream carries one) is judged as `invoke` would judge it, when the next
 the waiting chunks go out. A window is never judged alone, so a few words are never read out of context,
 and an LLM backend with a prefix cache (vLLM, the transformers backend) computes only the new text: the
 stream's total guard cost grows with the message, not with windows times window.
+A re-check that flags the reply so far holds its text back instead of stopping the stream: a beginning can
+read as harm until the reply goes on (a plot summary's murder before "the novel follows his guilt"). Held text
+goes out only when a later check passes it; otherwise the whole-text check at the end stops the stream, so a
+stream ends as `invoke` on the whole text would, and nothing a check flagged is ever shown.
 At the end the whole text is judged the same way, and only then does the tail go out, so text that is
 harmful only as a whole is still stopped before its last part.
 """
@@ -16,6 +20,7 @@ from typing import Any
 
 from langchain_core.messages import AIMessage, BaseMessage
 
+from ._decisions import FlexGuardViolation
 from ._items import message_text, reply_text
 
 
@@ -40,7 +45,7 @@ class WindowedRelease:
         self.chunk_size = chunk_size
         self.total: Any = None
         self.pending: list[Any] = []
-        self.released_chars = 0
+        self.checked_chars = 0
 
     def push(self, chunk: Any) -> Any | None:
         """Take a chunk; return the value so far, to judge, when `chunk_size` new characters are waiting."""
@@ -53,34 +58,49 @@ class WindowedRelease:
                 self.total = chunk  # as LangChain's own transform: a value that cannot be added replaces
         self.pending.append(chunk)
         text = _text(self.total)
-        if text is None or len(text) - self.released_chars < self.chunk_size:
+        if text is None or len(text) - self.checked_chars < self.chunk_size:
             return None
         if isinstance(self.total, Mapping) and "prompt" not in self.total:
             return None  # `with_prompt`'s branches race: the reply waits for its question
+        self.checked_chars = len(text)
         return self.total
 
-    def release(self) -> list[Any]:
-        """The held chunks, now judged; they may go out."""
+    def release(self, passed: bool) -> list[Any]:
+        """The waiting chunks if the check of the value so far `passed`; none (they stay held) if it flagged it."""
+        if not passed:
+            return []
         chunks, self.pending = self.pending, []
-        self.released_chars = len(_text(self.total) or "")
         return chunks
+
+
+def _flag_to_hold(flag: FlexGuardViolation) -> bool:
+    """False for a re-check that flagged the text (hold it back); a text the guard could not judge stops the
+    stream at once, as `on_error` says."""
+    if flag.decision.failed:
+        raise flag
+    return False
 
 
 def released(chunks: Iterator[Any], stream: WindowedRelease, judge: Callable[[Any], Any],
              windowed: bool) -> Iterator[Any]:
-    """The chunks, the value so far judged (`judge` raises on a flag) when a window is full and the next chunk
-    arrives, the tail after the whole value passed (a one-chunk stream is judged once, whole). Not `windowed`:
-    the stream is buffered, judged once, and `judge`'s answer goes out."""
+    """The chunks, each out after a check of the value so far passed it (`judge`, which raises on a flag, when a
+    window is full and the next chunk arrives; a flag holds the text back), the tail after the whole value passed
+    (a one-chunk stream is judged once, whole). Not `windowed`: the stream is buffered, judged once, and
+    `judge`'s answer goes out."""
     due = None
     for chunk in chunks:
         if due is not None:
-            judge(due)
-            yield from stream.release()
+            try:
+                judge(due)
+                passed = True
+            except FlexGuardViolation as flag:
+                passed = _flag_to_hold(flag)
+            yield from stream.release(passed)
         window = stream.push(chunk)
         due = window if windowed else None
     if stream.total is not None:
         out = judge(stream.total)
-        yield from (stream.release() if windowed else [out])
+        yield from (stream.release(True) if windowed else [out])
 
 
 async def areleased(chunks: AsyncIterator[Any], stream: WindowedRelease, judge: Callable[[Any], Awaitable[Any]],
@@ -88,12 +108,16 @@ async def areleased(chunks: AsyncIterator[Any], stream: WindowedRelease, judge: 
     due = None
     async for chunk in chunks:
         if due is not None:
-            await judge(due)
-            for ready in stream.release():
+            try:
+                await judge(due)
+                passed = True
+            except FlexGuardViolation as flag:
+                passed = _flag_to_hold(flag)
+            for ready in stream.release(passed):
                 yield ready
         window = stream.push(chunk)
         due = window if windowed else None
     if stream.total is not None:
         out = await judge(stream.total)
-        for ready in stream.release() if windowed else [out]:
+        for ready in stream.release(True) if windowed else [out]:
             yield ready

@@ -7,6 +7,8 @@
   used by streaming output rails too (NeMo 0.24.1 passes registered parameters only to non-streaming rails).
 - Makes each streaming re-check read the reply so far with the question, not NeMo's window alone: a few words
   are never judged out of context, and an LLM backend's prefix cache serves all but the new text.
+- A re-check that flags the reply so far holds its text back (a beginning may read as harm until the reply goes
+  on): a later check that passes releases it, else the whole-message check decides, as on the whole reply.
 - Ends every stream through a FlexGuard output rail with a whole-message check that can still stop it;
   the last chunk is held back until the whole message has passed.
 """
@@ -42,19 +44,23 @@ def _error(flow_id: str, kind: str) -> str:
 
 
 class _Stream:
-    """One stream through the rails: the model's text, how much of it NeMo's buffer took, and how much each
-    FlexGuard output flow has passed (only what every one passed is shown)."""
+    """One stream through the rails: the model's text, how much of it NeMo's buffer took, how much each FlexGuard
+    output flow has read and passed (only what every one passed is shown)."""
 
     def __init__(self, flows: list[str]) -> None:
         self.seen: list[str] = []
         self.taken = 0
+        self.read = dict.fromkeys(flows, 0)
         self.judged = dict.fromkeys(flows, 0)
 
     def reply_to_judge(self, flow: str) -> str | None:
         """The reply from its start to the end of what NeMo's buffer took (its window's end); None while that adds
-        under `MIN_RECHECK_CHARS` to what `flow` judged."""
+        under `MIN_RECHECK_CHARS` to what `flow` read."""
         reply = "".join(self.seen)[:self.taken]
-        return reply if len(reply) - self.judged.get(flow, 0) >= MIN_RECHECK_CHARS else None
+        if len(reply) - self.read.get(flow, 0) < MIN_RECHECK_CHARS:
+            return None
+        self.read[flow] = len(reply)
+        return reply
 
     def passed(self) -> int:
         return min(self.judged.values(), default=0)
@@ -169,6 +175,9 @@ def init(app: Any) -> None:
             return RailOutcome.allow(reason="FlexGuard: waiting for more text (not shown until judged)")
         verdict = await check("response", app.config, context, strictness, flexguard or registered.get("flexguard"),
                               response=reply, settings=settings)
+        if stream and verdict.is_blocked and not verdict.failed:
+            return RailOutcome.allow(reason=f"FlexGuard: held back until a later check passes it ({verdict.reason})",
+                                     metadata=verdict.metadata)
         if stream and not verdict.is_blocked:
             stream.judged[flow] = max(stream.judged.get(flow, 0), len(reply or ""))
         return flow_result(verdict, app.config, events)

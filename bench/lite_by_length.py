@@ -1,27 +1,39 @@
 """False flags and misses of the embedded scorer by reply length, on held-out real replies.
 
-    python bench/lite_by_length.py [--per-source 700]
+    python bench/lite_by_length.py [--per-source 700] [--model DIR] [--read-whole 448] [--off compliance,...]
 
 Reads BeaverTails 30k test and GPTFuzz evaluate (both held out of lite training) from ../shared/data,
 shuffles each with seed 0 and prints a Markdown table: per length bucket, the share of harmless replies
-flagged and of harmful replies let through at strict / moderate / loose; undecided rows are counted apart.
+flagged (helpful answers and refusals apart: a reply opening with a refusal phrase) and of harmful replies
+let through at strict / moderate / loose; undecided rows are counted apart and left out of the rates.
+`--model` scores with another lite model folder (what `flexguard train lite --out` writes), `--read-whole N`
+reads text of up to N word pieces whole (no sentence windows; for a model trained on that length) and
+`--off` switches reading rules off (`ReadingPolicy` switches), to compare candidates on the same rows.
 """
 
 from __future__ import annotations
 
 import argparse
 import random
+import re
 import sys
 import time
 from collections import defaultdict
+from dataclasses import replace
 
 from flexguard_training.sources import load_source
 
 from flexguard_plugins import FlexGuard
+from flexguard_plugins.lite import LiteBackend
+from flexguard_plugins.lite.readings import DEFAULT_POLICY
 from flexguard_plugins.policy import REGIMES
 
 SOURCES = ("beavertails", "gptfuzz_evaluate")
 BUCKETS = ((0, 250), (250, 500), (500, 1000), (1000, 2000), (2000, None))
+REFUSAL_OPENING = re.compile(r"^\W*(i'?m (really |very )?sorry|i (cannot|can't|can ?not|won't|will not|am unable|"
+                             r"'m unable|must decline|apologi[sz]e)|sorry|as an ai|i am sorry|unfortunately,? i|"
+                             r"no[,.!] i|i'm not able|i am not able|i do not|i don't think i can)", re.IGNORECASE)
+"""A harmless reply that opens like this is counted as a refusal (the sources do not label refusals)."""
 
 
 def bucket(length: int) -> str:
@@ -31,9 +43,18 @@ def bucket(length: int) -> str:
     raise AssertionError("unreachable")
 
 
+def kind_of(record) -> str:  # noqa: ANN001
+    if record.unsafe:
+        return "harmful (misses)"
+    return "refusal (false flags)" if REFUSAL_OPENING.match(record.response.strip()) else "helpful (false flags)"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--per-source", type=int, default=700)
+    parser.add_argument("--model", default=None, help="a lite model folder (default: the shipped one)")
+    parser.add_argument("--read-whole", type=int, default=None, help="word pieces read whole, without windows")
+    parser.add_argument("--off", default="", help="comma-separated reading rules to switch off")
     args = parser.parse_args()
     rng = random.Random(0)
     rows = []
@@ -41,28 +62,35 @@ def main() -> None:
         records = [r for r in load_source(name) if r.response]
         rng.shuffle(records)
         rows += records[: args.per_source]
+    policy = replace(DEFAULT_POLICY, **{rule: False for rule in args.off.split(",") if rule})
+    if args.read_whole:
+        policy = replace(policy, single_pass_tokens=args.read_whole)
+    backend = LiteBackend(args.model, policy=policy)
+    if args.read_whole:
+        backend.max_content_tokens = args.read_whole  # the facade's units: each is read whole
     start = time.perf_counter()
-    with FlexGuard.load() as guard:
+    with FlexGuard(backend) as guard:
         risks = guard.score_batch([{"prompt": r.prompt, "response": r.response} for r in rows])
     print(f"{len(rows)} replies scored in {time.perf_counter() - start:.0f} s", file=sys.stderr)
     counts: dict[tuple[str, str], dict[str, int]] = defaultdict(lambda: defaultdict(int))
     for record, risk in zip(rows, risks, strict=True):
-        kind = "harmful" if record.unsafe else "harmless"
-        cell = counts[(bucket(len(record.response)), kind)]
-        cell["n"] += 1
-        if not risk.ok:
-            cell["undecided"] += 1
-            continue
-        for regime, line in REGIMES.items():
-            cell[regime] += (risk.score >= line) if kind == "harmless" else (risk.score < line)
+        kind = kind_of(record)
+        for cell in (counts[(bucket(len(record.response)), kind)], counts[("all", kind)]):
+            cell["n"] += 1
+            if not risk.ok:
+                cell["undecided"] += 1
+                continue
+            for regime, line in REGIMES.items():
+                cell[regime] += (risk.score < line) if record.unsafe else (risk.score >= line)
     print("| reply chars | kind | n | strict | moderate | loose | undecided |")
     print("|---|---|---|---|---|---|---|")
-    for low, high in BUCKETS:
-        for kind, what in (("harmless", "false flags"), ("harmful", "misses")):
-            cell = counts[(f"{low}-{high or ''}", kind)]
+    for name in [f"{low}-{high or ''}" for low, high in BUCKETS] + ["all"]:
+        for kind in ("helpful (false flags)", "refusal (false flags)", "harmful (misses)"):
+            cell = counts[(name, kind)]
             if cell["n"]:
-                rates = " | ".join(f"{100 * cell[r] / cell['n']:.0f} %" for r in REGIMES)
-                print(f"| {low}-{high or ''} | {kind} ({what}) | {cell['n']} | {rates} | {cell['undecided']} |")
+                judged = max(1, cell["n"] - cell["undecided"])
+                rates = " | ".join(f"{100 * cell[r] / judged:.0f} %" for r in REGIMES)
+                print(f"| {name} | {kind} | {cell['n']} | {rates} | {cell['undecided']} |")
 
 
 if __name__ == "__main__":

@@ -312,21 +312,21 @@ PLOT = ("A student, desperate and proud, " + " ".join(f"walks street {i}." for i
 
 
 @pytest.mark.parametrize("streaming", ["sync", "async"])
-async def test_a_flagged_beginning_is_held_back_until_a_later_check_passes_it(streaming) -> None:
+async def test_a_flagged_beginning_holds_the_stream_for_the_whole_text_check(streaming) -> None:
     with FlexGuard(ClearedLaterBackend()) as scorer:
         chain = streamed_model(PLOT) | FlexGuardRunnable(guard=scorer)
         out, judged = [], scorer.backend.judged
         if streaming == "sync":
             for chunk in chain.stream("Summarise Crime and Punishment"):
                 out.append(chunk.content)
-                assert "axe" not in "".join(out) or any("guilt" in t for t in judged)  # never shown unpassed
+                assert "axe" not in "".join(out) or judged[-1] == PLOT  # shown only after the whole passed
         else:
             async for chunk in chain.astream("Summarise Crime and Punishment"):
                 out.append(chunk.content)
-                assert "axe" not in "".join(out) or any("guilt" in t for t in judged)
+                assert "axe" not in "".join(out) or judged[-1] == PLOT
     assert "".join(out) == PLOT  # the stream ends as invoke on the whole reply does
-    flagged = [t for t in judged if "axe" in t and "guilt" not in t]
-    assert flagged and "Chapter 29" not in flagged[0]  # a re-check did flag a beginning, mid-stream
+    flagged = next(i for i, t in enumerate(judged) if "axe" in t and "guilt" not in t)
+    assert judged[flagged + 1:] == [PLOT]  # no re-check after the flag: padding cannot buy a pass
 
 
 def test_a_flagged_beginning_the_reply_never_clears_is_stopped_unshown() -> None:

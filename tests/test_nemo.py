@@ -459,16 +459,18 @@ PLOT = ("A student, desperate and proud, " + " ".join(f"walks street {i}." for i
 
 
 @pytest.mark.parametrize("ending", ["guilt", "escape"])
-async def test_a_flagged_beginning_is_held_back_and_the_whole_message_decides(tmp_path, nemo_config_dir,
+async def test_a_flagged_beginning_holds_the_stream_for_the_whole_message_check(tmp_path, nemo_config_dir,
                                                                               ending) -> None:
     reply = PLOT.replace("guilt", ending)
     with FlexGuard(ClearedLaterBackend()) as guard:
         rails = streaming_rails(tmp_path, nemo_config_dir, [reply])
         rails.register_action_param("flexguard", guard)
         chunks = [c async for c in rails.stream_async(messages=turn("Summarise Crime and Punishment"))]
-        flagged = [t for t in guard.backend.judged if "axe" in t and "guilt" not in t]
-    assert flagged and "Chapter 29" not in flagged[0]  # a re-check flagged a beginning, mid-stream
-    if ending == "guilt":  # a later check passed it: the stream ends as the rail on the whole reply would
+        judged = [" ".join(t.split()) for t in guard.backend.judged]
+    flagged = next(i for i, t in enumerate(judged) if "axe" in t and ending not in t)
+    assert "Chapter 29" not in judged[flagged]  # a re-check flagged a beginning, mid-stream
+    assert set(judged[flagged + 1:]) == {" ".join(reply.split())}  # then only the whole message is judged
+    if ending == "guilt":  # the whole message passed: the stream ends as the rail on the whole reply would
         assert "".join(chunks).split() == reply.split()
     else:
         assert json.loads(chunks[-1])["error"]["type"] == "guardrails_violation"

@@ -5,10 +5,10 @@ when the stream carries one) is judged as `invoke` would judge it, when the next
 the waiting chunks go out. A window is never judged alone, so a few words are never read out of context,
 and an LLM backend with a prefix cache (vLLM, the transformers backend) computes only the new text: the
 stream's total guard cost grows with the message, not with windows times window.
-A re-check that flags the reply so far holds its text back instead of stopping the stream: a beginning can
-read as harm until the reply goes on (a plot summary's murder before "the novel follows his guilt"). Held text
-goes out only when a later check passes it; otherwise the whole-text check at the end stops the stream, so a
-stream ends as `invoke` on the whole text would, and nothing a check flagged is ever shown.
+A re-check that flags the reply so far holds the rest of the stream back instead of stopping it: a beginning can
+read as harm until the reply goes on (a plot summary's murder before "the novel follows his guilt"). No later
+re-check can release it (padding after the harm must not buy a pass): the whole-text check at the end decides,
+so a stream ends as `invoke` on the whole text would, and nothing a check flagged is shown unless the whole passed.
 At the end the whole text is judged the same way, and only then does the tail go out, so text that is
 harmful only as a whole is still stopped before its last part.
 """
@@ -46,6 +46,8 @@ class WindowedRelease:
         self.total: Any = None
         self.pending: list[Any] = []
         self.checked_chars = 0
+        self.held = False
+        """A re-check flagged the text: everything waits for the whole-text check."""
 
     def push(self, chunk: Any) -> Any | None:
         """Take a chunk; return the value so far, to judge, when `chunk_size` new characters are waiting."""
@@ -58,7 +60,7 @@ class WindowedRelease:
                 self.total = chunk  # as LangChain's own transform: a value that cannot be added replaces
         self.pending.append(chunk)
         text = _text(self.total)
-        if text is None or len(text) - self.checked_chars < self.chunk_size:
+        if self.held or text is None or len(text) - self.checked_chars < self.chunk_size:
             return None
         if isinstance(self.total, Mapping) and "prompt" not in self.total:
             return None  # `with_prompt`'s branches race: the reply waits for its question
@@ -66,9 +68,15 @@ class WindowedRelease:
         return self.total
 
     def release(self, passed: bool) -> list[Any]:
-        """The waiting chunks if the check of the value so far `passed`; none (they stay held) if it flagged it."""
-        if not passed:
+        """The waiting chunks if the check of the value so far `passed`; if it flagged it, none, now or on any
+        later re-check (the stream is held for the whole-text check)."""
+        self.held = self.held or not passed
+        if self.held:
             return []
+        return self.release_all()
+
+    def release_all(self) -> list[Any]:
+        """Every waiting chunk: the whole text passed."""
         chunks, self.pending = self.pending, []
         return chunks
 
@@ -100,7 +108,7 @@ def released(chunks: Iterator[Any], stream: WindowedRelease, judge: Callable[[An
         due = window if windowed else None
     if stream.total is not None:
         out = judge(stream.total)
-        yield from (stream.release(True) if windowed else [out])
+        yield from (stream.release_all() if windowed else [out])
 
 
 async def areleased(chunks: AsyncIterator[Any], stream: WindowedRelease, judge: Callable[[Any], Awaitable[Any]],
@@ -119,5 +127,5 @@ async def areleased(chunks: AsyncIterator[Any], stream: WindowedRelease, judge: 
         due = window if windowed else None
     if stream.total is not None:
         out = await judge(stream.total)
-        for ready in stream.release(True) if windowed else [out]:
+        for ready in stream.release_all() if windowed else [out]:
             yield ready

@@ -7,8 +7,8 @@
   used by streaming output rails too (NeMo 0.24.1 passes registered parameters only to non-streaming rails).
 - Makes each streaming re-check read the reply so far with the question, not NeMo's window alone: a few words
   are never judged out of context, and an LLM backend's prefix cache serves all but the new text.
-- A re-check that flags the reply so far holds its text back (a beginning may read as harm until the reply goes
-  on): a later check that passes releases it, else the whole-message check decides, as on the whole reply.
+- A re-check that flags the reply so far holds the rest of the stream back (a beginning may read as harm until the
+  reply goes on); no later re-check can release it: the whole-message check decides, as on the whole reply.
 - Ends every stream through a FlexGuard output rail with a whole-message check that can still stop it;
   the last chunk is held back until the whole message has passed.
 """
@@ -52,12 +52,14 @@ class _Stream:
         self.taken = 0
         self.read = dict.fromkeys(flows, 0)
         self.judged = dict.fromkeys(flows, 0)
+        self.held: set[str] = set()
+        """Flows whose re-check flagged the reply so far: they wait for the whole-message check."""
 
     def reply_to_judge(self, flow: str) -> str | None:
         """The reply from its start to the end of what NeMo's buffer took (its window's end); None while that adds
         under `MIN_RECHECK_CHARS` to what `flow` read."""
         reply = "".join(self.seen)[:self.taken]
-        if len(reply) - self.read.get(flow, 0) < MIN_RECHECK_CHARS:
+        if flow in self.held or len(reply) - self.read.get(flow, 0) < MIN_RECHECK_CHARS:
             return None
         self.read[flow] = len(reply)
         return reply
@@ -176,7 +178,8 @@ def init(app: Any) -> None:
         verdict = await check("response", app.config, context, strictness, flexguard or registered.get("flexguard"),
                               response=reply, settings=settings)
         if stream and verdict.is_blocked and not verdict.failed:
-            return RailOutcome.allow(reason=f"FlexGuard: held back until a later check passes it ({verdict.reason})",
+            stream.held.add(flow)
+            return RailOutcome.allow(reason=f"FlexGuard: held back for the whole-message check ({verdict.reason})",
                                      metadata=verdict.metadata)
         if stream and not verdict.is_blocked:
             stream.judged[flow] = max(stream.judged.get(flow, 0), len(reply or ""))

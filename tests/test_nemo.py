@@ -520,6 +520,27 @@ async def test_a_harmless_recipe_streams_whole_on_the_embedded_scorer(tmp_path, 
     assert "".join(chunks).split() == BANANA_BREAD.split()
 
 
+@pytest.mark.parametrize("chunk_size", [5, 50])
+async def test_no_harmless_must_catch_reply_is_stopped_by_the_streaming_rail(tmp_path, nemo_config_dir,
+                                                                            chunk_size) -> None:
+    """Every harmless reply of the suite that the embedded scorer passes whole streams whole through NeMo's streaming
+    output rail: a beginning that reads as harm is held for the whole-message check, not stopped."""
+    from tests.must_catch.suite import SAFE_KINDS, load_blind_cases, load_cases
+
+    harmless = [c for c in (*load_cases(), *load_blind_cases()) if c.mode == "response" and c.kind in SAFE_KINDS]
+    with FlexGuard.load() as guard:
+        decisions = await guard.acheck_batch([{"prompt": c.prompt, "response": c.response} for c in harmless])
+    passing = [c for c, d in zip(harmless, decisions, strict=True) if not d.flagged]
+    assert len(passing) >= 0.9 * len(harmless) > 100
+    rails = streaming_rails(tmp_path, nemo_config_dir, [c.response for c in passing], chunk_size=chunk_size)
+    stopped = []
+    for case in passing:
+        chunks = [c async for c in rails.stream_async(messages=turn(case.prompt))]
+        if "".join(chunks).split() != case.response.split():
+            stopped.append(case.id)
+    assert not stopped
+
+
 # --- Colang 2.x -------------------------------------------------------------------------------------
 
 COLANG2_MAIN = """import core

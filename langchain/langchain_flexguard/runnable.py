@@ -34,7 +34,8 @@ class FlexGuardRunnable(RunnableSerializable[Any, Any]):
     A conversation ending in an AI message is judged in response mode. Every decision, allowed ones included,
     goes to callbacks as the custom event "flexguard_decision" (tracing, `astream_events`). Streamed through
     (`llm | guard`), text goes out window by window, each after the reply so far passed (with its question when
-    the stream carries one, as `with_prompt` does), and the tail only after the whole text passed.
+    the stream carries one, as `with_prompt` does), and the tail only after the whole text passed; a flagged window
+    holds the rest back for that whole-text check.
 
     Args:
         strictness: strict | moderate | loose | 0-100 | a per-category mapping | a policy file.

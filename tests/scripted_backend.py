@@ -53,6 +53,13 @@ class ScriptedBackend(Backend):
         self.closed = True
 
 
+PLOT = ("A student, desperate and proud, " + " ".join(f"walks street {i}." for i in range(30)) + " He murders a "
+        "pawnbroker with an axe. " + " ".join(f"Then day {i} passes." for i in range(30)) + " The rest of the novel "
+        "follows his guilt and paranoia. " + " ".join(f"Chapter {i} ends." for i in range(30)))
+"""A harmless plot summary whose beginning, up to the murder, reads as harm to `ClearedLaterBackend` until it goes
+on to the guilt."""
+
+
 class ClearedLaterBackend(ScriptedBackend):
     """Flags (VIO 70) a text that tells of an "axe" unless it goes on to "guilt": a beginning that reads as harm
     until the reply goes on (a plot summary). Records every judged text."""

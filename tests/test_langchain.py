@@ -28,7 +28,7 @@ from flexguard_plugins import (  # noqa: E402
 )
 
 from .fixtures_integrations import LOOSE, STRICT  # noqa: E402
-from .scripted_backend import ClearedLaterBackend, ScriptedBackend  # noqa: E402
+from .scripted_backend import PLOT, ClearedLaterBackend, ScriptedBackend  # noqa: E402
 
 
 class Recorder(BaseCallbackHandler):
@@ -303,12 +303,6 @@ async def test_stream_stops_before_a_harmful_window(scripted_guard) -> None:
         async for chunk in (streamed_model(text) | guard).astream("hi"):
             out.append(chunk.content)
     assert out and "bomb" not in "".join(out) and "fine0" in "".join(out)
-
-
-PLOT = ("A student, desperate and proud, " + " ".join(f"walks street {i}." for i in range(30)) + " He murders a "
-        "pawnbroker with an axe. " + " ".join(f"Then day {i} passes." for i in range(30)) + " The rest of the novel "
-        "follows his guilt and paranoia. " + " ".join(f"Chapter {i} ends." for i in range(30)))
-"""A harmless plot summary whose beginning, up to the murder, reads as harm until it goes on to the guilt."""
 
 
 @pytest.mark.parametrize("streaming", ["sync", "async"])

@@ -23,7 +23,7 @@ from nemoguardrails.testing import FakeLLMModel, TestChat  # noqa: E402
 from flexguard_plugins import MIN_RECHECK_CHARS, FlexGuard, RiskScore  # noqa: E402
 
 from .fixtures_integrations import LOOSE, STRICT, count_core_calls  # noqa: E402
-from .scripted_backend import ClearedLaterBackend, ScriptedBackend  # noqa: E402
+from .scripted_backend import PLOT, ClearedLaterBackend, ScriptedBackend  # noqa: E402
 
 REFUSAL = "I'm sorry, I can't respond to that."
 
@@ -450,12 +450,6 @@ async def test_stream_blocked_mid_way_ends_with_one_error(tmp_path, nemo_config_
     errors = [c for c in chunks if c.startswith('{"error"')]
     assert errors == [chunks[-1]] and json.loads(errors[0])["error"]["type"] == "guardrails_violation"
     assert "w30" in "".join(chunks) and "bomb" not in "".join(chunks[:-1]) and "t59" not in "".join(chunks)
-
-
-PLOT = ("A student, desperate and proud, " + " ".join(f"walks street {i}." for i in range(30)) + " He murders a "
-        "pawnbroker with an axe. " + " ".join(f"Then day {i} passes." for i in range(30)) + " The rest of the novel "
-        "follows his guilt and paranoia. " + " ".join(f"Chapter {i} ends." for i in range(30)))
-"""A harmless plot summary whose beginning, up to the murder, reads as harm until it goes on to the guilt."""
 
 
 @pytest.mark.parametrize("ending", ["guilt", "escape"])

@@ -4,8 +4,9 @@
 
 Reads BeaverTails 30k test and GPTFuzz evaluate (both held out of lite training) from ../shared/data,
 shuffles each with seed 0 and prints a Markdown table: per length bucket, the share of harmless replies
-flagged (helpful answers and refusals apart: a reply opening with a refusal phrase) and of harmful replies
-let through at strict / moderate / loose; undecided rows are counted apart and left out of the rates.
+flagged (helpful answers and refusals apart: a reply that opens like one by the lite trainer's
+`REFUSAL_START`) and of harmful replies let through at strict / moderate / loose; undecided rows are counted
+apart and left out of the rates.
 `--model` scores with another lite model folder (what `flexguard train lite --out` writes), `--read-whole N`
 reads text of up to N word pieces whole (no sentence windows; for a model trained on that length) and
 `--off` switches reading rules off (`ReadingPolicy` switches), to compare candidates on the same rows.
@@ -15,12 +16,12 @@ from __future__ import annotations
 
 import argparse
 import random
-import re
 import sys
 import time
 from collections import defaultdict
 from dataclasses import replace
 
+from flexguard_training.lite.data import REFUSAL_START
 from flexguard_training.sources import load_source
 
 from flexguard_plugins import FlexGuard
@@ -30,10 +31,6 @@ from flexguard_plugins.policy import REGIMES
 
 SOURCES = ("beavertails", "gptfuzz_evaluate")
 BUCKETS = ((0, 250), (250, 500), (500, 1000), (1000, 2000), (2000, None))
-REFUSAL_OPENING = re.compile(r"^\W*(i'?m (really |very )?sorry|i (cannot|can't|can ?not|won't|will not|am unable|"
-                             r"'m unable|must decline|apologi[sz]e)|sorry|as an ai|i am sorry|unfortunately,? i|"
-                             r"no[,.!] i|i'm not able|i am not able|i do not|i don't think i can)", re.IGNORECASE)
-"""A harmless reply that opens like this is counted as a refusal (the sources do not label refusals)."""
 
 
 def bucket(length: int) -> str:
@@ -46,7 +43,8 @@ def bucket(length: int) -> str:
 def kind_of(record) -> str:  # noqa: ANN001
     if record.unsafe:
         return "harmful (misses)"
-    return "refusal (false flags)" if REFUSAL_OPENING.match(record.response.strip()) else "helpful (false flags)"
+    refusing = REFUSAL_START.match(record.response.strip())  # the sources do not label refusals
+    return "refusal (false flags)" if refusing else "helpful (false flags)"
 
 
 def main() -> None:

@@ -31,7 +31,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the repository root: tests/ (the SmolLM2 conversion), bench/
 
-from bench.lite_by_length import REFUSAL_OPENING  # noqa: E402
+from flexguard_training.lite.data import REFUSAL_START  # noqa: E402
+
 from flexguard_plugins import FlexGuard  # noqa: E402
 from flexguard_plugins.lite import LiteBackend  # noqa: E402
 from flexguard_plugins.policy import REGIMES  # noqa: E402
@@ -140,7 +141,7 @@ def main() -> None:
     for kind in SETTINGS:
         mine = [(r, risk) for r, risk in zip(rows, risks, strict=True) if r["kind"] == kind]
         median = statistics.median(len(r["reply"]) for r, _ in mine)
-        refusing = sum(bool(REFUSAL_OPENING.match(r["reply"])) for r, _ in mine)
+        refusing = sum(bool(REFUSAL_START.match(r["reply"])) for r, _ in mine)
         print(f"| {kind} replies (false flags) | {len(mine)} | {median:.0f} | {refusing} | "
               f"{shares([risk for _, risk in mine])} |")
     print(f"| questions alone, prompt mode (false flags) | {len(questions)} | - | - | {shares(prompt_risks)} |")

@@ -14,6 +14,7 @@ import argparse
 import sys
 import time
 
+from flexguard_training.lite.cli import make_parser as trainer_parser
 from flexguard_training.lite.data import HELDOUT_SOURCES, TRAIN_SOURCES, training_examples
 from flexguard_training.sources import load_source
 
@@ -26,8 +27,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=None, help="a lite model folder (default: the shipped one)")
     args = parser.parse_args()
-    drawn, _ = training_examples(list(TRAIN_SOURCES), list(HELDOUT_SOURCES), None, budget=24000, augment_share=0.3,
-                                 seed=0)  # the shipped card's command
+    trainer = trainer_parser().parse_args([])  # the shipped card's command: the trainer's defaults
+    drawn, _ = training_examples(list(TRAIN_SOURCES), list(HELDOUT_SOURCES), None, budget=trainer.budget,
+                                 augment_share=trainer.augment_share, seed=trainer.seed)
     seen = {e.prompt for e in drawn if e.source == "toxic_chat"}
     rows = [r for r in load_source("toxic_chat") if r.prompt not in seen]
     start = time.perf_counter()

@@ -190,6 +190,21 @@ def test_prepare_holds_out_whole_sources_as_flexbench_csvs(tmp_path, monkeypatch
         D.prepare(D.PrepareArguments(output_dir=str(out), sources=["eval_src"], holdout_sources=["eval_src"]))
 
 
+def test_max_per_tier_mode_balances_cells_across_sources(tmp_path, monkeypatch):
+    """A large source cannot fill a cell: each (mode, tier) cell takes its sources in turn up to the cap."""
+    def fake_sources(names, root=None):
+        big = [SourceRecord(f"b{i}", "big", f"benign {i}", None, 0, (), False) for i in range(50)]
+        small = [SourceRecord(f"s{i}", "small", f"also benign {i}", None, 0, (), False) for i in range(2)]
+        harmful = [SourceRecord(f"h{i}", "harm", f"harm {i}", f"reply {i}", 3, ("VIO",), True) for i in range(3)]
+        return big + small + harmful
+
+    monkeypatch.setattr(D, "items_from_sources", fake_sources)
+    card = D.prepare(D.PrepareArguments(output_dir=str(tmp_path / "out"), sources=["x"], max_per_tier_mode=6))
+    assert card["per_source"] == {"big": 4, "small": 2, "harm": 3}  # small gives all it has; big tops the cell up
+    assert card["per_mode"] == {"prompt": 6, "response": 3}
+    assert card["removed"] == {"over_max_per_tier_mode": 46}
+
+
 @pytest.mark.skipif(not (DATA_ROOT / "advbench").is_dir(), reason="the public data sets are not here")
 def test_prepare_advbench_and_malicious_instruct_gives_no_safe_harmful_target(tmp_path):
     """The issue's reproduction: these sources carry no category; before, 620 of 620 targets were SAFE + 70."""

@@ -242,8 +242,8 @@ written under --out (a rerun resumes; run.json refuses a run with other settings
   metrics.json   n; f1_strict, f1_moderate, f1_loose, f1_avg, f1_worst, f1_gap (F1 of the harmful class, in
                  percent, unscored items counted as flagged); mae_tier, the tier MAE in score points (mean
                  distance of a score from its true tier's band, 0 inside); spearman; parse_rate;
-                 false_positive_rate and thresholds per regime; items_per_s; the same under "calibrated",
-                 "policy" and per source ("per_source")
+                 false_positive_rate, false_negative_rate (misses) and thresholds per regime; items_per_s;
+                 the same under "calibrated", "policy" and per source ("per_source")
   report.md      those as tables (column "tier MAE (score points)") and two plots (PNG)
   comparison.md  with --compare: finished runs side by side (and comparison.json)
 """

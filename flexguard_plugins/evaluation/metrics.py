@@ -150,6 +150,8 @@ def compute_metrics(scores: Sequence[float], severity: Sequence[int], thresholds
     out["parse_rate"] = json_number(parse_rate(k))
     out["false_positive_rate"] = {
         r: json_number(false_positive_rate(s, y, thresholds[r], r, ok_flags)) for r in REGIMES}
+    out["false_negative_rate"] = {
+        r: json_number(false_negative_rate(s, y, thresholds[r], r, ok_flags)) for r in REGIMES}
     out["thresholds"] = {r: float(thresholds[r]) if np.ndim(thresholds[r]) == 0 else None for r in REGIMES}
     return out
 

@@ -284,6 +284,28 @@ def heldout_frames(items: Sequence[SourceRecord], per_tier: int | None, seed: in
     return frames
 
 
+def balance_cells(records: Sequence[dict[str, Any]], per_cell: int, rng: random.Random,
+                  removed: Counter) -> list[dict[str, Any]]:
+    """At most `per_cell` records per (mode, target tier), taken from the cell's sources in turn so that
+    no one large source fills a cell; the rest are counted in `removed["over_max_per_tier_mode"]`."""
+    cells: dict[tuple[str, str], dict[str, list[dict[str, Any]]]] = {}
+    for record in records:
+        cells.setdefault((record["mode"], record["target_tier"]), {}).setdefault(record["source"], []).append(record)
+    kept: list[dict[str, Any]] = []
+    for cell in sorted(cells):
+        queues = [cells[cell][source] for source in sorted(cells[cell])]
+        for queue in queues:
+            rng.shuffle(queue)
+        taken: list[dict[str, Any]] = []
+        while len(taken) < per_cell and any(queues):
+            for queue in queues:
+                if queue and len(taken) < per_cell:
+                    taken.append(queue.pop())
+        removed["over_max_per_tier_mode"] += sum(len(queue) for queue in queues)
+        kept += taken
+    return kept
+
+
 # --- command line -------------------------------------------------------------------------------
 
 @dataclass
@@ -314,6 +336,9 @@ class PrepareArguments:
         "help": "Items per severity tier in the held-out tables (balanced like FlexBench); all when unset."})
     max_per_source: int | None = field(default=None, metadata={
         "help": "Random sample of at most this many training records per source."})
+    max_per_tier_mode: int | None = field(default=None, metadata={
+        "help": "At most this many training records per (mode, target tier) cell, drawn across sources in turn "
+                "(balances tiers and modes; applied after --max_per_source)."})
     max_text_chars: int | None = field(default=None, metadata={
         "help": "Drop items whose query plus reply is longer than this (keeps sequences short)."})
     validation_fraction: float = field(default=0.0, metadata={
@@ -385,6 +410,8 @@ def prepare(args: PrepareArguments) -> dict[str, Any]:
             rng.shuffle(group)
             removed["over_max_per_source"] += max(0, len(group) - args.max_per_source)
             records += group[: args.max_per_source]
+    if args.max_per_tier_mode:
+        records = balance_cells(records, args.max_per_tier_mode, rng, removed)
     rng.shuffle(records)
     if not records:
         raise ValueError("no training records left after filtering")

@@ -6,7 +6,8 @@ path measured side by side in one run (plus the speed-up ratio over LLM-only). W
 (`--data`, FlexBench format; by default Alpaca = benign, HarmBench = harmful) it also prints F1
 against the truth for the chosen regime.
 
-    python bench/cascade.py                              # SmolLM2-135M (converted once), 32 items
+    python bench/cascade.py                              # flexguard-smollm2 (built once), 32 items
+    python bench/cascade.py --model smollm2              # the untrained SmolLM2-135M base (answers are noise)
     python bench/cascade.py --model tiny                 # a tiny random Qwen3 (fast, answers are noise)
     python bench/cascade.py --data path/Guard_prompt_test.csv --n 64 --margins 5 10 20
 
@@ -76,7 +77,7 @@ def timed_check(guard, items: list[dict], strictness: str, warmup: int = 1) -> t
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="smollm2", help="smollm2 | tiny | a model folder")
+    parser.add_argument("--model", default="flexguard-smollm2", help="flexguard-smollm2 | smollm2 | tiny | a folder")
     parser.add_argument("--backend", default="transformers")
     parser.add_argument("--data", help="FlexBench-format data for items and truth (default: shared data mix)")
     parser.add_argument("--subset", choices=("prompt", "response"))

@@ -24,6 +24,7 @@ import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from . import smollm2
 from .backends import Backend, backend_option_names, create_backend, resolve_backend_name
 from .chunking import placed, renderer, riskiest, split_item
 from .errors import GuardClosedError
@@ -173,7 +174,8 @@ class FlexGuard:
         event loop. The facade options are those of `FlexGuard(...)`, except:
 
         Args:
-            model: a hub id or a local folder (None: the embedded CPU scorer).
+            model: a hub id, a local folder, "flexguard-smollm2" (the small model trained here, built at first
+                use with the options it was measured with) or None (the embedded CPU scorer).
             backend: auto, transformers, vllm, openai or lite (`backends.resolve_backend_name` reads auto).
             cascade: "lite": score with the embedded scorer first and send only items within `cascade_margin`
                 points of the active threshold to the model.
@@ -184,6 +186,8 @@ class FlexGuard:
             TypeError: an option neither the facade nor this backend takes (the error names both lists).
             ValueError: a bad option value or backend name.
         """
+        if model == smollm2.MODEL_NAME:
+            model, backend_options = smollm2.resolve(backend, backend_options)
         name = checked_backend(model, backend, backend_options)
         if cascade is not None and cascade != "lite":
             raise ValueError(f"cascade must be 'lite' or None, got {cascade!r}")

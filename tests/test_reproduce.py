@@ -38,7 +38,7 @@ def test_reproduce_runs_every_step_then_a_rerun_runs_none(tiny_qwen3_dir, tmp_pa
     args = R.ReproduceArguments(
         run_dir=str(tmp_path / "run"), base_model=str(tiny_qwen3_dir), sources=["advbench", "oktest", "jbb_responses"],
         holdout_sources=["ethos", "pyrit_harm"], seeds=[7], max_per_tier_mode=4, holdout_per_tier=1,
-        sft_epochs=1, sft_save_steps=1, grpo_steps=1, sft_args=[*TINY, *ONE_STEP_AN_EPOCH, "--max_length", "2048"],
+        sft_epochs=2, sft_save_steps=1, grpo_steps=1, sft_args=[*TINY, *ONE_STEP_AN_EPOCH, "--max_length", "2048"],
         grpo_args=[*TINY, "--num_generations", "4", "--per_device_train_batch_size", "8"])
     results_md = R.reproduce(args)
     results = json.loads((tmp_path / "run" / "results.json").read_text())

@@ -156,8 +156,11 @@ def reproduce(args: ReproduceArguments) -> Path:
         "--save_steps", str(args.sft_save_steps), "--system_prompt_path", str(RUBRIC), "--seed", seed,
         *args.sft_args, *resume_flag(sft)))
     if args.eval_checkpoints:
+        final_step = max(entry.get("step", 0) for entry in json.loads((sft / "log_history.json").read_text()))
         for checkpoint in sorted(sft.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1])):
             step = checkpoint.name.split("-")[1]
+            if int(step) == final_step:
+                continue  # the final adapter: the "SFT" row
             rows[f"SFT step {step}"] = evaluate(run, merged(run, checkpoint, f"sft-{step}", base), f"sft-{step}")
     sft_model = merged(run, sft, "sft", base)
     rows["SFT"] = evaluate(run, sft_model, "sft")

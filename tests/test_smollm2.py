@@ -54,6 +54,8 @@ def test_the_build_is_checked_when_built_and_when_loaded(built: Path, tmp_path: 
     target = smollm2.build(weights, tmp_path / "cache")
     assert (target / smollm2.RUBRIC_FILE).read_text() == (smollm2.WEIGHTS_DIR / smollm2.RUBRIC_FILE).read_text()
     assert smollm2.sha256(target / "model.safetensors") == smollm2.sha256(built / "model.safetensors")
+    smollm2._build(weights, target)  # a second process that lost the race to build: keeps the first build
+    assert smollm2.build(weights, tmp_path / "cache") == target
     data = (target / "model.safetensors").read_bytes()
     (target / "model.safetensors").write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
     with pytest.raises(SmallModelIntegrityError, match="delete .* to rebuild"):

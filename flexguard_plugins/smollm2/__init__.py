@@ -148,7 +148,11 @@ def _build(weights: Path, target: Path) -> None:
         (out / BUILT_FILE).write_text(json.dumps({
             "card_sha256": sha256(weights / CARD_FILE), "model.safetensors": sha256(out / "model.safetensors"),
             "base_package": f"{BASE_PACKAGE}=={metadata.version(BASE_PACKAGE)}"}, indent=2) + "\n", encoding="utf-8")
-        os.replace(out, target)
+        try:
+            os.replace(out, target)
+        except OSError:  # another process built it first: keep theirs, whose hash is checked the same way
+            if not (target / BUILT_FILE).is_file():
+                raise
 
 
 def build(weights: Path = WEIGHTS_DIR, directory: Path | None = None) -> Path:

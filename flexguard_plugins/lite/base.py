@@ -9,7 +9,6 @@ changed base package or another adapter is a one-line `LiteIntegrityError`, neve
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Sequence
 from importlib import metadata
@@ -17,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import FlexGuardError
+from ..integrity import check_hashes, sha256
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 ADAPTER_FILE = "adapter.safetensors"
@@ -64,15 +64,6 @@ def read_config(weights: Path) -> dict[str, Any]:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def sha256(path: Path) -> str:
-    """The file's SHA-256, hex."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def hash_record(weights: Path) -> dict[str, Any]:
     """What `lite.json` records under "sha256": the base package, its version and its files' hashes, and the
     adapter's hash (for `flexguard train lite` to write next to a new adapter)."""
@@ -98,12 +89,8 @@ def check_record(weights: Path, config: dict[str, Any], base_files: Sequence[str
     if adapter:
         expected.append((weights / ADAPTER_FILE, record.get(ADAPTER_FILE), f"{CONFIG_FILE} and {ADAPTER_FILE} must "
                          "come from one flexguard train lite run"))
-    for path, digest, remedy in expected:
-        found = sha256(path) if path.is_file() else "missing"
-        if found != digest:
-            raise LiteIntegrityError(f"{path} has SHA-256 {found[:16]}…, but the lite model was measured with "
-                                     f"{str(digest)[:16]}…: {remedy}")
+    check_hashes(expected, LiteIntegrityError, "the lite model")
 
 
 __all__ = ["ADAPTER_FILE", "BASE_FILES", "BASE_PACKAGE", "CONFIG_FILE", "LiteIntegrityError", "WEIGHTS_DIR",
-           "check_record", "hash_record", "load_tokenizer", "model_dir", "read_config", "sha256"]
+           "check_record", "hash_record", "load_tokenizer", "model_dir", "read_config"]

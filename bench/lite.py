@@ -133,7 +133,7 @@ def main() -> None:
                         help="another int8 ONNX file of the same model, benchmarked in prompt mode in the same run")
     args = parser.parse_args()
 
-    from flexguard_plugins.lite import DEFAULT_MODEL, LiteBackend
+    from flexguard_plugins.lite import DEFAULT_MODEL, REQUEST_TOKENS, LiteBackend
     from flexguard_plugins.lite.build import model_dir
     from flexguard_plugins.lite.encoder import Session
     from flexguard_plugins.types import ModerationItem
@@ -152,13 +152,15 @@ def main() -> None:
         backend = LiteBackend(precision=precision, threads=threads, spin=args.spin)
         if file:  # the same scoring path over another file
             backend._session = Session(precision, threads=threads, spin=args.spin, file=file)
-        if not gate:  # the same scoring path without language identification: what the gate costs
-            backend._unsupported = lambda _item: None
         backend.warmup()
 
-        def fn(texts: Sequence[str], backend: LiteBackend = backend, response: bool = response) -> object:
-            return backend.score_sync([ModerationItem("Can you summarise this for me?", t) if response else
-                                       ModerationItem(t) for t in texts])
+        def fn(texts: Sequence[str], backend: LiteBackend = backend, response: bool = response, gate: bool = gate
+               ) -> object:
+            items = [ModerationItem("Can you summarise this for me?", t) if response else ModerationItem(t)
+                     for t in texts]
+            if gate:  # what the facade checks before it hands the items over; without it: what the gate costs
+                [backend.gate.unsupported_in(item, REQUEST_TOKENS) for item in items]
+            return backend.score_sync(items)
 
         fns[label] = fn
     for fn in fns.values():

@@ -50,15 +50,15 @@ def main() -> None:
     args = parser.parse_args()
 
     from flexguard_plugins import FlexGuard
+    from flexguard_plugins.language import LanguageGate, known_languages
     from flexguard_plugins.lite import REQUEST_TOKENS
-    from flexguard_plugins.lite.language import LanguageGate, known_languages
+    from flexguard_plugins.types import ModerationItem
     from tests.test_lite_language import HELDOUT, MIXED, REQUESTS
 
     gate = LanguageGate()
 
-    def unsupported(prompt: str, response: str | None) -> str | None:  # what LiteBackend._unsupported reads
-        found = gate.unsupported(prompt if response is None else response)
-        return found or (gate.unsupported(prompt[-8 * REQUEST_TOKENS:]) if response is not None else None)
+    def unsupported(prompt: str, response: str | None) -> str | None:  # what the facade reads before lite scores
+        return gate.unsupported_in(ModerationItem(prompt, response), REQUEST_TOKENS)
 
     print("English traffic: false undecided")
     for name, items in english_sources().items():

@@ -1,9 +1,10 @@
-"""What the embedded scorer cannot read: text, or a part of it, in a language it was not trained and measured on.
+"""What a scorer cannot read: text, or a part of it, in a language it was not trained and measured on.
 
-The lite model is an English MiniLM: its tokenizer reads Chinese as unknown pieces and Cyrillic or Arabic letter by
-letter, and it was trained and measured on English only, so its scores on other languages are noise. `LanguageGate`
-finds such text so that the backend answers "undecided" (`RiskScore(ok=False, error="unsupported language: zh")`)
-instead of a score.
+The embedded scorer is an English MiniLM: its tokenizer reads Chinese as unknown pieces and Cyrillic or Arabic letter by
+letter, and it was trained and measured on English only, so its scores on other languages are noise; the small
+flexguard-smollm2 was trained and measured on English only too. `LanguageGate` finds such text so that the facade
+answers "undecided" (`RiskScore(ok=False, error="unsupported language: zh")`) instead of a score, for every backend
+that declares a gate (`Backend.gate`).
 
 It reads the whole text and each part of it, because a whole-text label misses a payload inside an English
 instruction ("Translate into English and answer in full: <a German request>"):
@@ -23,11 +24,14 @@ from collections.abc import Iterator, Sequence
 from functools import lru_cache
 from typing import Any
 
-from ..text import SENTENCE_END, fold, undo_leet
+from .text import SENTENCE_END, fold, undo_leet
+from .types import ModerationItem
 
 logger = logging.getLogger(__name__)
 DEFAULT_LANGUAGES = ("en",)
-"""The languages the shipped model was trained and measured on."""
+"""The languages the shipped models were trained and measured on."""
+CONTEXT_CHARS_PER_TOKEN = 8
+"""Characters a context token can span at most: the gate reads at least the prompt's end a scorer reads."""
 RUN_LETTERS = 7
 """Letters a run of non-Latin-script words needs to be labelled as a part of its own (a Chinese, Japanese or Korean
 character counts two): a name of up to three Chinese characters in an English sentence is not; a text mostly in such
@@ -98,11 +102,13 @@ def _disguised(word: str) -> bool:
 
 
 class LanguageGate:
-    """Finds text the embedded scorer cannot read: a part in a language outside `languages`.
+    """Finds text a scorer cannot read: a part in a language outside `languages`.
 
     Args:
         languages: the language codes the scorer is accepted for (ISO 639 as fastText labels them: "en", "de",
-            "zh", ...). Default: English only, what the shipped model was trained and measured on.
+            "zh", ...). Default: English only, what the shipped models were trained and measured on.
+        measured: the languages the scorer was trained and measured on; accepting another is logged as a warning
+            (None: not known here, nothing logged).
 
     Raises:
         ValueError: an unknown language code, or none.
@@ -115,7 +121,8 @@ class LanguageGate:
         True
     """
 
-    def __init__(self, languages: Sequence[str] = DEFAULT_LANGUAGES) -> None:
+    def __init__(self, languages: Sequence[str] = DEFAULT_LANGUAGES,
+                 measured: Sequence[str] | None = DEFAULT_LANGUAGES) -> None:
         if isinstance(languages, str) or not languages:
             raise ValueError(f"languages must be a non-empty list of language codes, got {languages!r}")
         codes = tuple(dict.fromkeys(str(code).strip().lower() for code in languages))
@@ -124,10 +131,19 @@ class LanguageGate:
             raise ValueError(f"unknown language code(s) {', '.join(map(repr, unknown))} in languages; use ISO 639 "
                              "codes as fastText's lid.176 labels them, e.g. 'en', 'de', 'zh'")
         self.languages = codes
-        unmeasured = [code for code in codes if code not in DEFAULT_LANGUAGES]
+        unmeasured = [code for code in codes if measured is not None and code not in measured]
         if unmeasured:  # accepting a language widens what the scorer answers for: say so
-            logger.warning("the embedded scorer will score text in %s, which it was not trained or measured on",
+            logger.warning("text in %s will be scored, which the scorer was not trained or measured on",
                            ", ".join(unmeasured))
+
+    def unsupported_in(self, item: ModerationItem, context_tokens: int | None = None) -> str | None:
+        """The first language outside `languages` in what a scorer reads of `item`: the judged text, and in response
+        mode the end of the prompt its context is cut from (`context_tokens`; None: the whole prompt)."""
+        found = self.unsupported(item.judged_text)
+        if found is None and item.response is not None:
+            context = item.prompt if context_tokens is None else item.prompt[-CONTEXT_CHARS_PER_TOKEN * context_tokens:]
+            found = self.unsupported(context)
+        return found
 
     def unsupported(self, text: str) -> str | None:
         """The first language found in `text`, whole or in a part, that is not accepted; None if every part reads as

@@ -24,8 +24,7 @@ import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from . import smollm2
-from .backends import Backend, backend_option_names, create_backend, resolve_backend_name
+from .backends import Backend, backend_option_names, create_backend, resolve_backend_name, resolve_named_model
 from .chunking import placed, renderer, riskiest, split_item
 from .errors import GuardClosedError
 from .policy import (
@@ -186,8 +185,7 @@ class FlexGuard:
             TypeError: an option neither the facade nor this backend takes (the error names both lists).
             ValueError: a bad option value or backend name.
         """
-        if model == smollm2.MODEL_NAME:
-            model, backend_options = smollm2.resolve(backend, backend_options)
+        model, backend_options = resolve_named_model(model, backend, backend_options)
         name = checked_backend(model, backend, backend_options)
         if cascade is not None and cascade != "lite":
             raise ValueError(f"cascade must be 'lite' or None, got {cascade!r}")
@@ -227,7 +225,9 @@ class FlexGuard:
                     f"max_input_chars={limit:,}; not judged")
         if is_blank(judged):
             return "empty input: nothing to judge" + ("" if item.response is None else " (the response is empty)")
-        return None
+        gate = self.backend.gate
+        language = None if gate is None else gate.unsupported_in(item, self.backend.max_context_tokens)
+        return None if language is None else f"unsupported language: {language}"
 
     async def _score_on_loop(self, items: list[ModerationItem], strictness: Strictness) -> list[RiskScore]:
         """Score through the cascade when there is one: the cheap scorer decides what is far from the line."""

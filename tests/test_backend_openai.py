@@ -151,6 +151,15 @@ async def test_token_handling_matches_the_local_backends_and_failures_stay_per_i
     await backend.aclose()
 
 
+async def test_text_in_a_language_not_accepted_never_reaches_the_server(tiny_guard_dir, guard_rubric, scripted_server):
+    backend = make(tiny_guard_dir, scripted_server["url"], guard_rubric, reasoning=False, languages=["en"])
+    async with FlexGuard(backend) as guard:
+        risks = await guard.ascore_batch(["Wie kann ich meinem Nachbarn heimlich schaden, ohne erwischt zu werden?",
+                                          "how to paint someone"])
+    assert risks[0].error == "unsupported language: de" and risks[1].ok
+    assert [b["prompt"].count("Nachbarn") for b in scripted_server["seen"]] == [0]  # one request: the English one
+
+
 @pytest.mark.slow
 async def test_real_server_fails_only_the_item_it_rejects(tiny_guard_dir, vllm_server, guard_rubric):
     backend = make(tiny_guard_dir, vllm_server["url"], guard_rubric, reasoning=False)

@@ -192,6 +192,27 @@ def test_flexguard_check_decisions(tiny_guard_dir: Path, guard_rubric: Path):
     assert response.flagged and response.score > 80
 
 
+def test_a_languages_option_leaves_other_languages_undecided_each_alone(tiny_guard_dir: Path, guard_rubric: Path):
+    """An LLM accepted for English only (`languages=["en"]`, as flexguard-smollm2's card sets): text in another
+    language is undecided and blocked by default, never sent to the model, and the items beside it keep the
+    verdicts they get alone; without the option every language is scored (FlexGuard-Qwen3-8B is multilingual)."""
+    german = f"Wie kann ich jemanden mit einer Waffe {HARMFUL_WORD}? Erkläre es mir bitte Schritt für Schritt."
+    russian_reply = {"prompt": "hello", "response": "Конечно, вот подробная инструкция, как это сделать шаг за шагом."}
+    english = [f"how to {HARMFUL_WORD} someone", "how to paint someone"]
+    options = {"reasoning": False, "system_prompt_path": guard_rubric}
+    with FlexGuard(create_backend("transformers", str(tiny_guard_dir), languages=["en"], **options)) as guard:
+        alone = guard.score_batch(english)
+        mixed = guard.score_batch([german, english[0], russian_reply, english[1]])
+        decisions = guard.check_batch([german, russian_reply])
+    assert [mixed[0].error, mixed[2].error] == ["unsupported language: de", "unsupported language: ru"]
+    assert [r.score for r in (mixed[1], mixed[3])] == pytest.approx([r.score for r in alone], abs=0.5)
+    assert all(d.failed and d.flagged for d in decisions)
+    with FlexGuard(create_backend("transformers", str(tiny_guard_dir), **options)) as guard:
+        assert guard.score(german).ok
+    with pytest.raises(ValueError, match="klingon"):
+        create_backend("transformers", str(tiny_guard_dir), languages=["klingon"], **options)
+
+
 def test_content_budget_and_bad_options(tiny_qwen3_dir: Path):
     backend = TransformersBackend(tiny_qwen3_dir, reasoning=False, max_model_len=2048)
     overhead = len(gen.prompt_ids(backend.tokenizer, ModerationItem("x", "x"), backend.options))

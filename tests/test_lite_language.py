@@ -203,7 +203,7 @@ ENGLISH: tuple[tuple[str, str | None], ...] = (
 
 @pytest.fixture(scope="module")
 def gate():
-    from flexguard_plugins.lite.language import LanguageGate
+    from flexguard_plugins.language import LanguageGate
 
     return LanguageGate()
 
@@ -234,13 +234,13 @@ def test_english_is_not_undecided(gate, prompt, response):
 
 # --- through the backend, the facade and a cascade ----------------------------------------------------------------
 
-def test_the_backend_answers_undecided_and_says_which_language(lite_backend):
+def test_the_facade_answers_undecided_and_says_which_language(lite_facade):
     from flexguard_plugins.types import ModerationItem
 
     items = [REQUESTS["zh"][0], REQUESTS["de"][4], ModerationItem("Tell me a story.", MIXED["English prompt, Chinese "
              "reply"][1]), ModerationItem(REQUESTS["ru"][0], "Sure, here are the steps."), "How do I kill a Python "
              "process?", ModerationItem("What does 'je ne sais quoi' mean?", "A pleasant quality hard to describe.")]
-    risks = lite_backend.score_sync(items)
+    risks = lite_facade.score_batch(items)
     assert [r.error for r in risks[:4]] == ["unsupported language: zh", "unsupported language: de",
                                             "unsupported language: zh", "unsupported language: ru"]
     assert all(not r.ok and r.scorer == "lite" for r in risks[:4])
@@ -260,7 +260,7 @@ def test_no_written_case_is_allowed_at_moderate_by_default(lite_facade):
 def test_accepted_languages_are_an_option_of_load(lite_backend, caplog):
     from flexguard_plugins import FlexGuard
 
-    with caplog.at_level("WARNING", logger="flexguard_plugins.lite.language"), \
+    with caplog.at_level("WARNING", logger="flexguard_plugins.language"), \
             FlexGuard.load(languages=["en", "de"]) as guard:
         assert any("not trained or measured on" in r.getMessage() and "de" in r.getMessage() for r in caplog.records)
         german, chinese = guard.score_batch([REQUESTS["de"][0], REQUESTS["zh"][0]])

@@ -7,8 +7,12 @@ import inspect
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from .. import smollm2
 from .base import Backend
 
+NAMED_MODELS: Mapping[str, Callable[[str, dict[str, Any]], tuple[str, dict[str, Any]]]] = {
+    smollm2.MODEL_NAME: smollm2.resolve}
+"""Models shipped by name: (backend, options) → the built folder and the options it was measured with."""
 _BACKENDS: dict[str, str] = {
     "transformers": "flexguard_plugins.backends.hf:TransformersBackend",
     "vllm": "flexguard_plugins.backends.vllm:VLLMBackend",
@@ -61,5 +65,13 @@ def resolve_backend_name(model: str | None, backend: str, options: Mapping[str, 
     return "transformers"
 
 
-__all__ = ["Backend", "backend_class", "backend_names", "backend_option_names", "create_backend",
-           "resolve_backend_name"]
+def resolve_named_model(model: str | None, backend: str, options: dict[str, Any]
+                        ) -> tuple[str | None, dict[str, Any]]:
+    """A model shipped by name (`NAMED_MODELS`) → its built folder and the options it was measured with (the
+    caller's win); any other model is returned as given."""
+    named = NAMED_MODELS.get(model) if model is not None else None
+    return (model, options) if named is None else named(backend, options)
+
+
+__all__ = ["NAMED_MODELS", "Backend", "backend_class", "backend_names", "backend_option_names", "create_backend",
+           "resolve_backend_name", "resolve_named_model"]

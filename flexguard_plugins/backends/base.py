@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..types import ModerationItem, RiskScore
+
+if TYPE_CHECKING:
+    from ..language import LanguageGate
 
 
 class Backend(abc.ABC):
@@ -29,6 +32,9 @@ class Backend(abc.ABC):
     full_last_chunk: bool = False
     """Whether the last chunk of a long text is a full one ending at its end (`chunking.chunk_spans`), for a
     scorer that reads a chunk sentence by sentence; otherwise chunk starts stay put as a streamed text grows."""
+    gate: LanguageGate | None = None
+    """The languages the model was trained and measured on (set by its `languages` option): the facade answers
+    "unsupported language: xx" for an item with a part in another, without scoring it. None: any language."""
     tokenizer: Any = None
     """A Hugging Face tokenizer when the backend has one (used to count tokens for chunking)."""
 

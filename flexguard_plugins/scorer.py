@@ -216,13 +216,15 @@ class FlexGuard:
 
     def _unjudgeable(self, item: ModerationItem) -> str | None:
         """Why `item` cannot be judged at all, or None."""
-        judged, limit = item.judged_text, self.max_input_chars
-        if limit is not None and len(judged) > limit:
-            return f"input too long: {len(judged):,} characters > max_input_chars={limit:,}; not judged"
-        if limit is not None and not judged.isascii() and len(fold(judged)) > limit:
-            # what a scorer reads is the folded text: "\ufdfa" is one character but 18 once folded
-            return (f"input too long: {len(fold(judged)):,} characters once normalised > "
-                    f"max_input_chars={limit:,}; not judged")
+        judged = item.judged_text
+        bounds = (("max_input_chars={:,}", self.max_input_chars),
+                  ("max_judged_chars={:,} (the longest text the model was measured on)", self.backend.max_judged_chars))
+        for bound, limit in ((bound.format(limit), limit) for bound, limit in bounds if limit is not None):
+            if len(judged) > limit:
+                return f"input too long: {len(judged):,} characters > {bound}; not judged"
+            if not judged.isascii() and len(fold(judged)) > limit:
+                # what a scorer reads is the folded text: "\ufdfa" is one character but 18 once folded
+                return f"input too long: {len(fold(judged)):,} characters once normalised > {bound}; not judged"
         if is_blank(judged):
             return "empty input: nothing to judge" + ("" if item.response is None else " (the response is empty)")
         gate = self.backend.gate

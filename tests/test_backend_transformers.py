@@ -223,6 +223,8 @@ def test_content_budget_and_bad_options(tiny_qwen3_dir: Path):
         TransformersBackend(tiny_qwen3_dir, dtype="float13")
     with pytest.raises(ValueError, match="max_new_tokens"):
         TransformersBackend(tiny_qwen3_dir, max_new_tokens=0)
+    with pytest.raises(ValueError, match="max_judged_chars"):
+        TransformersBackend(tiny_qwen3_dir, max_judged_chars=0)
 
 
 async def test_the_event_loop_stays_free_while_generating(tiny_qwen3_dir: Path):

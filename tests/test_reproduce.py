@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import subprocess
 
@@ -57,6 +58,11 @@ def test_reproduce_runs_every_step_then_a_rerun_runs_none(tiny_qwen3_dir, tmp_pa
     shipped = R.ship(tmp_path / "run", args, tmp_path / "ship")
     card = check_sources(shipped)  # the hashes it records are those of the files it wrote
     assert card["adapters"] == ["sft", "grpo"] and card["seed"] == 7
+    options = card["backend_options"]
+    heldout = tmp_path / "run" / "data" / "heldout"
+    longest = max(len(row[mode]) for mode in ("prompt", "response")
+                  for row in csv.DictReader(open(heldout / f"Guard_{mode}_test.csv", encoding="utf-8")))
+    assert options["languages"] == ["en"] and options["max_judged_chars"] == longest  # what it was measured on
     assert card["heldout_metrics"]["response"]["n"] == rows["SFT+GRPO seed 7"]["response"]["n"]
     assert all(entry["license"] for entry in card["train_sources"].values())
     adapter = shipped / "grpo" / "adapter_model.safetensors"

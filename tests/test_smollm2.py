@@ -84,6 +84,19 @@ def test_loading_by_name_takes_the_options_it_was_measured_with(built: Path) -> 
         FlexGuard.load(smollm2.MODEL_NAME, backend="lite")
 
 
+def test_text_longer_than_it_was_measured_on_is_undecided_unless_the_caller_says_so(small_guard: FlexGuard,
+                                                                                    caplog) -> None:
+    limit = smollm2.read_card()["backend_options"]["max_judged_chars"]
+    long_reply = " ".join([REFUSAL] * (limit // len(REFUSAL) + 2))
+    decision = small_guard.check(HARMFUL_REQUESTS[0], long_reply)
+    assert decision.failed and not decision.allowed and f"max_judged_chars={limit:,}" in decision.risk.error
+    with caplog.at_level("WARNING", logger="flexguard_plugins.smollm2"):
+        options = smollm2.resolve("transformers", {"max_judged_chars": None, "languages": ["en", "de"]})[1]
+    assert options["max_judged_chars"] is None
+    assert [r.getMessage().split(" was measured with ")[1].split("=")[0] for r in caplog.records] == [
+        "languages", "max_judged_chars"]
+
+
 def test_it_blocks_harmful_requests_and_passes_harmless_ones(small_guard: FlexGuard) -> None:
     for text in HARMFUL_REQUESTS:
         decision = small_guard.check(text)

@@ -35,6 +35,9 @@ class Backend(abc.ABC):
     gate: LanguageGate | None = None
     """The languages the model was trained and measured on (set by its `languages` option): the facade answers
     "unsupported language: xx" for an item with a part in another, without scoring it. None: any language."""
+    max_judged_chars: int | None = None
+    """The longest judged text the model was measured on (set by its `max_judged_chars` option): the facade answers
+    "input too long" for longer text instead of scoring it. None: no limit of the model's own."""
     tokenizer: Any = None
     """A Hugging Face tokenizer when the backend has one (used to count tokens for chunking)."""
 

@@ -63,6 +63,19 @@ def language_gate(languages: Sequence[str] | None) -> LanguageGate | None:
     return None if languages is None else LanguageGate(languages, measured=None)
 
 
+def judged_chars_limit(max_judged_chars: int | None) -> int | None:
+    """The `max_judged_chars` option of the LLM backends: the longest judged text the model was measured on
+    (longer is undecided), or None: no limit of its own.
+
+    Raises:
+        ValueError: not a positive integer or None.
+    """
+    if max_judged_chars is not None and (isinstance(max_judged_chars, bool) or not isinstance(max_judged_chars, int)
+                                         or max_judged_chars < 1):
+        raise ValueError(f"max_judged_chars must be a positive integer or None, got {max_judged_chars!r}")
+    return max_judged_chars
+
+
 def load_tokenizer(name_or_path: str | Path) -> Any:
     """The Hugging Face tokenizer whose chat template renders FlexGuard's input."""
     from transformers import AutoTokenizer

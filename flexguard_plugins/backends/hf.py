@@ -43,14 +43,15 @@ class TransformersBackend(Backend):
     its whole prompt plus `max_new_tokens` (the KV cache it grows to, shared prefix included); an item
     over the budget runs alone. `loaded_model`: a causal LM already in memory for `model`'s tokenizer
     (benchmarks build one from a config), used instead of loading weights from `model`. `languages`: the
-    languages the model is accepted for (`generation.language_gate`; default any).
+    languages the model is accepted for (`generation.language_gate`; default any); `max_judged_chars`: the
+    longest judged text it was measured on (default no limit).
     """
 
     name = "transformers"
 
     def __init__(self, model: str | Path, *, reasoning: bool = True, max_new_tokens: int | None = None,
                  system_prompt_path: str | Path | None = None, expected_score: bool = True,
-                 languages: Sequence[str] | None = None, dtype: Any = None,
+                 languages: Sequence[str] | None = None, max_judged_chars: int | None = None, dtype: Any = None,
                  device: str | None = None, max_model_len: int | None = None, batch_size: int | None = None,
                  enable_prefix_caching: bool = True, max_batch_tokens: int | None = None,
                  loaded_model: Any = None) -> None:
@@ -61,6 +62,7 @@ class TransformersBackend(Backend):
             raise ValueError("the transformers backend needs a model (a hub id or a local folder)")
         self.options = gen.generation_options(reasoning, max_new_tokens, system_prompt_path, expected_score)
         self.gate = gen.language_gate(languages)
+        self.max_judged_chars = gen.judged_chars_limit(max_judged_chars)
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.model_name = str(model)
         self.tokenizer = gen.load_tokenizer(model)

@@ -36,7 +36,7 @@ class OpenAIBackend(Backend):
     comes back with its special tokens (`skip_special_tokens: false`), of which only the think tags are
     kept, as the local backends decode. `api_key` is sent as a bearer token and never shown by
     `describe()` or `repr()`. `languages`: the languages the model is accepted for (`generation.language_gate`;
-    default any).
+    default any); `max_judged_chars`: the longest judged text it was measured on (default no limit).
     """
 
     name = "openai"
@@ -44,7 +44,7 @@ class OpenAIBackend(Backend):
     def __init__(self, model: str | Path, *, base_url: str | Sequence[str], api_key: str | None = None,
                  reasoning: bool = True, max_new_tokens: int | None = None,
                  system_prompt_path: str | Path | None = None, expected_score: bool = True,
-                 languages: Sequence[str] | None = None,
+                 languages: Sequence[str] | None = None, max_judged_chars: int | None = None,
                  tokenizer: str | Path | None = None, served_model_name: str | None = None,
                  max_model_len: int | None = None, timeout: float = 60.0, connect_timeout: float = 3.0,
                  deadline: float = 120.0, max_retries: int = 2, backoff: float = 0.5,
@@ -64,6 +64,7 @@ class OpenAIBackend(Backend):
                              "concurrency and batch_size ≥ 1")
         self.options = gen.generation_options(reasoning, max_new_tokens, system_prompt_path, expected_score)
         self.gate = gen.language_gate(languages)
+        self.max_judged_chars = gen.judged_chars_limit(max_judged_chars)
         self.model_name = str(model)
         self.served_model_name = served_model_name or self.model_name
         self.base_urls = [url.rstrip("/") for url in urls]

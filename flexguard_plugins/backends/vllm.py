@@ -141,14 +141,15 @@ class VLLMBackend(Backend):
 
     `engine`: a `VLLMEngine` already built for `model` to share (several option sets, one engine); the
     backend then leaves it running on `aclose`. Without it the backend builds and owns one. `languages`: the
-    languages the model is accepted for (`generation.language_gate`; default any).
+    languages the model is accepted for (`generation.language_gate`; default any); `max_judged_chars`: the
+    longest judged text it was measured on (default no limit).
     """
 
     name = "vllm"
 
     def __init__(self, model: str | Path, *, reasoning: bool = True, max_new_tokens: int | None = None,
                  system_prompt_path: str | Path | None = None, expected_score: bool = True,
-                 languages: Sequence[str] | None = None, dtype: str = "auto",
+                 languages: Sequence[str] | None = None, max_judged_chars: int | None = None, dtype: str = "auto",
                  max_model_len: int | None = None, enable_prefix_caching: bool = True,
                  gpu_memory_utilization: float | None = None, seed: int = 0, tensor_parallel_size: int = 1,
                  batch_size: int = 256, engine_options: dict[str, Any] | None = None,
@@ -161,6 +162,7 @@ class VLLMBackend(Backend):
 
         self.options = gen.generation_options(reasoning, max_new_tokens, system_prompt_path, expected_score)
         self.gate = gen.language_gate(languages)
+        self.max_judged_chars = gen.judged_chars_limit(max_judged_chars)
         self.model_name = str(model)
         self.tokenizer = gen.load_tokenizer(model)
         self._owns_engine = engine is None

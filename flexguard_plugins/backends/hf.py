@@ -219,4 +219,5 @@ class TransformersBackend(Backend):
 
     def describe(self) -> dict[str, Any]:
         return {"backend": self.name, "model": self.model_name, "device": self.device,
-                "reasoning": self.options.reasoning, "prefix_caching": self.enable_prefix_caching}
+                "reasoning": self.options.reasoning, "prefix_caching": self.enable_prefix_caching,
+                **self.measured_range()}

@@ -202,7 +202,7 @@ class OpenAIBackend(Backend):
 
     def describe(self) -> dict[str, Any]:
         return {"backend": self.name, "model": self.served_model_name, "base_url": list(self.base_urls),
-                "reasoning": self.options.reasoning}
+                "reasoning": self.options.reasoning, **self.measured_range()}
 
     def __repr__(self) -> str:
         return f"OpenAIBackend(model={self.served_model_name!r}, base_url={self.base_urls!r})"

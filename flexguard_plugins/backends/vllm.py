@@ -218,5 +218,5 @@ class VLLMBackend(Backend):
 
     def describe(self) -> dict[str, Any]:
         return {"backend": self.name, "model": self.model_name, "reasoning": self.options.reasoning,
-                "prefix_caching": self.enable_prefix_caching}
+                "prefix_caching": self.enable_prefix_caching, **self.measured_range()}
 

@@ -133,7 +133,7 @@ def main() -> None:
                         help="another int8 ONNX file of the same model, benchmarked in prompt mode in the same run")
     args = parser.parse_args()
 
-    from flexguard_plugins.lite import DEFAULT_MODEL, REQUEST_TOKENS, LiteBackend
+    from flexguard_plugins.lite import DEFAULT_MODEL, LiteBackend
     from flexguard_plugins.lite.build import model_dir
     from flexguard_plugins.lite.encoder import Session
     from flexguard_plugins.types import ModerationItem
@@ -159,7 +159,7 @@ def main() -> None:
             items = [ModerationItem("Can you summarise this for me?", t) if response else ModerationItem(t)
                      for t in texts]
             if gate:  # what the facade checks before it hands the items over; without it: what the gate costs
-                [backend.gate.unsupported_in(item, REQUEST_TOKENS) for item in items]
+                [backend.unreadable(item) for item in items]
             return backend.score_sync(items)
 
         fns[label] = fn

@@ -227,9 +227,7 @@ class FlexGuard:
                 return f"input too long: {len(fold(judged)):,} characters once normalised > {bound}; not judged"
         if is_blank(judged):
             return "empty input: nothing to judge" + ("" if item.response is None else " (the response is empty)")
-        gate = self.backend.gate
-        language = None if gate is None else gate.unsupported_in(item, self.backend.max_context_tokens)
-        return None if language is None else f"unsupported language: {language}"
+        return self.backend.unreadable(item)
 
     async def _score_on_loop(self, items: list[ModerationItem], strictness: Strictness) -> list[RiskScore]:
         """Score through the cascade when there is one: the cheap scorer decides what is far from the line."""

@@ -247,6 +247,22 @@ def test_the_facade_answers_undecided_and_says_which_language(lite_facade):
     assert all(r.ok for r in risks[4:]), [r.error for r in risks[4:]]
 
 
+def test_the_trainers_evaluation_reads_languages_as_the_facade_does(lite_facade):
+    """`flexguard train lite` measures what users get: text in another language is undecided there too."""
+    from flexguard_training.lite.evaluate import score_examples
+    from flexguard_training.lite.example import Example
+
+    from flexguard_plugins.lite import DEFAULT_MODEL
+
+    texts = [(REQUESTS["de"][0], None), ("Tell me a story.", MIXED["English prompt, Chinese reply"][1]),
+             ("How do I kill a Python process?", None)]
+    risks = score_examples([Example(p, r, "written", None, False) for p, r in texts], DEFAULT_MODEL, progress=False)
+    facade = lite_facade.score_batch([{"prompt": p, "response": r} for p, r in texts])
+    assert [r.error for r in risks] == [r.error for r in facade] == ["unsupported language: de",
+                                                                      "unsupported language: zh", None]
+    assert risks[2].score == pytest.approx(facade[2].score, abs=0.01)
+
+
 def test_no_written_case_is_allowed_at_moderate_by_default(lite_facade):
     """Every written request and wrapped payload, as `FlexGuard.load()` checks it (on_error="block")."""
     items = [{"prompt": text} for texts in REQUESTS.values() for text in texts]

@@ -51,6 +51,12 @@ class Backend(abc.ABC):
     def describe(self) -> dict[str, Any]:
         return {"backend": self.name}
 
+    def unreadable(self, item: ModerationItem) -> str | None:
+        """Why `item` is outside the languages the model accepts ("unsupported language: de"), or None; what the
+        facade answers instead of scoring it (`gate`)."""
+        language = None if self.gate is None else self.gate.unsupported_in(item, self.max_context_tokens)
+        return None if language is None else f"unsupported language: {language}"
+
     def measured_range(self) -> dict[str, Any]:
         """What the facade holds the model to, for `describe`: the languages it accepts and its longest judged text."""
         return {"languages": None if self.gate is None else list(self.gate.languages),

@@ -36,17 +36,27 @@ CARD_FILE = "card.json"
 
 def score_examples(examples: Sequence[Example], model: Path, *, precision: str = "int8",
                    progress: bool = True, chunk: int = 128) -> list[Any]:
-    """RiskScores from the real backend, in order."""
+    """RiskScores from the real backend, in order; an item in a language the model does not accept is undecided, as
+    the facade answers it (`Backend.unreadable`)."""
     from tqdm.auto import tqdm
 
     from flexguard_plugins.lite import LiteBackend
-    from flexguard_plugins.types import ModerationItem
+    from flexguard_plugins.types import ModerationItem, RiskScore
 
     backend = LiteBackend(model, precision=precision)
     items = [ModerationItem(e.prompt, e.response) for e in examples]
-    out: list[Any] = []
-    for start in tqdm(range(0, len(items), chunk), desc=f"eval {precision}", disable=not progress, mininterval=10):
-        out += backend.score_sync(items[start:start + chunk])
+    out: list[Any] = [None] * len(items)
+    readable = []
+    for index, item in enumerate(items):
+        reason = backend.unreadable(item)
+        if reason is None:
+            readable.append(index)
+        else:
+            out[index] = RiskScore.failure(reason, scorer=backend.name)
+    for start in tqdm(range(0, len(readable), chunk), desc=f"eval {precision}", disable=not progress, mininterval=10):
+        part = readable[start:start + chunk]
+        for index, risk in zip(part, backend.score_sync([items[i] for i in part]), strict=True):
+            out[index] = risk
     return out
 
 

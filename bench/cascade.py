@@ -58,10 +58,11 @@ def data_items(path: str, subset: str | None, n: int) -> tuple[list[dict], list[
 
 def resolve_model(name: str) -> str:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: tests/model_builders.py
-    from tests.model_builders import build_tiny_qwen3, convert_smollm2
+    from flexguard_plugins.smollm2 import convert_base
+    from tests.model_builders import build_tiny_qwen3
 
     if name == "smollm2":
-        return str(convert_smollm2(CACHE / "smollm2-135m-instruct"))
+        return str(convert_base(CACHE / "smollm2-135m-instruct"))
     if name == "tiny":
         return str(build_tiny_qwen3(Path(tempfile.mkdtemp(prefix="tiny-qwen3-"))))
     return name

@@ -68,10 +68,10 @@ def generate(questions: list[str], kind: str, batch: int) -> list[dict]:
     from tqdm import tqdm
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from flexguard_plugins.smollm2 import convert_base
     from tests.fixtures_models import CACHE
-    from tests.model_builders import convert_smollm2
 
-    path = convert_smollm2(CACHE / "smollm2-135m-instruct")
+    path = convert_base(CACHE / "smollm2-135m-instruct")
     tokenizer = AutoTokenizer.from_pretrained(path)
     tokenizer.padding_side = "left"
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()

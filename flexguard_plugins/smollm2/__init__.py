@@ -174,9 +174,9 @@ def resolve(backend: str, options: dict[str, Any]) -> tuple[str, dict[str, Any]]
         raise ValueError(f"{MODEL_NAME} is an LLM: use backend transformers, vllm or openai, not lite")
     folder = build()
     measured = read_card()["backend_options"]
-    for name in sorted(set(measured) & set(options)):
-        if options[name] != measured[name] and name in MEASURED_RANGE:  # the caller widens what it answers for
-            log.warning("%s was measured with %s=%r; scoring with %s=%r", MODEL_NAME, name, measured[name], name,
+    for name in MEASURED_RANGE:
+        if name in options and options[name] != measured.get(name):  # the caller widens what it answers for
+            log.warning("%s was measured with %s=%r; scoring with %s=%r", MODEL_NAME, name, measured.get(name), name,
                         options[name])
     defaults: dict[str, Any] = {**measured, "system_prompt_path": str(folder / RUBRIC_FILE)}
     if backend == "openai":

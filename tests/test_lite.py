@@ -19,7 +19,8 @@ import pytest
 from flexguard_plugins import FlexGuard
 from flexguard_plugins.lite import DEFAULT_MODEL, LiteBackend, build
 from flexguard_plugins.lite.head import latent_to_score
-from flexguard_plugins.lite.readings import turn_reads
+from flexguard_plugins.lite.plan import Reader
+from flexguard_plugins.lite.readings import DEFAULT_POLICY, Scored, riskiest_reading, turn_reads
 from flexguard_plugins.lite.windows import views, windows
 from flexguard_plugins.types import CATEGORIES, ModerationItem, RiskScore, tier_for_score
 from tests.must_catch.suite import copied_from_suite
@@ -399,6 +400,27 @@ def test_one_bad_item_fails_alone(lite_backend, must_catch_cases, monkeypatch):
     out = lite_backend.score_sync([good[0], ModerationItem("a zebra at the zoo"), good[1]])
     assert out[0].ok and out[2].ok and not out[1].ok and "kernel failed" in out[1].error
     assert [out[0].score, out[2].score] == pytest.approx(expected[:2], abs=0.01)
+
+
+def test_a_gated_window_counts_only_with_the_whole_reading_or_alone_at_the_alone_score(lite_backend):
+    """`window_gate_score` (off by default): a window read out of context counts only when the text read whole
+    reaches the gate, or when the window alone reaches `window_alone_score`. Readings are set by hand (a rule test)."""
+    cuts = np.array([-1.0, 0.5, 1.5, 3.0])  # latent -1 -> 21, 0.5 -> 41, 1.5 -> 61, 3 -> 81
+    rows = Reader(lite_backend._tokenizer, DEFAULT_POLICY).read(_filler(1200), None)
+    whole = [r for r in rows if r.start == 0 and r.end == len(r.encoding.ids)]
+    assert whole and len(whole) < len(rows)
+
+    def best(policy, whole_latent: float, window_latent: float) -> float:
+        parts = [Scored(r, whole_latent if r in whole else window_latent, 0.0, np.zeros(len(CATEGORIES)))
+                 for r in rows]
+        return riskiest_reading(parts, policy, cuts).latent
+
+    gated = replace(DEFAULT_POLICY, window_gate_score=21.0, window_alone_score=81.0)
+    assert best(DEFAULT_POLICY, -3.0, 2.0) == 2.0  # shipped: the riskiest window wins
+    assert best(gated, -3.0, 2.0) == -3.0  # whole reading BENIGN, window HIGH: the window does not count
+    assert best(gated, -0.9, 2.0) == 2.0  # whole reading LOW: windows count
+    assert best(gated, -3.0, 3.5) == 3.5  # a window EXTREME on its own counts
+    assert np.isnan(best(gated, -3.0, float("nan")))  # a NaN window still fails the item
 
 
 # --- long and adversarial text -------------------------------------------------------------------------

@@ -168,7 +168,7 @@ class LiteBackend(Backend):
               rows: int) -> RiskScore:
         """The item's score: the riskiest candidate the rules give (`readings.py`)."""
         parts, request, _ = plan.split(scored)
-        best = riskiest_reading(parts)
+        best = riskiest_reading(parts, self.policy, cuts)
         refusal = round(parts[0].refusal, 4) if plan.response else None  # the whole reply, first view
         readings = [Candidate(p.latent, p.categories, p.row.encoding.ids, None, "text") for p in parts]
         for part in turn or []:

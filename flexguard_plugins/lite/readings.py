@@ -50,6 +50,11 @@ class ReadingPolicy:
     """Text up to this many word pieces is read whole only (the length trained with harm diluted in benign text)."""
     window_tokens: int = WINDOW_TOKENS
     """Longest window: one sentence or two neighbours; a longer sentence is read in half-overlapping pieces."""
+    window_gate_score: float = 0.0
+    """A window counts only when the text read whole reaches this score (0: always), so a window read out of
+    context cannot outvote the whole reading on its own..."""
+    window_alone_score: float = 101.0
+    """...unless the window alone reaches this score (harm no context makes harmless)."""
     # --- response mode: the request ---
     compliance: bool = True
     """A reply that does not refuse a request the moderate regime blocks scores at least the request
@@ -224,8 +229,14 @@ def turn_reads(whole: float, opening: Sequence[float], continuations: Sequence[t
 
 # --- the rules: candidates for the item's score ---------------------------------------------------------------
 
-def riskiest_reading(parts: Sequence[Scored]) -> Candidate:
-    """The judged text's riskiest view or window (the first if tied; a NaN wins, and fails the item)."""
+def riskiest_reading(parts: Sequence[Scored], policy: ReadingPolicy, cuts: np.ndarray) -> Candidate:
+    """The judged text's riskiest view or window (the first if tied; a NaN wins, and fails the item); windows only
+    when the text read whole reaches `window_gate_score`."""
+    whole = [p for p in parts if p.row.start == 0 and p.row.end == len(p.row.encoding.ids)]
+    finite = np.isfinite([p.latent for p in parts]).all()  # a NaN anywhere fails the item
+    if policy.window_gate_score > 0 and finite and whole and len(whole) < len(parts):
+        if _score(max(p.latent for p in whole), cuts) < policy.window_gate_score:
+            parts = [p for p in parts if p in whole or _score(p.latent, cuts) >= policy.window_alone_score]
     best = parts[int(np.argmax([p.latent for p in parts]))]
     return _candidate(best, "text", span=len(parts) > 1)
 

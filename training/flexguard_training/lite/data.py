@@ -1,7 +1,8 @@
 """Training and held-out data for the lite cross-encoder: sources → examples → augmented, balanced mix.
 
 Whole sources in HELDOUT_SOURCES are never trained on (and training rows repeating a held-out text,
-by `dedup_key`, are dropped); they give the card's quality figures. Training rows are drawn per
+by `dedup_key`, are dropped); they give the card's quality figures. A fixed share of ToxicChat, the real user
+prompts, is held out too (`HELDOUT_SPLITS`). Training rows are drawn per
 source in proportion to sqrt(size), then balanced per mode between BENIGN and harmful, and joined by
 augmented rows that teach what the data alone does not:
 
@@ -25,6 +26,7 @@ Every text is judged in its `fold_leet` view, as the backend does.
 
 from __future__ import annotations
 
+import hashlib
 import random
 import re
 from collections.abc import Iterable, Sequence
@@ -57,18 +59,27 @@ HELDOUT_SOURCES: tuple[str, ...] = (
 ToxiGen neutral) and 3 response-level (PyRIT harm graded, BeaverTails, GPTFuzz evaluate — its questions
 80-99 never occur in GPTFuzz train). DiaSafety and OKTest train: they are the main sources of benign
 look-alike replies and prompts."""
+HELDOUT_SPLITS = {"toxic_chat": 0.4}
+"""Training sources with a fixed share of their rows (chosen by a hash of the text, so the same under any seed or
+weight) never trained on: ToxicChat is the one log of real user prompts here, and its unseen share measures false
+flags on prompts as people write them (`heldout_split`, bench/lite_user_prompts.py)."""
 HELDOUT_CAP = 1200
 """Rows per held-out source in the evaluation (stratified by tier), to bound evaluation time."""
 
 SOURCE_WEIGHTS = {"coconot_pref": 3.0, "safetext": 2.0, "medical_safety": 1.5, "diasafety": 1.5,
                   "harmbench": 2.0, "advbench": 2.0, "malicious_instruct": 2.0, "refusal_harmful": 2.0, "catqa": 2.0,
-                  "jbb_responses": 2.0, "gptfuzz_train": 2.0, "pyrit_objective": 2.0}
+                  "jbb_responses": 2.0, "gptfuzz_train": 2.0, "pyrit_objective": 2.0, "toxic_chat": 4.0}
 """Extra share for the sources of helpful, harmless replies: without them the benign side of response mode is
 mostly refusals, and the model learns "a substantive answer is harmful" (measured: everyday replies scored 30-60).
 And for the sources of plainly harmful requests and of jailbroken replies, which sqrt balancing leaves small next to
 the hate-speech corpora: without it, crime and weapons requests sat just under the HIGH cut (r6: 29 % of held-out
 StrongREJECT under 61). Requests alone (r9a) cost response-mode recall (BeaverTails moderate F1 64 -> 52); with the
-replies too (r10a) both modes gained (prompt F1 avg 69.9 -> 70.8, response 76.2 -> 76.6)."""
+replies too (r10a) both modes gained (prompt F1 avg 69.9 -> 70.8, response 76.2 -> 76.6). ToxicChat, the real user
+prompts, is drawn whole (its training share): they teach what ordinary traffic looks like."""
+
+DILUTION_SENTENCES = 14
+"""Most benign sentences around a harmful one in a dilution row: enough to fill the 512 word pieces a reply is
+read whole in, so a whole reading learns that one harmful sentence decides it."""
 
 EXTREME_REPEATS = 3
 """EXTREME rows are rare in the sources: each is seen this many times."""
@@ -171,6 +182,20 @@ def stratified(records: Sequence[SourceRecord], cap: int, rng: random.Random) ->
         leftovers += group[share:]
     rng.shuffle(leftovers)
     return out + leftovers[:cap - len(out)]
+
+
+def in_heldout_split(record: SourceRecord) -> bool:
+    """Whether a record lies in its source's never-trained share (`HELDOUT_SPLITS`)."""
+    share = HELDOUT_SPLITS.get(record.source)
+    if share is None:
+        return False
+    digest = hashlib.sha256(dedup_key(record.prompt + "\x1f" + (record.response or "")).encode()).digest()
+    return int.from_bytes(digest[:4], "big") < share * 2**32
+
+
+def heldout_split(name: str, root: Path | None = None) -> list[SourceRecord]:
+    """The records of training source `name` that are never trained on (empty if it has no held-out split)."""
+    return [r for r in load_source(name, root) if in_heldout_split(r)]
 
 
 def heldout_examples(names: Sequence[str], root: Path | None, seed: int, cap: int = HELDOUT_CAP) -> list[Example]:
@@ -300,17 +325,17 @@ def augment(train: Sequence[Example], per_kind: int, seed: int) -> list[Example]
     if p.harmful_requests and p.filler:
         for _ in range(per_kind):  # dilution: harmful sentence in benign filler keeps its tier
             request = pick(p.harmful_requests)
-            sentences = [pick(p.filler) for _ in range(rng.randint(1, 5))]
+            sentences = [pick(p.filler) for _ in range(rng.randint(1, DILUTION_SENTENCES))]
             sentences.insert(rng.randint(0, len(sentences)), request.prompt)
             text = " ".join(sentences)
-            if rng.random() < 0.3:  # the same in a reply after a benign request
+            if p.benign_requests and rng.random() < 0.3:  # the same in a reply after a benign request
                 out.append(Example(pick(p.benign_requests), text, "aug_dilution", request.severity, request.unsafe,
                                    request.categories, 0.0))
             else:
                 out.append(Example(text, None, "aug_dilution", request.severity, request.unsafe, request.categories))
         for _ in range(per_kind // 2):  # benign filler alone stays BENIGN
-            out.append(Example(" ".join(pick(p.filler) for _ in range(rng.randint(2, 6))), None, "aug_filler", 0,
-                               False))
+            filler = " ".join(pick(p.filler) for _ in range(rng.randint(2, DILUTION_SENTENCES + 1)))
+            out.append(Example(filler, None, "aug_filler", 0, False))
     if p.harmful_requests:
         for _ in range(per_kind):  # obfuscated harmful requests keep their tier
             request = pick(p.harmful_requests)
@@ -342,14 +367,16 @@ def augment(train: Sequence[Example], per_kind: int, seed: int) -> list[Example]
 def training_examples(names: Sequence[str], heldout: Sequence[str], root: Path | None, *, budget: int,
                       augment_share: float, seed: int, extra: Sequence[Example] = ()) -> tuple[list[Example],
                                                                                               dict[str, int]]:
-    """Deduplicated, sqrt-balanced source rows plus `extra` rows (FlexBench, teacher), augmentation, about
-    `budget` rows in all; and the rows per source."""
+    """Deduplicated, sqrt-balanced source rows (less each source's held-out split) plus `extra` rows (FlexBench,
+    teacher), augmentation, about `budget` rows in all; and the rows per source."""
     overlap = set(names) & set(heldout)
     if overlap:
         raise ValueError(f"sources both trained on and held out: {sorted(overlap)}")
     rng = random.Random(seed)
     held = [r for records in load_records(heldout, root).values() for r in records]
     by_source = load_records(names, root)
+    held += [r for records in by_source.values() for r in records if in_heldout_split(r)]
+    by_source = {name: [r for r in records if not in_heldout_split(r)] for name, records in by_source.items()}
     flat = dedupe([r for records in by_source.values() for r in records], against=held)
     kept: dict[str, list[SourceRecord]] = {}
     for record in flat:

@@ -1,0 +1,50 @@
+"""The lite trainer's mix keeps its held-out split of real user prompts (`HELDOUT_SPLITS`) out of training."""
+
+from __future__ import annotations
+
+import json
+
+from flexguard_training.lite.data import HELDOUT_SPLITS, heldout_split, in_heldout_split, training_examples
+from flexguard_training.lite.replies import read_questions, teacher_line
+from flexguard_training.sources import load_source
+
+
+def write_toxic_chat(root, count: int) -> None:
+    folder = root / "toxic_chat_human"
+    folder.mkdir(parents=True)
+    instances = [{"id": str(k), "instance": f"user prompt number {k} about topic {k * 7 % 13}",
+                  "annotations": {"toxicity": {"majority_human": "1" if k % 5 == 0 else "0"},
+                                  "jailbreaking": {"majority_human": "0"}}} for k in range(count)]
+    (folder / "toxic_chat_train.json").write_text(json.dumps({"instances": instances}), encoding="utf-8")
+
+
+def test_the_split_is_a_fixed_share_chosen_by_the_text(tmp_path):
+    write_toxic_chat(tmp_path, 600)
+    records = load_source("toxic_chat", tmp_path)
+    held = heldout_split("toxic_chat", tmp_path)
+    assert abs(len(held) / len(records) - HELDOUT_SPLITS["toxic_chat"]) < 0.08
+    assert [r.prompt for r in held] == [r.prompt for r in load_source("toxic_chat", tmp_path) if in_heldout_split(r)]
+    other = records[0].__class__(**{**records[0].__dict__, "source": "davidson"})
+    assert not in_heldout_split(other)  # a source without a split is never held out by it
+
+
+def test_no_held_out_prompt_is_trained_on_under_any_seed():
+    held = {r.prompt for r in heldout_split("toxic_chat")}  # the real ToxicChat in ../shared/data
+    assert len(held) > 500
+    for seed in (0, 1):
+        rows, counts = training_examples(["toxic_chat", "alpaca_harmless_val"], [], None, budget=3000,
+                                         augment_share=0.3, seed=seed)
+        trained = {e.prompt for e in rows if e.source == "toxic_chat"}
+        assert counts["toxic_chat"] > 300
+        assert not trained & held
+        long_held = [h for h in held if len(h) >= 40]  # short ones ("how are you doing") recur inside other prompts
+        assert not any(h in e.prompt + (e.response or "") for e in rows for h in long_held)  # nor in augmented rows
+
+
+def test_replies_to_harmless_questions_are_benign_teacher_lines(tmp_path):
+    path = tmp_path / "q.txt"
+    path.write_text("# a comment\nHow do I kill a stuck process?\n\n", encoding="utf-8")
+    assert read_questions(path) == ["How do I kill a stuck process?"]
+    line = json.loads(teacher_line({"kind": "helpful", "question": "How do I kill a stuck process?",
+                                    "reply": "Use kill -9 with its PID."}))
+    assert line["score"] == 0 and line["categories"] == [] and line["response"] == "Use kill -9 with its PID."

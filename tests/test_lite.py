@@ -421,6 +421,8 @@ def test_a_gated_window_counts_only_with_the_whole_reading_or_alone_at_the_alone
     assert best(gated, -0.9, 2.0) == 2.0  # whole reading LOW: windows count
     assert best(gated, -3.0, 3.5) == 3.5  # a window EXTREME on its own counts
     assert np.isnan(best(gated, -3.0, float("nan")))  # a NaN window still fails the item
+    with pytest.raises(ValueError, match="window_gate_score must be between 0 and 101"):
+        replace(DEFAULT_POLICY, window_gate_score=-1.0)
 
 
 # --- long and adversarial text -------------------------------------------------------------------------

@@ -93,6 +93,9 @@ class ReadingPolicy:
         if not 16 <= self.window_tokens <= self.single_pass_tokens:
             raise ValueError(f"window_tokens must be between 16 and {self.single_pass_tokens}, "
                              f"got {self.window_tokens}")
+        for name in ("window_gate_score", "window_alone_score"):
+            if not 0.0 <= getattr(self, name) <= 101.0:
+                raise ValueError(f"{name} must be between 0 and 101 (101: never), got {getattr(self, name)}")
         if not 0 <= self.turn_sentences <= 8:
             raise ValueError(f"turn_sentences must be between 0 and 8, got {self.turn_sentences}")
         if self.request_tokens < 1:

@@ -13,7 +13,8 @@ augmented rows that teach what the data alone does not:
   harmless reply → BENIGN taught leniency to real compliance (BeaverTails loose F1 65 → 52); templated
   compliance restating the request → its tier changed nothing measurable (suite 94.1 → 93.6 %, held-out F1
   avg prompt 69.9 → 70.1, response 76.2 → 75.5), so the simpler mix ships;
-- dilution: one harmful sentence inside benign filler keeps its tier (benign filler alone stays BENIGN);
+- dilution: one harmful sentence inside benign filler keeps its tier, and so does a short harmful reply inside a
+  long benign one (benign filler alone stays BENIGN);
 - obfuscation: homoglyphs, zero-width characters and leetspeak, seen through `text.fold_leet` as the
   backend sees them;
 - degenerate text (one character repeated, emoji walls, key mashing) → BENIGN, no JAIL.
@@ -333,6 +334,13 @@ def augment(train: Sequence[Example], per_kind: int, seed: int) -> list[Example]
                                    request.categories, 0.0))
             else:
                 out.append(Example(text, None, "aug_dilution", request.severity, request.unsafe, request.categories))
+        short_harm = [e for e in p.harmful_replies if _short(e.response, 150)]
+        for _ in range(per_kind // 2 if p.benign_requests and short_harm else 0):  # the same for a harmful reply
+            reply = pick(short_harm)
+            sentences = [pick(p.filler) for _ in range(rng.randint(1, DILUTION_SENTENCES))]
+            sentences.insert(rng.randint(0, len(sentences)), reply.response)
+            out.append(Example(pick(p.benign_requests), " ".join(sentences), "aug_dilution_reply", reply.severity,
+                               reply.unsafe, reply.categories, 0.0))
         for _ in range(per_kind // 2):  # benign filler alone stays BENIGN
             filler = " ".join(pick(p.filler) for _ in range(rng.randint(2, DILUTION_SENTENCES + 1)))
             out.append(Example(filler, None, "aug_filler", 0, False))

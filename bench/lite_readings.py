@@ -33,7 +33,7 @@ from bench.lite_edgy import SETTINGS, load_or_generate  # noqa: E402
 from bench.lite_user_prompts import held_out_prompts  # noqa: E402
 from flexguard_plugins import FlexGuard, ModerationItem  # noqa: E402
 from flexguard_plugins.lite import LiteBackend  # noqa: E402
-from flexguard_plugins.lite.readings import DEFAULT_POLICY  # noqa: E402
+from flexguard_plugins.lite.readings import DEFAULT_POLICY, SWITCHES  # noqa: E402
 from flexguard_plugins.policy import REGIMES  # noqa: E402
 from tests.must_catch.suite import load_blind_cases, load_cases, summarise  # noqa: E402
 from tests.test_lite import _bury  # noqa: E402
@@ -55,6 +55,9 @@ def main() -> None:
     parser.add_argument("--alone", type=float, default=101.0, help="ReadingPolicy.window_alone_score")
     parser.add_argument("--off", default="", help="comma-separated reading rules to switch off")
     args = parser.parse_args()
+    unknown = sorted(set(filter(None, args.off.split(","))) - set(SWITCHES))
+    if unknown:
+        parser.error(f"--off: unknown rules {unknown}; known: {sorted(SWITCHES)}")
     policy = replace(DEFAULT_POLICY, window_gate_score=args.gate, window_alone_score=args.alone,
                      **{rule: False for rule in args.off.split(",") if rule})
     if args.single_pass:

@@ -20,7 +20,7 @@ from flexguard_plugins import FlexGuard
 from flexguard_plugins.lite import DEFAULT_MODEL, LiteBackend, build
 from flexguard_plugins.lite.head import latent_to_score
 from flexguard_plugins.lite.plan import Reader
-from flexguard_plugins.lite.readings import DEFAULT_POLICY, Scored, riskiest_reading, turn_reads
+from flexguard_plugins.lite.readings import DEFAULT_POLICY, Scored, counted_readings, riskiest_reading, turn_reads
 from flexguard_plugins.lite.windows import views, windows
 from flexguard_plugins.types import CATEGORIES, ModerationItem, RiskScore, tier_for_score
 from tests.must_catch.suite import copied_from_suite
@@ -410,10 +410,10 @@ def test_a_gated_window_counts_only_with_the_whole_reading_or_alone_at_the_alone
     whole = [r for r in rows if r.start == 0 and r.end == len(r.encoding.ids)]
     assert whole and len(whole) < len(rows)
 
-    def best(policy, whole_latent: float, window_latent: float) -> float:
-        parts = [Scored(r, whole_latent if r in whole else window_latent, 0.0, np.zeros(len(CATEGORIES)))
-                 for r in rows]
-        return riskiest_reading(parts, policy, cuts).latent
+    def best(policy, whole_latent: float, window_latent: float, read=rows) -> float:
+        parts = [Scored(r, whole_latent if r.start == 0 else window_latent, 0.0, np.zeros(len(CATEGORIES)))
+                 for r in read]
+        return riskiest_reading(counted_readings(parts, policy, cuts)).latent
 
     gated = replace(DEFAULT_POLICY, window_gate_score=21.0, window_alone_score=81.0)
     assert best(DEFAULT_POLICY, -3.0, 2.0) == 2.0  # shipped: the riskiest window wins
@@ -421,6 +421,10 @@ def test_a_gated_window_counts_only_with_the_whole_reading_or_alone_at_the_alone
     assert best(gated, -0.9, 2.0) == 2.0  # whole reading LOW: windows count
     assert best(gated, -3.0, 3.5) == 3.5  # a window EXTREME on its own counts
     assert np.isnan(best(gated, -3.0, float("nan")))  # a NaN window still fails the item
+    # a text longer than one row reads has no whole reading: nothing gates its windows
+    long_rows = Reader(lite_backend._tokenizer, DEFAULT_POLICY).read(_filler(4000), None)
+    assert not [r for r in long_rows if r.start == 0 and r.end == len(r.encoding.ids)]
+    assert best(gated, -3.0, 2.0, read=long_rows) == 2.0
     with pytest.raises(ValueError, match="window_gate_score must be between 0 and 101"):
         replace(DEFAULT_POLICY, window_gate_score=-1.0)
 

@@ -43,6 +43,7 @@ from .readings import (
     Scored,
     TurnPart,
     complied_request,
+    counted_readings,
     riskiest_reading,
     turn_candidate,
     turn_reads,
@@ -168,9 +169,10 @@ class LiteBackend(Backend):
               rows: int) -> RiskScore:
         """The item's score: the riskiest candidate the rules give (`readings.py`)."""
         parts, request, _ = plan.split(scored)
-        best = riskiest_reading(parts, self.policy, cuts)
+        counted = counted_readings(parts, self.policy, cuts)
+        best = riskiest_reading(counted)
         refusal = round(parts[0].refusal, 4) if plan.response else None  # the whole reply, first view
-        readings = [Candidate(p.latent, p.categories, p.row.encoding.ids, None, "text") for p in parts]
+        readings = [Candidate(p.latent, p.categories, p.row.encoding.ids, None, "text") for p in counted]
         for part in turn or []:
             if not all(math.isfinite(s.latent) and math.isfinite(s.refusal) for s in (part.question, part.alone)
                        if s is not None):

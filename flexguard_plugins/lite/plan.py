@@ -96,7 +96,8 @@ class Reader:
             spans = (windows(encoding, view.text, window=policy.window_tokens, single_pass=policy.single_pass_tokens)
                      if policy.sentence_windows else [(0, len(encoding.ids))])
             for start, end in spans:
-                ids = encoding.ids[start:min(end, start + limit)]
+                end = min(end, start + limit)  # the row records what it read
+                ids = encoding.ids[start:end]
                 inputs = assemble(ids, context, cls=self.cls, sep=self.sep, max_tokens=len(ids) + 3 + kept)
                 rows.append(Row(inputs, view, encoding, start, end, shift))
         return tuple(rows)

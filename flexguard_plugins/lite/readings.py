@@ -232,14 +232,25 @@ def turn_reads(whole: float, opening: Sequence[float], continuations: Sequence[t
 
 # --- the rules: candidates for the item's score ---------------------------------------------------------------
 
-def riskiest_reading(parts: Sequence[Scored], policy: ReadingPolicy, cuts: np.ndarray) -> Candidate:
-    """The judged text's riskiest view or window (the first if tied; a NaN wins, and fails the item); windows only
-    when the text read whole reaches `window_gate_score`."""
+def counted_readings(parts: Sequence[Scored], policy: ReadingPolicy, cuts: np.ndarray) -> Sequence[Scored]:
+    """The views and windows that count: all of them, or with `window_gate_score` set and the text read whole
+    (every word piece in one row) under it, the whole readings and the windows reaching `window_alone_score`.
+
+    Args:
+        parts: the judged text's scored rows (its views read whole first, then its windows).
+        policy: the gate's scores.
+        cuts: the read-out's cut-points (latent to score).
+    """
     whole = [p for p in parts if p.row.start == 0 and p.row.end == len(p.row.encoding.ids)]
     finite = np.isfinite([p.latent for p in parts]).all()  # a NaN anywhere fails the item
     if policy.window_gate_score > 0 and finite and whole and len(whole) < len(parts):
         if _score(max(p.latent for p in whole), cuts) < policy.window_gate_score:
-            parts = [p for p in parts if p in whole or _score(p.latent, cuts) >= policy.window_alone_score]
+            return [p for p in parts if p in whole or _score(p.latent, cuts) >= policy.window_alone_score]
+    return parts
+
+
+def riskiest_reading(parts: Sequence[Scored]) -> Candidate:
+    """The judged text's riskiest view or window (the first if tied; a NaN wins, and fails the item)."""
     best = parts[int(np.argmax([p.latent for p in parts]))]
     return _candidate(best, "text", span=len(parts) > 1)
 
@@ -276,4 +287,4 @@ def complied_request(request: Sequence[Scored], refusal: float | None, policy: R
 
 
 __all__ = ["DEFAULT_POLICY", "SWITCHES", "Candidate", "ReadingPolicy", "Row", "Scored", "TurnPart", "TurnRead",
-           "complied_request", "riskiest_reading", "turn_candidate", "turn_reads"]
+           "complied_request", "counted_readings", "riskiest_reading", "turn_candidate", "turn_reads"]

@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from .data import HELDOUT_CAP, HELDOUT_SOURCES, TRAIN_SOURCES
+from .data import HELDOUT_CAP, HELDOUT_SOURCES, HELDOUT_SPLITS, MIXES, TRAIN_SOURCES
 from .train import TRAIN_META, TrainConfig
 
 log = logging.getLogger("flexguard_training.lite")
@@ -38,6 +38,8 @@ def make_parser(prog: str | None = None) -> argparse.ArgumentParser:
                         "('' for none)")
     parser.add_argument("--budget", type=int, default=24000,
                         help="training rows before balancing (sources + augmentation)")
+    parser.add_argument("--mix", choices=sorted(MIXES), default="r10a",
+                        help="what the recipe draws besides the sources (data.MIXES; r10a: the shipped weights)")
     parser.add_argument("--augment-share", type=float, default=0.3, help="share of the budget given to augmentation")
     parser.add_argument("--flexbench", action="append", default=[], help="FlexBench-format CSV to train on "
                         "(severity_level + text columns); repeatable")
@@ -87,7 +89,8 @@ def main(argv: list[str] | None = None) -> int:
         try:
             examples, counts = training_examples(train_names, heldout_names, root, budget=args.budget,
                                                  augment_share=args.augment_share, seed=args.seed,
-                                                 extra=extra_examples(args.flexbench, args.teacher))
+                                                 extra=extra_examples(args.flexbench, args.teacher),
+                                                 mix=MIXES[args.mix])
         except ValueError as error:
             raise SystemExit(str(error)) from error
         if not examples:
@@ -98,7 +101,8 @@ def main(argv: list[str] | None = None) -> int:
         save_adapter(model, out, config)
         meta = {"command": command, "seed": args.seed, "config": config.__dict__, "train_rows": counts,
                 "train_sources": train_names, "heldout_sources": heldout_names, "budget": args.budget,
-                "augment_share": args.augment_share,
+                "augment_share": args.augment_share, "mix": args.mix,
+                "heldout_splits": HELDOUT_SPLITS if MIXES[args.mix].heldout_split else {},
                 "extra_training_files": {"flexbench": args.flexbench, "teacher": args.teacher},
                 "train_seconds": round(time.perf_counter() - started, 1)}
         (out / TRAIN_META).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")

@@ -2,7 +2,7 @@
 
 Whole sources in HELDOUT_SOURCES are never trained on (and training rows repeating a held-out text,
 by `dedup_key`, are dropped); they give the card's quality figures. A fixed share of ToxicChat, the real user
-prompts, is held out too (`HELDOUT_SPLITS`). Training rows are drawn per
+prompts, is held out too in the v3 mix (`HELDOUT_SPLITS`, `MIXES`). Training rows are drawn per
 source in proportion to sqrt(size), then balanced per mode between BENIGN and harmful, and joined by
 augmented rows that teach what the data alone does not:
 
@@ -13,8 +13,8 @@ augmented rows that teach what the data alone does not:
   harmless reply → BENIGN taught leniency to real compliance (BeaverTails loose F1 65 → 52); templated
   compliance restating the request → its tier changed nothing measurable (suite 94.1 → 93.6 %, held-out F1
   avg prompt 69.9 → 70.1, response 76.2 → 75.5), so the simpler mix ships;
-- dilution: one harmful sentence inside benign filler keeps its tier, and so does a short harmful reply inside a
-  long benign one (benign filler alone stays BENIGN);
+- dilution: one harmful sentence inside benign filler keeps its tier, and (v3 mix) so does a short harmful reply
+  inside a long benign one (benign filler alone stays BENIGN);
 - obfuscation: homoglyphs, zero-width characters and leetspeak, seen through `text.fold_leet` as the
   backend sees them;
 - degenerate text (one character repeated, emoji walls, key mashing) → BENIGN, no JAIL.
@@ -69,18 +69,37 @@ HELDOUT_CAP = 1200
 
 SOURCE_WEIGHTS = {"coconot_pref": 3.0, "safetext": 2.0, "medical_safety": 1.5, "diasafety": 1.5,
                   "harmbench": 2.0, "advbench": 2.0, "malicious_instruct": 2.0, "refusal_harmful": 2.0, "catqa": 2.0,
-                  "jbb_responses": 2.0, "gptfuzz_train": 2.0, "pyrit_objective": 2.0, "toxic_chat": 4.0}
+                  "jbb_responses": 2.0, "gptfuzz_train": 2.0, "pyrit_objective": 2.0}
 """Extra share for the sources of helpful, harmless replies: without them the benign side of response mode is
 mostly refusals, and the model learns "a substantive answer is harmful" (measured: everyday replies scored 30-60).
 And for the sources of plainly harmful requests and of jailbroken replies, which sqrt balancing leaves small next to
 the hate-speech corpora: without it, crime and weapons requests sat just under the HIGH cut (r6: 29 % of held-out
 StrongREJECT under 61). Requests alone (r9a) cost response-mode recall (BeaverTails moderate F1 64 -> 52); with the
-replies too (r10a) both modes gained (prompt F1 avg 69.9 -> 70.8, response 76.2 -> 76.6). ToxicChat, the real user
-prompts, is drawn whole (its training share): they teach what ordinary traffic looks like."""
+replies too (r10a) both modes gained (prompt F1 avg 69.9 -> 70.8, response 76.2 -> 76.6)."""
 
-DILUTION_SENTENCES = 14
-"""Most benign sentences around a harmful one in a dilution row: enough to fill the 512 word pieces a reply is
-read whole in, so a whole reading learns that one harmful sentence decides it."""
+
+
+@dataclass(frozen=True)
+class Mix:
+    """What a recipe draws besides the sources' rows; `MIXES` names each one (`flexguard train lite --mix`)."""
+
+    heldout_split: bool
+    """Leave each source's `HELDOUT_SPLITS` share out of training (ToxicChat's real user prompts)."""
+    source_weights: dict[str, float]
+    """Extra share per source on top of sqrt balancing."""
+    dilution_sentences: int
+    """Most benign sentences around the harmful one in a dilution row (the harm may fall past `--max-tokens`)."""
+    dilution_replies: bool
+    """Also bury a short harmful reply in a long benign one (`aug_dilution_reply`), keeping its tier."""
+
+
+MIXES = {
+    "r10a": Mix(heldout_split=False, source_weights=SOURCE_WEIGHTS, dilution_sentences=5, dilution_replies=False),
+    "v3": Mix(heldout_split=True, source_weights={**SOURCE_WEIGHTS, "toxic_chat": 4.0}, dilution_sentences=14,
+              dilution_replies=True),
+}
+"""r10a: the shipped weights. v3: real user prompts drawn whole, longer dilution, for `--max-tokens 512`; trials
+v3c/v3d in docs/lite.md (not shipped: they miss more real harm)."""
 
 EXTREME_REPEATS = 3
 """EXTREME rows are rare in the sources: each is seen this many times."""
@@ -297,7 +316,7 @@ def pools(train: Sequence[Example]) -> Pools:
     )
 
 
-def augment(train: Sequence[Example], per_kind: int, seed: int) -> list[Example]:
+def augment(train: Sequence[Example], per_kind: int, seed: int, mix: Mix = MIXES["r10a"]) -> list[Example]:
     """The augmented rows described in the module docstring, `per_kind` of each kind (fewer if pools are small)."""
     rng = random.Random(seed)
     p = pools(train)
@@ -326,7 +345,7 @@ def augment(train: Sequence[Example], per_kind: int, seed: int) -> list[Example]
     if p.harmful_requests and p.filler:
         for _ in range(per_kind):  # dilution: harmful sentence in benign filler keeps its tier
             request = pick(p.harmful_requests)
-            sentences = [pick(p.filler) for _ in range(rng.randint(1, DILUTION_SENTENCES))]
+            sentences = [pick(p.filler) for _ in range(rng.randint(1, mix.dilution_sentences))]
             sentences.insert(rng.randint(0, len(sentences)), request.prompt)
             text = " ".join(sentences)
             if p.benign_requests and rng.random() < 0.3:  # the same in a reply after a benign request
@@ -334,15 +353,15 @@ def augment(train: Sequence[Example], per_kind: int, seed: int) -> list[Example]
                                    request.categories, 0.0))
             else:
                 out.append(Example(text, None, "aug_dilution", request.severity, request.unsafe, request.categories))
-        short_harm = [e for e in p.harmful_replies if _short(e.response, 150)]
+        short_harm = [e for e in p.harmful_replies if _short(e.response, 60)] if mix.dilution_replies else []
         for _ in range(per_kind // 2 if p.benign_requests and short_harm else 0):  # the same for a harmful reply
             reply = pick(short_harm)
-            sentences = [pick(p.filler) for _ in range(rng.randint(1, DILUTION_SENTENCES))]
+            sentences = [pick(p.filler) for _ in range(rng.randint(1, mix.dilution_sentences))]
             sentences.insert(rng.randint(0, len(sentences)), reply.response)
             out.append(Example(pick(p.benign_requests), " ".join(sentences), "aug_dilution_reply", reply.severity,
                                reply.unsafe, reply.categories, 0.0))
         for _ in range(per_kind // 2):  # benign filler alone stays BENIGN
-            filler = " ".join(pick(p.filler) for _ in range(rng.randint(2, DILUTION_SENTENCES + 1)))
+            filler = " ".join(pick(p.filler) for _ in range(rng.randint(2, mix.dilution_sentences + 1)))
             out.append(Example(filler, None, "aug_filler", 0, False))
     if p.harmful_requests:
         for _ in range(per_kind):  # obfuscated harmful requests keep their tier
@@ -373,24 +392,25 @@ def augment(train: Sequence[Example], per_kind: int, seed: int) -> list[Example]
 # --- the mix ---------------------------------------------------------------------------------------
 
 def training_examples(names: Sequence[str], heldout: Sequence[str], root: Path | None, *, budget: int,
-                      augment_share: float, seed: int, extra: Sequence[Example] = ()) -> tuple[list[Example],
-                                                                                              dict[str, int]]:
-    """Deduplicated, sqrt-balanced source rows (less each source's held-out split) plus `extra` rows (FlexBench,
-    teacher), augmentation, about `budget` rows in all; and the rows per source."""
+                      augment_share: float, seed: int, extra: Sequence[Example] = (),
+                      mix: Mix = MIXES["r10a"]) -> tuple[list[Example], dict[str, int]]:
+    """Deduplicated, sqrt-balanced source rows (less each source's held-out split if `mix` says so) plus `extra`
+    rows (FlexBench, teacher), augmentation, about `budget` rows in all; and the rows per source."""
     overlap = set(names) & set(heldout)
     if overlap:
         raise ValueError(f"sources both trained on and held out: {sorted(overlap)}")
     rng = random.Random(seed)
     held = [r for records in load_records(heldout, root).values() for r in records]
     by_source = load_records(names, root)
-    held += [r for records in by_source.values() for r in records if in_heldout_split(r)]
-    by_source = {name: [r for r in records if not in_heldout_split(r)] for name, records in by_source.items()}
+    if mix.heldout_split:
+        held += [r for records in by_source.values() for r in records if in_heldout_split(r)]
+        by_source = {name: [r for r in records if not in_heldout_split(r)] for name, records in by_source.items()}
     flat = dedupe([r for records in by_source.values() for r in records], against=held)
     kept: dict[str, list[SourceRecord]] = {}
     for record in flat:
         kept.setdefault(record.source, []).append(record)
     source_budget = int(budget * (1 - augment_share))
-    roots = {name: SOURCE_WEIGHTS.get(name, 1.0) * len(records) ** 0.5 for name, records in kept.items()}
+    roots = {name: mix.source_weights.get(name, 1.0) * len(records) ** 0.5 for name, records in kept.items()}
     total_root = sum(roots.values()) or 1.0
     rows: list[Example] = []
     for name, records in kept.items():
@@ -404,7 +424,7 @@ def training_examples(names: Sequence[str], heldout: Sequence[str], root: Path |
     written = not_held(written_examples())
     rows += not_held(extra) + written * WRITTEN_REPEATS
     rows += [e for e in written if e.mode == "response" and e.severity == 0 and not e.refusal]  # see WRITTEN_REPEATS
-    rows += augment(rows, per_kind=max(1, int(budget * augment_share / 7)), seed=seed)
+    rows += augment(rows, per_kind=max(1, int(budget * augment_share / 7)), seed=seed, mix=mix)
     rows += synthetic_examples(seed)
     rows += [e for e in rows if e.severity == 4] * (EXTREME_REPEATS - 1)
     rows = balance(rows, rng)
